@@ -1,0 +1,155 @@
+"""Every setting, declared once: type, default, and the environment variable that sets it.
+
+All variables are ``FISCALFLOW_<NAME>``; the README's configuration table is generated from
+this class (``fiscalflow config --markdown``).  Secrets may also come from files:
+``FISCALFLOW_<NAME>_FILE`` names a file whose content is the value.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import Stage
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FISCALFLOW_", extra="ignore")
+
+    # --- local stack -------------------------------------------------------------------
+    local_dir: Path = Field(PROJECT_ROOT / ".local", description="State, data and logs of the local stack.")
+
+    # --- Kafka ----------------------------------------------------------------------------
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
+    broker_storage: str = Field(
+        "memory", description="Local broker storage engine: `memory`, or `s3` (durable, on the local S3)."
+    )
+    partitions_ingest: int = Field(4, ge=1, description="Partitions of the ingest topics.")
+    partitions_download: int = Field(6, ge=1, description="Partitions of the download topics.")
+    partitions_validate: int = Field(4, ge=1, description="Partitions of the validate topics.")
+    partitions_store: int = Field(4, ge=1, description="Partitions of the store topics.")
+    partitions_report: int = Field(2, ge=1, description="Partitions of fiscal.stored (report input).")
+    partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter, parking, events topics.")
+    session_timeout_ms: int = Field(
+        6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
+    )
+    fetch_wait_max_ms: int = Field(20, description="Max fetch wait; the local broker's latency floor is half.")
+    kafka_transactions: bool = Field(
+        False, description="Transactional consume-produce (only on Apache Kafka; never relied on alone)."
+    )
+
+    # --- stage runtime ----------------------------------------------------------------------
+    max_in_flight: int = Field(256, ge=1, description="Max messages in flight per process.")
+    retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
+    retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
+    retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")
+    breaker_failure_threshold: int = Field(5, ge=1, description="Consecutive transient failures that open a breaker.")
+    breaker_reset_s: float = Field(2.0, gt=0, description="Seconds an open breaker waits before a half-open probe.")
+    shutdown_grace_s: float = Field(20.0, gt=0, description="Seconds to drain in-flight work on SIGTERM.")
+    http_host: str = Field("127.0.0.1", description="Bind address of every service's HTTP port.")
+    metrics_port: int = Field(0, description="Port of /metrics, /healthz, /readyz (0: pick a free port).")
+
+    # --- PostgreSQL ---------------------------------------------------------------------------
+    pg_dsn: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/fiscalflow"), description="PostgreSQL DSN."
+    )
+    pg_pool_size: int = Field(8, ge=1, description="asyncpg pool size per process.")
+
+    # --- S3 -----------------------------------------------------------------------------------
+    s3_endpoint: str = Field("http://127.0.0.1:18333", description="S3 endpoint URL.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_bucket: str = Field("fiscalflow", description="Archive bucket.")
+    s3_access_key: SecretStr = Field(SecretStr("fiscalflow"), description="S3 access key id.")
+    s3_secret_key: SecretStr = Field(SecretStr("fiscalflow-local-secret"), description="S3 secret key.")
+
+    # --- SFTP issuers -------------------------------------------------------------------------
+    sftp_regions: str = Field(
+        "north=127.0.0.1:12201,central=127.0.0.1:12202,south=127.0.0.1:12203",
+        description="Regional issuer SFTP servers: `name=host:port,...`.",
+    )
+    sftp_user: str = Field("fiscalflow", description="SFTP user name.")
+    sftp_key: Path | None = Field(None, description="SFTP client private key (default: the local stack's).")
+    sftp_known_hosts: Path | None = Field(None, description="known_hosts verified by every SFTP client.")
+    sftp_max_connections: int = Field(10, ge=1, description="Max connections per regional server.")
+    sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per connection.")
+    max_document_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest document accepted.")
+    inline_document_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger documents travel as an S3 claim check."
+    )
+
+    # --- validation ---------------------------------------------------------------------------
+    trust_ca: str = Field(
+        "", description="Extra trusted CA certificates: paths (file, dir or .zip) separated by `:`."
+    )
+    stamp_certs: str = Field("", description="Directory of stamping (TFD) certificates named by number.")
+
+    # --- ClickHouse / report ------------------------------------------------------------------
+    clickhouse_url: str = Field("", description="ClickHouse: `chdb://DIR` (default: local dir) or http(s) URL.")
+
+    # --- HTTP APIs ----------------------------------------------------------------------------
+    api_token: SecretStr = Field(SecretStr("fiscalflow-dev-token"), description="Token for mutating endpoints.")
+    ingest_port: int = Field(18080, description="Port of the ingest HTTP API.")
+    report_port: int = Field(18081, description="Port of the report HTTP API.")
+
+    # --- observability ------------------------------------------------------------------------
+    otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint; empty: no export.")
+    log_level: str = Field("INFO", description="Log level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """``FISCALFLOW_<NAME>_FILE`` supplies a secret from a file (Kubernetes secret mounts)."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("pg_dsn", "s3_access_key", "s3_secret_key", "api_token"):
+            path = os.environ.get(f"FISCALFLOW_{name.upper()}_FILE")
+            if path and name not in data:
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    # --- derived ------------------------------------------------------------------------------
+    def partitions(self) -> dict[Stage, int]:
+        return {
+            Stage.INGEST: self.partitions_ingest,
+            Stage.DOWNLOAD: self.partitions_download,
+            Stage.VALIDATE: self.partitions_validate,
+            Stage.STORE: self.partitions_store,
+            Stage.REPORT: self.partitions_report,
+        }
+
+    def regions(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        for item in filter(None, (p.strip() for p in self.sftp_regions.split(","))):
+            name, _, addr = item.partition("=")
+            host, _, port = addr.rpartition(":")
+            out[name.strip()] = (host, int(port))
+        return out
+
+    def sftp_key_path(self) -> Path:
+        return self.sftp_key or self.local_dir / "sftp" / "client_key"
+
+    def known_hosts_path(self) -> Path:
+        return self.sftp_known_hosts or self.local_dir / "sftp" / "known_hosts"
+
+    def region_root(self, region: str) -> Path:
+        """Directory served as the SFTP root of a regional issuer in the local stack."""
+        return self.local_dir / "sftp" / "regions" / region
+
+    def pki_dir(self) -> Path:
+        """Demo PKI of the local stack: CA, issuer CSDs, stamping certificate."""
+        return self.local_dir / "pki"
+
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.local_dir / 'clickhouse'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
