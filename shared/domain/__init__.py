@@ -1,0 +1,1 @@
+"""The domain vocabulary every service shares: records, statuses, reason codes, messages."""

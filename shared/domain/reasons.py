@@ -1,0 +1,29 @@
+"""Reason codes: why a record left the happy path. Stable strings, declared once.
+
+Validation rule ids (XSD, SELLO_INVALID, TOTAL_MISMATCH, ...) are reason codes too; they are
+catalogued by the validator (services/validate/cfdi/rules.py) and travel as-is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ReasonCode(StrEnum):
+    # runtime
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    MALFORMED_MESSAGE = "MALFORMED_MESSAGE"
+    HANDLER_CRASHED = "HANDLER_CRASHED"
+    REPLAY_LIMIT = "REPLAY_LIMIT"
+    # ingest
+    UNKNOWN_RECORD = "UNKNOWN_RECORD"
+    # download
+    FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    FILE_TOO_LARGE = "FILE_TOO_LARGE"
+    PATH_OUTSIDE_ROOT = "PATH_OUTSIDE_ROOT"
+    UNKNOWN_REGION = "UNKNOWN_REGION"
+    # validate (the umbrella code; the rule list travels with the dead letter)
+    INVALID_CFDI = "INVALID_CFDI"
+    # store
+    DUPLICATE_UUID = "DUPLICATE_UUID"

@@ -1,0 +1,38 @@
+"""Topic administration: create what is missing with its partition count, leave the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from shared.topics import TopicSpec
+
+
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create every missing topic (the local broker would auto-create them with 4 partitions).
+
+    Returns the names created.  Existing topics are left alone: partitions cannot be added on
+    the local broker, so a changed count needs the topic recreated, by hand.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1)
+              for s in specs if s.name not in existing]
+    if not wanted:
+        return []
+    created = []
+    for name, fut in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            created.append(name)
+        except Exception as exc:  # raced with another creator: fine if it exists now
+            if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc).lower():
+                raise
+    return created
+
+
+def partition_counts(bootstrap_servers: str, timeout: float = 10.0) -> dict[str, int]:
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    md = admin.list_topics(timeout=timeout)
+    return {name: len(t.partitions) for name, t in md.topics.items()}

@@ -1,0 +1,38 @@
+"""Kafka header names the runtime reads and writes. Values are UTF-8 strings."""
+
+from __future__ import annotations
+
+PREFIX = "ff-"
+ATTEMPT = "ff-attempt"  # attempts already made (retry topic, dead letters)
+DUE_AT_MS = "ff-due-at-ms"  # a retry is not processed before this time
+PRIORITY = "ff-priority"  # "1" keeps a record on the priority lane through retries
+ORIGIN_TOPIC = "ff-origin-topic"
+ORIGIN_PARTITION = "ff-origin-partition"
+ORIGIN_OFFSET = "ff-origin-offset"
+STAGE = "ff-stage"
+REASON = "ff-reason"
+ERROR_MESSAGE = "ff-error"
+DETAILS = "ff-details"  # JSON: e.g. the full rule list of an invalid document
+FIRST_FAILURE_MS = "ff-first-failure-ms"
+LAST_FAILURE_MS = "ff-last-failure-ms"
+TRACE_ID = "ff-trace-id"
+REPLAY_COUNT = "ff-replay-count"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+
+def to_dict(raw: list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    items = raw.items() if isinstance(raw, dict) else raw
+    return {k: _text(v) for k, v in items}
+
+
+def _text(v: str | bytes | None) -> str:
+    if v is None:
+        return ""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def to_list(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in headers.items()]

@@ -1,0 +1,131 @@
+"""Thin confluent-kafka wrappers: client configuration for the local broker's quirks and an
+asyncio-friendly producer whose deliveries are awaitable."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from shared.settings import Settings
+
+
+def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # Tansu: ListOffsets "latest" is wrong and cooperative-sticky loses partitions.
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        # Tansu's JoinGroup waits session.timeout.ms / 2: keep rebalances to seconds.
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
+        "max.poll.interval.ms": 300_000,
+        # Tansu does not wake long-poll fetches on new data: latency ≈ fetch.wait.max.ms / 2.
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        # A small prefetch lets a priority record overtake a backlog instead of queueing behind it.
+        "queued.max.messages.kbytes": 4096,
+        "queued.min.messages": 1000,
+        "topic.metadata.refresh.interval.ms": 10_000,
+        "statistics.interval.ms": 0,
+    }
+
+
+def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 2000,
+        "compression.type": "lz4",
+        # murmur2_random matches Java Kafka's key→partition mapping.
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": 120_000,
+    }
+
+
+class DeliveryError(Exception):
+    pass
+
+
+class AsyncProducer:
+    """A confluent-kafka Producer whose ``send`` returns an awaitable delivery.
+
+    A background thread serves delivery callbacks; each resolves its future on the event loop.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Message]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_set_exc, fut, DeliveryError(str(err)))
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, msg)
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "headers": headers, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return fut
+            except BufferError:
+                # The local queue is full: that is backpressure, wait for deliveries.
+                time.sleep(0.005)
+            except KafkaException as exc:
+                fut.set_exception(DeliveryError(str(exc)))
+                return fut
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Message:
+        return await self.send(topic, value, key, headers)
+
+    def queue_length(self) -> int:
+        return len(self._producer)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        self._closed.set()
+        self._thread.join(timeout=2)
+
+
+def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
+    if not fut.done():
+        fut.set_result(msg)
+
+
+def _set_exc(fut: asyncio.Future[Message], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

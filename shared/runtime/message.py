@@ -1,0 +1,38 @@
+"""What a handler receives and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.topics import Stage
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed Kafka message, with the lane and attempt it travels on."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+    timestamp_ms: int
+    priority: bool = False
+    attempt: int = 0  # failed attempts before this one (0 on first delivery)
+
+    @property
+    def record_id(self) -> str:
+        return self.key.decode("utf-8", "replace") if self.key else ""
+
+
+@dataclass(slots=True)
+class Emit:
+    """An output message. ``stage`` = the stage whose input lane receives it (priority kept
+    by the runtime); ``topic`` overrides it for side topics (events)."""
+
+    value: bytes
+    stage: Stage | None = None
+    topic: str | None = None
+    key: bytes | None = None  # default: the input message's key
+    headers: dict[str, str] = field(default_factory=dict)

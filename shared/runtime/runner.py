@@ -1,0 +1,534 @@
+"""The stage engine: poll, dispatch, retry, dead-letter, commit, pause, shut down.
+
+One :class:`StageRunner` per process.  Guarantees:
+
+* at-least-once: a message's offset is committed only after everything it emitted (outputs,
+  retries, dead letters) was acknowledged by the broker, and only below the lowest offset of
+  its partition still in flight;
+* a transient failure never blocks its partition: the message moves to the stage's retry
+  topic with a due time and the partition goes on;
+* a permanent failure is a dead letter at once, key and value unchanged, with headers;
+* an open circuit breaker defers (per-message downstream) or pauses (stage-wide downstream)
+  work instead of burning attempts;
+* priority records overtake a backlog: the priority topic is dispatched first, and while
+  priority records flow the normal and retry partitions are paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from opentelemetry import trace
+
+from shared.domain.reasons import ReasonCode
+from shared.runtime import headers as H
+from shared.runtime import metrics as M
+from shared.runtime import tracing
+from shared.runtime.breaker import BreakerBoard, BreakerState, CircuitBreaker
+from shared.runtime.errors import PermanentError, TransientError
+from shared.runtime.kafka import AsyncProducer, consumer_config, producer_config
+from shared.runtime.message import Emit, Message
+from shared.runtime.offsets import OffsetTracker
+from shared.runtime.stage import StageSpec
+from shared.settings import Settings
+from shared.topics import input_topic, priority_topic
+
+log = logging.getLogger("fiscalflow.runtime")
+
+# A retry waiting for its due time holds no handler slot; this bounds how many may wait in memory
+# before the retry partitions are paused.
+MAX_DELAYED = 20_000
+DRAIN_ON_REVOKE_S = 10.0
+COMMIT_INTERVAL_S = 0.25
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StageRunner:
+    def __init__(self, spec: StageSpec, settings: Settings, replica_id: str | None = None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.stage = spec.stage.value
+        self.replica_id = replica_id or os.environ.get("FISCALFLOW_REPLICA_ID", "0")
+        client_id = f"fiscalflow-{self.stage}-{socket.gethostname()}-{self.replica_id}-{os.getpid()}"
+        self.max_in_flight = spec.max_in_flight or settings.max_in_flight
+        self._consumer = Consumer(consumer_config(settings, spec.consumer_group, client_id))
+        self.producer = AsyncProducer(producer_config(settings, client_id))
+        self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.stage}-consumer")
+        self._offsets = OffsetTracker()
+        self._tasks: dict[tuple[str, int, int], asyncio.Task[None]] = {}
+        self._handling = 0  # messages inside their handler or waiting at the gate
+        self._delayed = 0  # retries waiting for their due time
+        self._slot = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.breakers = BreakerBoard(settings.breaker_failure_threshold, settings.breaker_reset_s)
+        self._stage_gate = asyncio.Event()
+        self._stage_gate.set()
+        self.assignment: set[tuple[str, int]] = set()
+        self._paused_lanes = False
+        self._paused_all = False
+        self._priority_topic = spec.priority_topic
+        self._topics = spec.input_topics()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.last_error: str = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, install_signals: bool = True) -> None:
+        self._loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop)
+        if self.spec.on_start:
+            await self.spec.on_start()
+        await self._k(
+            self._consumer.subscribe, self._topics, on_assign=self._on_assign,
+            on_revoke=self._on_revoke, on_lost=self._on_lost,
+        )
+        committer = asyncio.create_task(self._commit_loop(), name="committer")
+        log.info("stage %s replica %s consuming %s", self.stage, self.replica_id, self._topics)
+        try:
+            await self._poll_loop()
+        finally:
+            await self._shutdown(committer)
+
+    def stop(self) -> None:
+        """Graceful: stop fetching, finish in-flight work, commit, leave the group."""
+        if not self._stopping.is_set():
+            log.info("stage %s replica %s stopping", self.stage, self.replica_id)
+            self._stopping.set()
+            self._slot.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _shutdown(self, committer: asyncio.Task[None]) -> None:
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_s)
+            for t in still:
+                t.cancel()
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        await self._commit(sync=True)
+        await self._k(self._consumer.close)
+        await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
+        self._kexec.shutdown(wait=False)
+        if self.spec.on_stop:
+            await self.spec.on_stop()
+        self._stopped.set()
+        log.info("stage %s replica %s stopped", self.stage, self.replica_id)
+
+    async def _k(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a consumer call on the consumer's own thread (librdkafka callbacks happen there)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._kexec, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------ polling
+    async def _poll_loop(self) -> None:
+        while not self._stopping.is_set():
+            capacity = self.max_in_flight - self._handling
+            if capacity <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            if not self._stage_gate.is_set():
+                await self._set_paused_all(True)
+                await self._wait_gate_or_stop()
+                continue
+            await self._set_paused_all(False)
+            batch: list[KafkaMessage] = await self._k(self._consumer.consume, min(capacity, 500), 0.1)
+            if self._stopping.is_set() and not batch:
+                break
+            prio: list[KafkaMessage] = []
+            rest: list[KafkaMessage] = []
+            for km in batch:
+                err = km.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", err)
+                    continue
+                (prio if km.topic() == self._priority_topic else rest).append(km)
+            for km in prio:
+                self._dispatch(km, priority=True)
+            for km in rest:
+                self._dispatch(km, priority=km.topic() == self._priority_topic)
+            await self._steer_lanes(bool(prio))
+            if self._delayed > MAX_DELAYED:
+                await asyncio.sleep(0.05)
+
+    async def _wait_gate_or_stop(self) -> None:
+        gate = asyncio.create_task(self._stage_gate.wait())
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([gate, stop], return_when=asyncio.FIRST_COMPLETED, timeout=1.0)
+        gate.cancel()
+        stop.cancel()
+
+    async def _steer_lanes(self, saw_priority: bool) -> None:
+        """Pause normal and retry lanes while priority records flow; resume when they stop."""
+        prio_in_flight = any(
+            self._offsets.in_flight(t, p) for (t, p) in self.assignment if t == self._priority_topic
+        )
+        want_paused = saw_priority or prio_in_flight
+        if want_paused != self._paused_lanes:
+            parts = [TopicPartition(t, p) for (t, p) in self.assignment if t != self._priority_topic]
+            if parts:
+                fn = self._consumer.pause if want_paused else self._consumer.resume
+                await self._k(fn, parts)
+            self._paused_lanes = want_paused
+
+    async def _set_paused_all(self, paused: bool) -> None:
+        if paused == self._paused_all:
+            return
+        parts = [TopicPartition(t, p) for (t, p) in self.assignment]
+        if parts:
+            if paused:
+                await self._k(self._consumer.pause, parts)
+            else:
+                # Resume all; the lane steering pauses the normal lanes again if needed.
+                await self._k(self._consumer.resume, parts)
+                self._paused_lanes = False
+        self._paused_all = paused
+        M.PAUSED.labels(self.stage).set(1 if paused else 0)
+
+    # ------------------------------------------------------------------ dispatch
+    def _dispatch(self, km: KafkaMessage, priority: bool) -> None:
+        hdrs = H.to_dict(km.headers())
+        topic, partition, offset = str(km.topic()), int(km.partition() or 0), int(km.offset() or 0)
+        key = km.key()
+        value = km.value()
+        msg = Message(
+            topic=topic, partition=partition, offset=offset,
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else (value or b""),
+            headers=hdrs, timestamp_ms=km.timestamp()[1],
+            priority=priority or hdrs.get(H.PRIORITY) == "1",
+            attempt=int(hdrs.get(H.ATTEMPT, "0") or 0),
+        )
+        self._offsets.start(topic, partition, offset)
+        task = asyncio.create_task(self._process(msg))
+        self._tasks[(topic, partition, offset)] = task
+
+    async def _process(self, msg: Message) -> None:
+        tp = (msg.topic, msg.partition, msg.offset)
+        delayed = False
+        try:
+            due = int(msg.headers.get(H.DUE_AT_MS, "0") or 0)
+            wait_ms = due - _now_ms()
+            if wait_ms > 0:
+                delayed = True
+                self._delayed += 1
+                await asyncio.sleep(wait_ms / 1000)
+                self._delayed -= 1
+                delayed = False
+            self._handling += 1
+            M.IN_FLIGHT.labels(self.stage).set(self._handling)
+            try:
+                await self._handle(msg)
+            finally:
+                self._handling -= 1
+                M.IN_FLIGHT.labels(self.stage).set(self._handling)
+                self._slot.set()
+            self._offsets.done(msg.topic, msg.partition, msg.offset)
+        except asyncio.CancelledError:
+            if delayed:
+                self._delayed -= 1
+            raise
+        finally:
+            self._tasks.pop(tp, None)
+
+    async def _handle(self, msg: Message) -> None:
+        ctx = tracing.extract(msg.headers)
+        with tracing.tracer().start_as_current_span(
+            f"{self.stage} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+            attributes={"fiscalflow.record_id": msg.record_id, "messaging.destination.name": msg.topic,
+                        "fiscalflow.attempt": msg.attempt},
+        ) as span:
+            key_breaker = self._key_breaker(msg)
+            if key_breaker is not None and not key_breaker.allow():
+                # The message's own downstream is known to be down: wait for it without an attempt.
+                await self._to_retry(msg, delay_s=key_breaker.next_probe_in() + random.uniform(0.1, 0.5),
+                                     downstream=key_breaker.name, count_attempt=False)
+                return
+            probe = key_breaker is not None and key_breaker.state is BreakerState.HALF_OPEN
+            await self._pass_stage_gate()
+            started = time.perf_counter()
+            try:
+                emits = await self.spec.handler(msg)
+            except PermanentError as exc:
+                span.set_attribute("fiscalflow.outcome", "dead_letter")
+                M.FAILED.labels(self.stage, exc.reason).inc()
+                await self._dead_letter(msg, exc.reason, exc.message, exc.details)
+                M.PROCESSED.labels(self.stage, "dead_letter").inc()
+                return
+            except TransientError as exc:
+                span.set_attribute("fiscalflow.outcome", "retry")
+                downstream = exc.downstream or "unknown"
+                M.FAILED.labels(self.stage, "TRANSIENT").inc()
+                breaker = self._breaker_for_failure(msg, exc.downstream)
+                was_probe = probe or (breaker is not None and breaker.state is not BreakerState.CLOSED)
+                if breaker is not None:
+                    breaker.record_failure()
+                    self._publish_breaker(breaker)
+                    self._update_stage_gate()
+                self.last_error = f"{downstream}: {exc}"
+                await self._retry_or_exhaust(msg, str(exc), downstream, ReasonCode.RETRIES_EXHAUSTED,
+                                             count_attempt=not was_probe)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an input the handler did not foresee
+                log.exception("handler crashed on record %s", msg.record_id)
+                M.FAILED.labels(self.stage, ReasonCode.HANDLER_CRASHED).inc()
+                await self._retry_or_exhaust(msg, f"{type(exc).__name__}: {exc}", "handler",
+                                             ReasonCode.HANDLER_CRASHED, count_attempt=True)
+                return
+            finally:
+                M.LATENCY.labels(self.stage).observe(time.perf_counter() - started)
+            if key_breaker is not None and key_breaker.state is not BreakerState.CLOSED:
+                key_breaker.record_success()
+                self._publish_breaker(key_breaker)
+            self._close_stage_breakers_on_success()
+            await self._emit(msg, emits or ())
+            span.set_attribute("fiscalflow.outcome", "ok")
+            M.PROCESSED.labels(self.stage, "ok").inc()
+
+    # ------------------------------------------------------------------ breakers
+    def _key_breaker(self, msg: Message) -> CircuitBreaker | None:
+        if self.spec.breaker_key is None:
+            return None
+        key = self.spec.breaker_key(msg)
+        return self.breakers.get(key) if key else None
+
+    def _breaker_for_failure(self, msg: Message, downstream: str | None) -> CircuitBreaker | None:
+        if downstream is None:
+            return None
+        return self.breakers.get(downstream)
+
+    def _stage_wide(self, breaker: CircuitBreaker) -> bool:
+        """A downstream that is not any message's own key (S3, PostgreSQL...) gates the whole stage."""
+        return not breaker.name.startswith(("sftp:", "region:"))
+
+    def _update_stage_gate(self) -> None:
+        blocked = any(b.state is BreakerState.OPEN and self._stage_wide(b) for b in self.breakers.breakers.values())
+        if blocked and self._stage_gate.is_set() and not self._stopping.is_set():
+            log.warning("stage %s paused: downstream down (%s)", self.stage, self.last_error)
+            self._stage_gate.clear()
+            asyncio.get_running_loop().call_later(self._gate_reopen_in(), self._reopen_gate)
+
+    def _gate_reopen_in(self) -> float:
+        waits = [b.next_probe_in() for b in self.breakers.breakers.values()
+                 if b.state is BreakerState.OPEN and self._stage_wide(b)]
+        return max(0.05, min(waits) if waits else 0.05)
+
+    def _reopen_gate(self) -> None:
+        # Half-open: let work through; the first failure re-opens the breaker (and the gate)
+        # with a longer reset time, a success closes it.
+        for b in self.breakers.breakers.values():
+            if b.state is BreakerState.OPEN and self._stage_wide(b):
+                b.allow()
+                self._publish_breaker(b)
+        self._stage_gate.set()
+        self._slot.set()
+
+    async def _pass_stage_gate(self) -> None:
+        while not self._stage_gate.is_set():
+            await self._stage_gate.wait()
+
+    def _close_stage_breakers_on_success(self) -> None:
+        for b in self.breakers.breakers.values():
+            if b.state is not BreakerState.CLOSED and self._stage_wide(b):
+                b.record_success()
+                self._publish_breaker(b)
+                log.info("stage %s resumed: %s is back", self.stage, b.name)
+
+    def _publish_breaker(self, b: CircuitBreaker) -> None:
+        M.BREAKER_STATE.labels(self.stage, b.name).set(int(b.state))
+
+    # ------------------------------------------------------------------ outputs
+    def _out_headers(self, msg: Message, extra: dict[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in msg.headers.items() if not k.startswith(H.PREFIX) and k not in
+               (H.TRACEPARENT, H.TRACESTATE)}
+        # The job id and other domain headers travel on; runtime headers are per hop.
+        for k in ("ff-job-id", H.REPLAY_COUNT):
+            if k in msg.headers:
+                out[k] = msg.headers[k]
+        if msg.priority:
+            out[H.PRIORITY] = "1"
+        out.update(extra)
+        tracing.inject(out)
+        return out
+
+    async def _emit(self, msg: Message, emits: Sequence[Emit]) -> None:
+        futs = []
+        for e in emits:
+            if e.topic is not None:
+                topic = self.spec.ns(e.topic)
+            elif e.stage is not None:
+                topic = self.spec.ns(priority_topic(e.stage) if msg.priority else input_topic(e.stage))
+            else:
+                raise ValueError("Emit needs a stage or a topic")
+            futs.append(self.producer.send(topic, e.value, e.key if e.key is not None else msg.key,
+                                           H.to_list(self._out_headers(msg, e.headers))))
+        if futs:
+            await self._await_deliveries(futs)
+
+    async def _await_deliveries(self, futs: list[asyncio.Future[Any]]) -> None:
+        # librdkafka retries delivery itself for message.timeout.ms; a failure after that is an
+        # outage of the broker: the message stays uncommitted and is redelivered after restart.
+        await asyncio.gather(*futs)
+
+    async def _to_retry(self, msg: Message, delay_s: float, downstream: str, count_attempt: bool,
+                        error: str = "") -> None:
+        attempt = msg.attempt + (1 if count_attempt else 0)
+        now = _now_ms()
+        extra = {
+            H.ATTEMPT: str(attempt),
+            H.DUE_AT_MS: str(now + int(delay_s * 1000)),
+            H.ORIGIN_TOPIC: msg.headers.get(H.ORIGIN_TOPIC, msg.topic),
+            H.ORIGIN_PARTITION: msg.headers.get(H.ORIGIN_PARTITION, str(msg.partition)),
+            H.ORIGIN_OFFSET: msg.headers.get(H.ORIGIN_OFFSET, str(msg.offset)),
+            H.FIRST_FAILURE_MS: msg.headers.get(H.FIRST_FAILURE_MS, str(now)),
+            H.LAST_FAILURE_MS: str(now),
+            H.ERROR_MESSAGE: (error or msg.headers.get(H.ERROR_MESSAGE, ""))[:1000],
+        }
+        M.RETRIES.labels(self.stage, downstream).inc()
+        fut = self.producer.send(self.spec.retry_topic, msg.value, msg.key, H.to_list(self._out_headers(msg, extra)))
+        await self._await_deliveries([fut])
+
+    async def _retry_or_exhaust(self, msg: Message, error: str, downstream: str, exhausted_reason: str,
+                                count_attempt: bool) -> None:
+        attempts = msg.attempt + (1 if count_attempt else 0)
+        if attempts >= self.settings.retry_max_attempts:
+            await self._dead_letter(msg, exhausted_reason, error, {"downstream": downstream},
+                                    attempts=attempts)
+            M.PROCESSED.labels(self.stage, "dead_letter").inc()
+            return
+        base = self.settings.retry_base_ms / 1000
+        cap = self.settings.retry_max_ms / 1000
+        # Exponential backoff with full jitter (no thundering herd when a downstream returns).
+        delay = random.uniform(base / 2, min(cap, base * (2 ** max(0, attempts - 1))))
+        await self._to_retry(msg, delay, downstream, count_attempt, error)
+        M.PROCESSED.labels(self.stage, "retry").inc()
+
+    async def _dead_letter(self, msg: Message, reason: str, message: str, details: dict[str, Any],
+                           attempts: int | None = None) -> None:
+        now = _now_ms()
+        trace_id = tracing.current_trace_id()
+        extra = {
+            H.ORIGIN_TOPIC: msg.headers.get(H.ORIGIN_TOPIC, msg.topic),
+            H.ORIGIN_PARTITION: msg.headers.get(H.ORIGIN_PARTITION, str(msg.partition)),
+            H.ORIGIN_OFFSET: msg.headers.get(H.ORIGIN_OFFSET, str(msg.offset)),
+            H.STAGE: self.stage,
+            H.REASON: reason,
+            H.ERROR_MESSAGE: message[:2000],
+            H.ATTEMPT: str(attempts if attempts is not None else msg.attempt + 1),
+            H.FIRST_FAILURE_MS: msg.headers.get(H.FIRST_FAILURE_MS, str(now)),
+            H.LAST_FAILURE_MS: str(now),
+            H.TRACE_ID: trace_id,
+        }
+        if details:
+            extra[H.DETAILS] = json.dumps(details, default=str)[:50_000]
+        M.DEAD_LETTERS.labels(self.stage, reason).inc()
+        fut = self.producer.send(self.spec.dlq_topic, msg.value, msg.key, H.to_list(self._out_headers(msg, extra)))
+        await self._await_deliveries([fut])
+
+    # ------------------------------------------------------------------ commits and rebalances
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            try:
+                await self._commit(sync=False)
+            except Exception:  # a failed commit is retried next tick; redelivery is idempotent
+                log.exception("commit failed")
+
+    async def _commit(self, sync: bool) -> None:
+        commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in self.assignment]
+        if not commits:
+            return
+        tps = [TopicPartition(t, p, o) for t, p, o in commits]
+        try:
+            await self._k(self._consumer.commit, offsets=tps, asynchronous=False)
+        except Exception as exc:
+            if sync:
+                log.warning("final commit failed: %s", exc)
+                return
+            raise
+        self._offsets.mark_committed(commits)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.assignment.add((tp.topic, tp.partition))
+            self._offsets.forget(tp.topic, tp.partition)
+        M.ASSIGNED.labels(self.stage).set(len({p for _, p in self.assignment}))
+        self._paused_lanes = False
+        self._paused_all = False
+        log.info("assigned %s", sorted(self.assignment))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Runs on the consumer thread inside consume(): finish or cancel the partitions' work, commit."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        loop = self._loop
+        if loop is not None and revoked:
+            fut = asyncio.run_coroutine_threadsafe(self._drain(revoked), loop)
+            with contextlib.suppress(Exception):
+                fut.result(DRAIN_ON_REVOKE_S + 5)
+        commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in revoked]
+        if commits:
+            try:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in commits], asynchronous=False)
+            except Exception as exc:
+                log.warning("commit on revoke failed: %s", exc)
+        for key in revoked:
+            self.assignment.discard(key)
+            self._offsets.forget(*key)
+        M.ASSIGNED.labels(self.stage).set(len({p for _, p in self.assignment}))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assignment.discard(key)
+            self._offsets.forget(*key)
+            for tkey, task in list(self._tasks.items()):
+                if tkey[:2] == key:
+                    task.cancel()
+
+    async def _drain(self, revoked: set[tuple[str, int]]) -> None:
+        tasks = [t for k, t in self._tasks.items() if (k[0], k[1]) in revoked and not t.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=DRAIN_ON_REVOKE_S)
+        for t in pending:  # the new owner redelivers them; effects are idempotent
+            t.cancel()
+
+    # ------------------------------------------------------------------ introspection
+    def ready(self) -> bool:
+        return bool(self.assignment) and not self._stopping.is_set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "replica": self.replica_id,
+            "assigned": sorted(f"{t}[{p}]" for t, p in self.assignment),
+            "in_flight": self._handling,
+            "delayed_retries": self._delayed,
+            "paused": self._paused_all,
+            "breakers": {n: b.state.name.lower() for n, b in self.breakers.breakers.items()},
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,66 @@
+"""A stage, declared as data: what it reads, what it does, where its results and failures go."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from shared.runtime.message import Emit, Message
+from shared.topics import DLQ, Stage, input_topic, priority_topic, retry_topic
+
+Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
+BreakerKey = Callable[[Message], str | None]
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class StageSpec:
+    """The topology of one stage.
+
+    The handler knows nothing of topics, retries or dead letters: it returns the messages to
+    emit, or raises :class:`PermanentError` / :class:`TransientError`.
+    """
+
+    stage: Stage
+    handler: Handler
+    # Maps a message to the downstream it needs (e.g. ``sftp:north``), so an open breaker for
+    # that downstream defers the message instead of calling the handler.  Failures whose
+    # downstream is not per-message (S3, PostgreSQL) pause the whole stage instead.
+    breaker_key: BreakerKey | None = None
+    max_in_flight: int | None = None  # default: Settings.max_in_flight
+    on_start: Hook | None = None
+    on_stop: Hook | None = None
+    # Ready-check of the stage's own dependencies (for /readyz).
+    ready_check: Callable[[], Awaitable[bool]] | None = None
+    group_id: str | None = None  # default: fiscalflow-<stage>
+    # Prefix of every topic this stage reads and writes ("" in production).  Tests run many
+    # isolated pipelines on one broker with it.
+    topic_namespace: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or f"fiscalflow-{self.stage.value}"
+
+    def ns(self, topic: str) -> str:
+        return f"{self.topic_namespace}.{topic}" if self.topic_namespace else topic
+
+    @property
+    def priority_topic(self) -> str:
+        return self.ns(priority_topic(self.stage))
+
+    @property
+    def normal_topic(self) -> str:
+        return self.ns(input_topic(self.stage))
+
+    @property
+    def retry_topic(self) -> str:
+        return self.ns(retry_topic(self.stage))
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.ns(DLQ)
+
+    def input_topics(self) -> list[str]:
+        """Priority first: the runner drains it before the others."""
+        return [self.priority_topic, self.normal_topic, self.retry_topic]

@@ -1,0 +1,49 @@
+"""OpenTelemetry: one trace per record across the stages, context in Kafka headers (W3C)."""
+
+from __future__ import annotations
+
+import threading
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_lock = threading.Lock()
+_provider: TracerProvider | None = None
+
+
+def setup_tracing(service_name: str, otlp_endpoint: str = "", extra: SpanProcessor | None = None) -> TracerProvider:
+    """Install the process's tracer provider once; export over OTLP/HTTP when configured."""
+    global _provider
+    with _lock:
+        if _provider is None:
+            _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            if otlp_endpoint:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+                from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+                _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+            trace.set_tracer_provider(_provider)
+        if extra is not None:
+            _provider.add_span_processor(extra)
+        return _provider
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("fiscalflow")
+
+
+def extract(headers: dict[str, str]) -> Context:
+    return _PROPAGATOR.extract(headers)
+
+
+def inject(headers: dict[str, str]) -> None:
+    _PROPAGATOR.inject(headers)
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.trace_id else ""
