@@ -11,6 +11,8 @@ A supervisor started after a crash adopts replicas still alive instead of starti
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,18 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 8.0
 # A replica that lived this long was healthy: its next crash restarts it without delay growth.
 HEALTHY_AFTER_S = 10.0
+
+
+# Test seam: the command a replica runs, before its stage name (default `fiscalflow service run`).
+# Lets the stack tests prove restart-on-death with a stand-in process.
+REPLICA_COMMAND_ENV = "FISCALFLOW_STACK_REPLICA_COMMAND"
+
+
+def replica_command(ctx: StackContext) -> list[str]:
+    override = os.environ.get(REPLICA_COMMAND_ENV)
+    if override:
+        return shlex.split(override)
+    return [str(ctx.venv_bin("fiscalflow")), "service", "run"]
 
 
 def replica_key(stage: Stage | str, n: int) -> str:
@@ -114,7 +128,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot, stage: Stage, n: int) -> None:
         log = self.ctx.logs / f"{stage.value}-{n}.log"
-        argv = [str(self.ctx.venv_bin("fiscalflow")), "service", "run", stage.value]
+        argv = [*replica_command(self.ctx), stage.value]
         slot.handle = spawn(argv, log, env=self.ctx.child_env({"FISCALFLOW_REPLICA_ID": str(n)}))
         slot.record = record_of(slot.handle, "", log)
         slot.record.restarts = slot.restarts
