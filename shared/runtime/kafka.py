@@ -31,7 +31,7 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
         "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         # A small prefetch lets a priority record overtake a backlog instead of queueing behind it.
         "queued.max.messages.kbytes": 4096,
-        "queued.min.messages": 1000,
+        "queued.min.messages": 200,
         "topic.metadata.refresh.interval.ms": 10_000,
         "statistics.interval.ms": 0,
     }

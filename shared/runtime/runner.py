@@ -10,8 +10,10 @@ One :class:`StageRunner` per process.  Guarantees:
 * a permanent failure is a dead letter at once, key and value unchanged, with headers;
 * an open circuit breaker defers (per-message downstream) or pauses (stage-wide downstream)
   work instead of burning attempts;
-* priority records overtake a backlog: the priority topic is dispatched first, and while
-  priority records flow the normal and retry partitions are paused.
+* priority records overtake a backlog: the priority topic has its own consumer (so its own
+  fetch queue: the local broker answers a fetch with a whole backlog, which would otherwise sit
+  in front of it), is polled first, and while priority records flow the normal and retry
+  partitions are paused.
 """
 
 from __future__ import annotations
@@ -68,11 +70,12 @@ class StageRunner:
         client_id = f"fiscalflow-{self.stage}-{socket.gethostname()}-{self.replica_id}-{os.getpid()}"
         self.max_in_flight = spec.max_in_flight or settings.max_in_flight
         self._consumer = Consumer(consumer_config(settings, spec.consumer_group, client_id))
+        self._pconsumer = Consumer(consumer_config(settings, f"{spec.consumer_group}.priority", client_id + "-p"))
         self.producer = AsyncProducer(producer_config(settings, client_id))
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.stage}-consumer")
         self._offsets = OffsetTracker()
         self._tasks: dict[tuple[str, int, int], asyncio.Task[None]] = {}
-        self._handling = 0  # messages inside their handler or waiting at the gate
+        self._handling = 0  # dispatched messages not finished, except retries waiting for their due time
         self._delayed = 0  # retries waiting for their due time
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -84,7 +87,7 @@ class StageRunner:
         self._paused_lanes = False
         self._paused_all = False
         self._priority_topic = spec.priority_topic
-        self._topics = spec.input_topics()
+        self._topics = [t for t in spec.input_topics() if t != self._priority_topic]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_error: str = ""
 
@@ -98,6 +101,10 @@ class StageRunner:
             await self.spec.on_start()
         await self._k(
             self._consumer.subscribe, self._topics, on_assign=self._on_assign,
+            on_revoke=self._on_revoke, on_lost=self._on_lost,
+        )
+        await self._k(
+            self._pconsumer.subscribe, [self._priority_topic], on_assign=self._on_assign,
             on_revoke=self._on_revoke, on_lost=self._on_lost,
         )
         committer = asyncio.create_task(self._commit_loop(), name="committer")
@@ -128,6 +135,7 @@ class StageRunner:
             await committer
         await self._commit(sync=True)
         await self._k(self._consumer.close)
+        await self._k(self._pconsumer.close)
         await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
         self._kexec.shutdown(wait=False)
         if self.spec.on_stop:
@@ -153,25 +161,33 @@ class StageRunner:
                 await self._wait_gate_or_stop()
                 continue
             await self._set_paused_all(False)
-            batch: list[KafkaMessage] = await self._k(self._consumer.consume, min(capacity, 500), 0.1)
-            if self._stopping.is_set() and not batch:
-                break
-            prio: list[KafkaMessage] = []
-            rest: list[KafkaMessage] = []
-            for km in batch:
-                err = km.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume error: %s", err)
-                    continue
-                (prio if km.topic() == self._priority_topic else rest).append(km)
+            prio = self._valid(await self._k(self._pconsumer.consume, min(capacity, 500), 0))
             for km in prio:
                 self._dispatch(km, priority=True)
-            for km in rest:
-                self._dispatch(km, priority=km.topic() == self._priority_topic)
+            capacity = self.max_in_flight - self._handling
             await self._steer_lanes(bool(prio))
+            if capacity <= 0 or self._paused_lanes:
+                if not prio:
+                    await asyncio.sleep(0.005)  # priority work in flight: poll its topic again soon
+                continue
+            batch = self._valid(await self._k(self._consumer.consume, min(capacity, 500), 0.05))
+            if self._stopping.is_set() and not batch and not prio:
+                break
+            for km in batch:
+                self._dispatch(km, priority=False)
             if self._delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _valid(batch: list[KafkaMessage]) -> list[KafkaMessage]:
+        out = []
+        for km in batch:
+            err = km.error()
+            if err is None:
+                out.append(km)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", err)
+        return out
 
     async def _wait_gate_or_stop(self) -> None:
         gate = asyncio.create_task(self._stage_gate.wait())
@@ -190,20 +206,22 @@ class StageRunner:
             parts = [TopicPartition(t, p) for (t, p) in self.assignment if t != self._priority_topic]
             if parts:
                 fn = self._consumer.pause if want_paused else self._consumer.resume
-                await self._k(fn, parts)
+                with contextlib.suppress(Exception):  # partitions revoked meanwhile
+                    await self._k(fn, parts)
             self._paused_lanes = want_paused
 
     async def _set_paused_all(self, paused: bool) -> None:
         if paused == self._paused_all:
             return
-        parts = [TopicPartition(t, p) for (t, p) in self.assignment]
-        if parts:
-            if paused:
-                await self._k(self._consumer.pause, parts)
-            else:
-                # Resume all; the lane steering pauses the normal lanes again if needed.
-                await self._k(self._consumer.resume, parts)
-                self._paused_lanes = False
+        for consumer, parts in self._parts_by_consumer(self.assignment).items():
+            with contextlib.suppress(Exception):
+                if paused:
+                    await self._k(consumer.pause, parts)
+                else:
+                    # Resume all; the lane steering pauses the normal lanes again if needed.
+                    await self._k(consumer.resume, parts)
+        if not paused:
+            self._paused_lanes = False
         self._paused_all = paused
         M.PAUSED.labels(self.stage).set(1 if paused else 0)
 
@@ -222,35 +240,32 @@ class StageRunner:
             attempt=int(hdrs.get(H.ATTEMPT, "0") or 0),
         )
         self._offsets.start(topic, partition, offset)
+        if int(hdrs.get(H.DUE_AT_MS, "0") or 0) > _now_ms():
+            self._delayed += 1
+        else:
+            self._handling += 1
+        M.IN_FLIGHT.labels(self.stage).set(self._handling)
         task = asyncio.create_task(self._process(msg))
         self._tasks[(topic, partition, offset)] = task
 
     async def _process(self, msg: Message) -> None:
         tp = (msg.topic, msg.partition, msg.offset)
-        delayed = False
+        counted_as = "delayed" if int(msg.headers.get(H.DUE_AT_MS, "0") or 0) > _now_ms() else "handling"
         try:
-            due = int(msg.headers.get(H.DUE_AT_MS, "0") or 0)
-            wait_ms = due - _now_ms()
-            if wait_ms > 0:
-                delayed = True
-                self._delayed += 1
-                await asyncio.sleep(wait_ms / 1000)
+            if counted_as == "delayed":
+                await asyncio.sleep(max(0, int(msg.headers[H.DUE_AT_MS]) - _now_ms()) / 1000)
                 self._delayed -= 1
-                delayed = False
-            self._handling += 1
-            M.IN_FLIGHT.labels(self.stage).set(self._handling)
-            try:
-                await self._handle(msg)
-            finally:
+                self._handling += 1
+                counted_as = "handling"
+            await self._handle(msg)
+            self._offsets.done(msg.topic, msg.partition, msg.offset)
+        finally:
+            if counted_as == "delayed":
+                self._delayed -= 1
+            else:
                 self._handling -= 1
                 M.IN_FLIGHT.labels(self.stage).set(self._handling)
                 self._slot.set()
-            self._offsets.done(msg.topic, msg.partition, msg.offset)
-        except asyncio.CancelledError:
-            if delayed:
-                self._delayed -= 1
-            raise
-        finally:
             self._tasks.pop(tp, None)
 
     async def _handle(self, msg: Message) -> None:
@@ -462,23 +477,35 @@ class StageRunner:
         commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in self.assignment]
         if not commits:
             return
-        tps = [TopicPartition(t, p, o) for t, p, o in commits]
-        try:
-            await self._k(self._consumer.commit, offsets=tps, asynchronous=False)
-        except Exception as exc:
-            if sync:
-                log.warning("final commit failed: %s", exc)
-                return
-            raise
-        self._offsets.mark_committed(commits)
+        for consumer in (self._consumer, self._pconsumer):
+            mine = [c for c in commits if (c[0] == self._priority_topic) == (consumer is self._pconsumer)]
+            if not mine:
+                continue
+            try:
+                await self._k(consumer.commit, offsets=[TopicPartition(t, p, o) for t, p, o in mine],
+                              asynchronous=False)
+            except Exception as exc:
+                if sync:
+                    log.warning("final commit failed: %s", exc)
+                    continue
+                raise
+            self._offsets.mark_committed(mine)
+
+    def _parts_by_consumer(self, keys: set[tuple[str, int]]) -> dict[Consumer, list[TopicPartition]]:
+        out: dict[Consumer, list[TopicPartition]] = {}
+        for t, p in keys:
+            consumer = self._pconsumer if t == self._priority_topic else self._consumer
+            out.setdefault(consumer, []).append(TopicPartition(t, p))
+        return out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.assignment.add((tp.topic, tp.partition))
             self._offsets.forget(tp.topic, tp.partition)
-        M.ASSIGNED.labels(self.stage).set(len({p for _, p in self.assignment}))
-        self._paused_lanes = False
-        self._paused_all = False
+        M.ASSIGNED.labels(self.stage).set(len(self.assignment))
+        if consumer is self._consumer:  # a new assignment starts unpaused
+            self._paused_lanes = False
+            self._paused_all = False
         log.info("assigned %s", sorted(self.assignment))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -498,7 +525,7 @@ class StageRunner:
         for key in revoked:
             self.assignment.discard(key)
             self._offsets.forget(*key)
-        M.ASSIGNED.labels(self.stage).set(len({p for _, p in self.assignment}))
+        M.ASSIGNED.labels(self.stage).set(len(self.assignment))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -1,0 +1,163 @@
+"""The stage runtime on the real broker and PostgreSQL, through a test stage run as a process."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from tests.integration.runtime.conftest import PARTITIONS, Namespace
+
+pytestmark = pytest.mark.integration
+
+
+def _deliveries(rows: list) -> dict[str, int]:
+    return {r["record_id"]: r["deliveries"] for r in rows}
+
+
+def test_ten_thousand_messages_none_lost_none_twice(namespace: Namespace) -> None:
+    n = 10_000
+    namespace.produce([{"id": f"r{i}"} for i in range(n)])
+    stage = namespace.stage()
+    rows = namespace.wait_sink(n)
+    out = namespace.read("out", until=n)
+    assert stage.terminate() == 0
+    deliveries = _deliveries(rows)
+    assert len(deliveries) == n, f"lost {n - len(deliveries)} records"
+    assert set(deliveries.values()) == {1}, "a record was handled twice without any failure"
+    keys = [m.key() for m in out]
+    assert len(keys) == n and len(set(keys)) == n
+
+
+def test_permanent_error_dead_letters_with_every_header(namespace: Namespace) -> None:
+    items = [{"id": f"ok{i}"} for i in range(20)] + [{"id": "poison", "permanent": True}]
+    namespace.produce(items)
+    namespace.stage()
+    dead = namespace.read("fiscal.dlq", until=1)
+    rows = namespace.wait_sink(20)
+    assert len(dead) == 1 and len(rows) == 20
+    m = dead[0]
+    assert m.key() == b"poison"
+    assert json.loads(m.value()) == {"id": "poison", "permanent": True}  # value unchanged
+    headers = {k: v.decode() for k, v in m.headers()}
+    assert headers["ff-origin-topic"] == namespace.topic("fiscal.validate")
+    assert int(headers["ff-origin-partition"]) in range(PARTITIONS)
+    assert int(headers["ff-origin-offset"]) >= 0
+    assert headers["ff-stage"] == "validate"
+    assert headers["ff-reason"] == "TEST_PERMANENT"
+    assert "poison" in headers["ff-error"]
+    assert headers["ff-attempt"] == "1"
+    assert int(headers["ff-first-failure-ms"]) <= int(headers["ff-last-failure-ms"])
+    assert len(headers["ff-trace-id"]) == 32
+    assert json.loads(headers["ff-details"]) == {"why": "test"}
+    assert "traceparent" in headers
+
+
+def test_transient_error_backs_off_and_succeeds_while_the_partition_moves_on(namespace: Namespace) -> None:
+    # The failing record first, then 200 records on the same partition: they must not wait for it.
+    namespace.produce([{"id": "flaky", "transient": 3}], partition=0)
+    namespace.produce([{"id": f"after{i}"} for i in range(200)], partition=0)
+    namespace.stage(env={"FISCALFLOW_RETRY_BASE_MS": "400"})
+    rows = namespace.wait_sink(201)
+    order = [r["record_id"] for r in rows]
+    assert len(order) == 201
+    assert order.index("flaky") > order.index("after199"), "later records of the partition waited"
+    assert _deliveries(rows)["flaky"] == 1
+    retries = namespace.read("fiscal.validate.retry", until=3)
+    assert [m.key() for m in retries] == [b"flaky"] * 3
+    for m in retries:
+        h = {k: v.decode() for k, v in m.headers()}
+        attempt = int(h["ff-attempt"])
+        delay_ms = int(h["ff-due-at-ms"]) - int(h["ff-last-failure-ms"])
+        # exponential backoff with jitter: attempt a waits between base/2 and base * 2^(a-1)
+        assert 200 <= delay_ms <= 400 * 2 ** (attempt - 1), (attempt, delay_ms)
+    assert sorted(int(dict(m.headers())["ff-attempt"]) for m in retries) == [1, 2, 3]
+
+
+def test_retries_exhausted_becomes_a_dead_letter(namespace: Namespace) -> None:
+    namespace.produce([{"id": "always", "transient": 99, "downstream": "sftp:north"}, {"id": "fine"}])
+    namespace.stage(env={"FISCALFLOW_RETRY_BASE_MS": "50", "FISCALFLOW_RETRY_MAX_ATTEMPTS": "3"})
+    dead = namespace.read("fiscal.dlq", until=1)
+    assert len(dead) == 1
+    h = {k: v.decode() for k, v in dead[0].headers()}
+    assert h["ff-reason"] == "RETRIES_EXHAUSTED"
+    assert h["ff-attempt"] == "3"
+    assert h["ff-origin-topic"] == namespace.topic("fiscal.validate")  # not the retry topic
+    assert int(h["ff-first-failure-ms"]) < int(h["ff-last-failure-ms"])
+    assert [r["record_id"] for r in namespace.wait_sink(1)] == ["fine"]
+
+
+def test_sigkill_mid_stream_and_restart_lose_nothing(namespace: Namespace) -> None:
+    n = 10_000
+    namespace.produce([{"id": f"r{i}", "sleep_ms": 1} for i in range(n)])
+    first = namespace.stage("--max-in-flight", "64")
+    assert 0 < len(namespace.wait_sink(2_000)) < n, "the kill must land mid-stream"
+    first.kill()
+    namespace.stage("--max-in-flight", "64")
+    rows = namespace.wait_sink(n)
+    assert len(_deliveries(rows)) == n
+    out = namespace.read("out", until=n, distinct_keys=True)
+    assert len({m.key() for m in out}) == n  # every record reached the output at least once
+
+
+def test_sigterm_drains_and_commits(namespace: Namespace) -> None:
+    n = 3_000
+    namespace.produce([{"id": f"r{i}", "sleep_ms": 20} for i in range(n)])
+    first = namespace.stage("--max-in-flight", "50")
+    namespace.wait_sink(300)
+    assert first.terminate(timeout=60) == 0
+    done_before = len(namespace.sink())
+    assert done_before < n
+    namespace.stage("--max-in-flight", "50")
+    rows = namespace.wait_sink(n)
+    deliveries = _deliveries(rows)
+    assert len(deliveries) == n
+    # Graceful stop finished its in-flight work and committed: nothing was handled twice.
+    assert set(deliveries.values()) == {1}
+
+
+def _assigned(log_dir: str, replica: str) -> set[str]:
+    info = json.loads((__import__("pathlib").Path(log_dir) / "run" / f"validate-{replica}.json").read_text())
+    with urllib.request.urlopen(info["ops"] + "/readyz", timeout=5) as resp:  # noqa: S310 (loopback)
+        return set(json.loads(resp.read())["assigned"])
+
+
+def test_two_replicas_split_the_partitions(namespace: Namespace) -> None:
+    a = namespace.stage(env={"FISCALFLOW_REPLICA_ID": "a"})
+    b = namespace.stage(env={"FISCALFLOW_REPLICA_ID": "b"})
+    log_dir = str(a.log.parent)
+    deadline = time.monotonic() + 60
+    got_a: set[str] = set()
+    got_b: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            got_a, got_b = _assigned(log_dir, "a"), _assigned(log_dir, "b")
+        except (OSError, KeyError, ValueError):
+            got_a, got_b = set(), set()
+        if got_a and got_b and len(got_a | got_b) == 3 * PARTITIONS:
+            break
+        time.sleep(0.5)
+    assert got_a and got_b, "each replica owns partitions"
+    assert not got_a & got_b, "no partition is owned twice"
+    assert len(got_a | got_b) == 3 * PARTITIONS
+    namespace.produce([{"id": f"r{i}"} for i in range(2_000)])
+    rows = namespace.wait_sink(2_000)
+    assert len(rows) == 2_000 and set(_deliveries(rows).values()) == {1}
+    assert a.alive() and b.alive()
+
+
+def test_priority_records_overtake_a_backlog(namespace: Namespace) -> None:
+    backlog = 5_000
+    namespace.produce([{"id": f"n{i}", "sleep_ms": 20} for i in range(backlog)])
+    namespace.stage("--max-in-flight", "20")
+    namespace.wait_sink(100)
+    namespace.produce([{"id": f"p{i}", "sleep_ms": 20} for i in range(20)], priority=True)
+    rows = namespace.wait_sink(backlog + 20, timeout=180)
+    order = [r["record_id"] for r in rows]
+    assert len(order) == backlog + 20
+    last_priority = max(i for i, rid in enumerate(order) if rid.startswith("p"))
+    normal_after = sum(1 for rid in order[last_priority:] if rid.startswith("n"))
+    # The priority records did not queue behind the backlog: most of it was still waiting.
+    assert normal_after >= 3_000, f"only {normal_after} normal records were left behind the priority ones"
