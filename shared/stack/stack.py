@@ -143,7 +143,7 @@ class LocalStack:
                 st = "running" if comp.is_serving(record) else "dead"
             out.components.append(ComponentStatus(
                 name=name, state=st, address=comp.address, pid=record.pid if record else None,
-                log=record.log if record and record.log else ("" if name == "clickhouse" else str(comp.log_path)),
+                log=(record.log if record else str(comp.log_path)) if comp.log_path.exists() else "",
                 external=bool(record and record.external), started_at=record.started_at if record else None))
         for stage, n in desired_replicas(state.services):
             key = replica_key(stage, n)
