@@ -1,0 +1,1 @@
+"""PostgreSQL: versioned migrations, the record registry, jobs and the append-only audit trail."""

@@ -1,0 +1,53 @@
+"""Versioned migrations, applied by every service at start (idempotent, serialised by an advisory lock)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib.resources import files
+
+import asyncpg
+
+log = logging.getLogger("fiscalflow.db")
+
+LOCK_ID = 0x46495343  # "FISC": one migrator at a time across replicas
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in files("shared.db").joinpath("migrations").iterdir():
+        m = re.match(r"(\d+)_.*\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.name, entry.read_text()))
+    return sorted(out)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not yet applied; returns their names."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+            applied.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
+    return applied
+
+
+async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    """A pool on a migrated database (services call this at start)."""
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool

@@ -1,0 +1,188 @@
+"""The record registry: bulk registration, batched look-ups, guarded transitions with audit events.
+
+Every write is idempotent on the record id: a transition only applies from its allowed
+statuses, and its audit event has a unique idempotency key, so a redelivered message writes
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from shared.domain.records import RecordStatus
+
+# Columns a transition may set besides the status (values as text; cast in SQL).
+SETTABLE = ("tfd_uuid", "issuer_rfc", "issued_on", "s3_key", "sha256", "gz_size", "trust", "size")
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    record_id: str
+    region: str
+    remote_path: str
+    expected_sha256: str | None
+    size: int | None
+    status: RecordStatus
+    attempts: int
+    tfd_uuid: str | None
+    s3_key: str | None
+    job_id: str | None
+
+
+@dataclass
+class Transition:
+    record_id: str
+    to_status: RecordStatus
+    allowed_from: tuple[RecordStatus, ...]
+    stage: str
+    actor: str
+    idempotency_key: str
+    reason: str | None = None
+    last_error: str | None = None
+    detail: dict[str, Any] | None = None
+    trace_id: str | None = None
+    job_id: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registration:
+    record_id: str
+    region: str
+    remote_path: str
+    expected_sha256: str | None = None
+    size: int | None = None
+
+
+async def register(conn: asyncpg.Connection, rows: Iterable[Registration]) -> int:
+    """Bulk-register records by COPY into a staging table; existing ids keep their state but get
+    the new location/checksum only while still pending.  Returns how many rows were new."""
+    records = [(r.record_id, r.region, r.remote_path, r.expected_sha256, r.size) for r in rows]
+    if not records:
+        return 0
+    async with conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _reg (record_id text, region text, remote_path text,"
+            " expected_sha256 text, size bigint) ON COMMIT DELETE ROWS"
+        )
+        await conn.copy_records_to_table("_reg", records=records)
+        result: str = await conn.execute(
+            "INSERT INTO fiscal_records (record_id, region, remote_path, expected_sha256, size)"
+            " SELECT DISTINCT ON (record_id) record_id, region, remote_path, expected_sha256, size FROM _reg"
+            " ON CONFLICT (record_id) DO UPDATE SET region = EXCLUDED.region, remote_path = EXCLUDED.remote_path,"
+            " expected_sha256 = EXCLUDED.expected_sha256, size = EXCLUDED.size, updated_at = now()"
+            " WHERE fiscal_records.status = 'pending'"
+        )
+    return int(result.rsplit(" ", 1)[-1])
+
+
+async def lookup(conn: asyncpg.Connection | asyncpg.Pool, record_ids: Sequence[str]) -> dict[str, RecordRow]:
+    rows = await conn.fetch(
+        "SELECT record_id, region, remote_path, expected_sha256, size, status, attempts, tfd_uuid, s3_key,"
+        " job_id::text FROM fiscal_records WHERE record_id = ANY($1::text[])",
+        list(record_ids),
+    )
+    return {
+        r["record_id"]: RecordRow(r["record_id"], r["region"], r["remote_path"], r["expected_sha256"], r["size"],
+                                  RecordStatus(r["status"]), r["attempts"], r["tfd_uuid"], r["s3_key"], r["job_id"])
+        for r in rows
+    }
+
+
+_TRANSITION_SQL = """
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[])
+        AS t(record_id, to_status, allowed, reason, last_error, job_id, fields)
+),
+old AS (
+    SELECT r.record_id, r.status FROM fiscal_records r JOIN t USING (record_id)
+    WHERE r.status = ANY(string_to_array(t.allowed, ','))
+    FOR UPDATE OF r
+),
+upd AS (
+    UPDATE fiscal_records r SET
+        status = t.to_status,
+        reason = COALESCE(t.reason, CASE WHEN t.to_status IN ('rejected', 'duplicate') THEN r.reason END),
+        last_error = COALESCE(t.last_error, r.last_error),
+        job_id = COALESCE(t.job_id, r.job_id),
+        attempts = r.attempts + CASE WHEN t.to_status = 'downloading' THEN 1 ELSE 0 END,
+        tfd_uuid = COALESCE(t.fields->>'tfd_uuid', r.tfd_uuid),
+        issuer_rfc = COALESCE(t.fields->>'issuer_rfc', r.issuer_rfc),
+        issued_on = COALESCE((t.fields->>'issued_on')::date, r.issued_on),
+        s3_key = COALESCE(t.fields->>'s3_key', r.s3_key),
+        sha256 = COALESCE(t.fields->>'sha256', r.sha256),
+        gz_size = COALESCE((t.fields->>'gz_size')::bigint, r.gz_size),
+        trust = COALESCE(t.fields->>'trust', r.trust),
+        size = COALESCE((t.fields->>'size')::bigint, r.size),
+        updated_at = now()
+    FROM t JOIN old USING (record_id)
+    WHERE r.record_id = t.record_id
+    RETURNING r.record_id, old.status AS from_status, r.status AS to_status
+)
+SELECT record_id, from_status, to_status FROM upd
+"""
+
+_AUDIT_SQL = """
+INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, trace_id, idempotency_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+                     $8::text[], $9::text[])
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+
+async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition]) -> list[bool]:
+    """Apply guarded transitions in one transaction; returns, per item, whether it applied.
+
+    An item that did not apply (its record was not in an allowed status, e.g. already moved on
+    by an earlier delivery) writes no audit event either.
+    """
+    if not items:
+        return []
+    # One transition per record per batch: a batch with two for the same record applies the first.
+    seen: set[str] = set()
+    batch: list[Transition] = []
+    for t in items:
+        if t.record_id not in seen:
+            seen.add(t.record_id)
+            batch.append(t)
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _TRANSITION_SQL,
+            [t.record_id for t in batch],
+            [t.to_status.value for t in batch],
+            [",".join(s.value for s in t.allowed_from) for t in batch],
+            [t.reason for t in batch],
+            [t.last_error for t in batch],
+            [t.job_id for t in batch],
+            [json.dumps(t.fields) for t in batch],
+        )
+        applied = {r["record_id"]: r["from_status"] for r in rows}
+        audit = [t for t in batch if t.record_id in applied]
+        if audit:
+            await conn.execute(
+                _AUDIT_SQL,
+                [t.record_id for t in audit],
+                [t.stage for t in audit],
+                [applied[t.record_id] for t in audit],
+                [t.to_status.value for t in audit],
+                [t.reason for t in audit],
+                [json.dumps(t.detail) if t.detail is not None else None for t in audit],
+                [t.actor for t in audit],
+                [t.trace_id for t in audit],
+                [t.idempotency_key for t in audit],
+            )
+    return [t.record_id in applied and t in batch for t in items]
+
+
+async def history(conn: asyncpg.Connection | asyncpg.Pool, record_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT event_id, stage, from_status, to_status, reason, detail, actor, trace_id, created_at"
+        " FROM audit_events WHERE record_id = $1 ORDER BY event_id",
+        record_id,
+    )
+    return [dict(r) for r in rows]
