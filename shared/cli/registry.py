@@ -12,6 +12,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("shared.issuers.cli", "issuer"),
     ("services.validate.cli", None),
     ("shared.runtime.cli", "service"),
+    ("shared.cli.config", None),
 ]
 
 

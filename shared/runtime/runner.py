@@ -57,6 +57,10 @@ DRAIN_ON_REVOKE_S = 10.0
 COMMIT_INTERVAL_S = 0.25
 
 
+class OutputNotDelivered(Exception):
+    """The broker did not acknowledge an output: the input stays uncommitted."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -257,8 +261,7 @@ class StageRunner:
                 self._delayed -= 1
                 self._handling += 1
                 counted_as = "handling"
-            await self._handle(msg)
-            self._offsets.done(msg.topic, msg.partition, msg.offset)
+            await self._deliver_until_done(msg)
         finally:
             if counted_as == "delayed":
                 self._delayed -= 1
@@ -267,6 +270,22 @@ class StageRunner:
                 M.IN_FLIGHT.labels(self.stage).set(self._handling)
                 self._slot.set()
             self._tasks.pop(tp, None)
+
+    async def _deliver_until_done(self, msg: Message) -> None:
+        """Handle; if the broker would not take the outputs, try again until it does (or we stop)."""
+        delay = 0.5
+        while True:
+            try:
+                await self._handle(msg)
+                self._offsets.done(msg.topic, msg.partition, msg.offset)
+                return
+            except OutputNotDelivered as exc:
+                self.last_error = f"broker: {exc}"
+                log.warning("outputs of %s not delivered (%s); retrying", msg.record_id, exc)
+                if self._stopping.is_set():
+                    return  # left uncommitted: redelivered after restart
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _handle(self, msg: Message) -> None:
         ctx = tracing.extract(msg.headers)
@@ -289,6 +308,12 @@ class StageRunner:
             except PermanentError as exc:
                 span.set_attribute("fiscalflow.outcome", "dead_letter")
                 M.FAILED.labels(self.stage, exc.reason).inc()
+                try:
+                    await self._record_rejection(msg, exc.reason, exc.message, exc.details)
+                except Exception as hook_exc:  # the state store is down: retry, never lose the reject
+                    await self._retry_or_exhaust(msg, f"recording the rejection failed: {hook_exc}", "postgres",
+                                                 ReasonCode.RETRIES_EXHAUSTED, count_attempt=True)
+                    return
                 await self._dead_letter(msg, exc.reason, exc.message, exc.details)
                 M.PROCESSED.labels(self.stage, "dead_letter").inc()
                 return
@@ -405,9 +430,13 @@ class StageRunner:
             await self._await_deliveries(futs)
 
     async def _await_deliveries(self, futs: list[asyncio.Future[Any]]) -> None:
-        # librdkafka retries delivery itself for message.timeout.ms; a failure after that is an
-        # outage of the broker: the message stays uncommitted and is redelivered after restart.
-        await asyncio.gather(*futs)
+        # librdkafka retries delivery itself for message.timeout.ms; a failure after that is a
+        # broker outage: the message stays uncommitted (its offset holds the partition's commit)
+        # and is redelivered after a restart; its effects are idempotent.
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise OutputNotDelivered(str(errors[0]))
 
     async def _to_retry(self, msg: Message, delay_s: float, downstream: str, count_attempt: bool,
                         error: str = "") -> None:
@@ -431,8 +460,12 @@ class StageRunner:
                                 count_attempt: bool) -> None:
         attempts = msg.attempt + (1 if count_attempt else 0)
         if attempts >= self.settings.retry_max_attempts:
-            await self._dead_letter(msg, exhausted_reason, error, {"downstream": downstream},
-                                    attempts=attempts)
+            details = {"downstream": downstream}
+            try:
+                await self._record_rejection(msg, exhausted_reason, error, details)
+            except Exception:
+                log.exception("could not record the rejection of %s; the dead letter still carries it", msg.record_id)
+            await self._dead_letter(msg, exhausted_reason, error, details, attempts=attempts)
             M.PROCESSED.labels(self.stage, "dead_letter").inc()
             return
         base = self.settings.retry_base_ms / 1000
@@ -441,6 +474,10 @@ class StageRunner:
         delay = random.uniform(base / 2, min(cap, base * (2 ** max(0, attempts - 1))))
         await self._to_retry(msg, delay, downstream, count_attempt, error)
         M.PROCESSED.labels(self.stage, "retry").inc()
+
+    async def _record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
+        if self.spec.on_dead_letter is not None:
+            await self.spec.on_dead_letter(msg, reason, message, details)
 
     async def _dead_letter(self, msg: Message, reason: str, message: str, details: dict[str, Any],
                            attempts: int | None = None) -> None:

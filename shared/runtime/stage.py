@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.runtime.message import Emit, Message
 from shared.topics import DLQ, Stage, input_topic, priority_topic, retry_topic
@@ -11,6 +12,9 @@ from shared.topics import DLQ, Stage, input_topic, priority_topic, retry_topic
 Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
 BreakerKey = Callable[[Message], str | None]
 Hook = Callable[[], Awaitable[None]]
+# Called before a dead letter is produced: (message, reason, error message, details).  Services
+# record the rejection in their state store here; if it raises, the message is retried instead.
+DeadLetterHook = Callable[[Message, str, str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -30,6 +34,7 @@ class StageSpec:
     max_in_flight: int | None = None  # default: Settings.max_in_flight
     on_start: Hook | None = None
     on_stop: Hook | None = None
+    on_dead_letter: DeadLetterHook | None = None
     # Ready-check of the stage's own dependencies (for /readyz).
     ready_check: Callable[[], Awaitable[bool]] | None = None
     group_id: str | None = None  # default: fiscalflow-<stage>
