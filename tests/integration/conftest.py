@@ -17,16 +17,23 @@ import pytest
 
 from shared.settings import PROJECT_ROOT, Settings
 
-TEST_LOCAL_DIR = PROJECT_ROOT / ".local-test"
+# FISCALFLOW_TEST_SLOT=N (1-9) gives a test session its own ports, directory and database, so
+# several sessions (developers working side by side) never tear down each other's stack.
+_SLOT = int(os.environ.get("FISCALFLOW_TEST_SLOT", "0") or 0)
+_OFF = _SLOT * 100
+TEST_LOCAL_DIR = PROJECT_ROOT / (".local-test" + (f"-{_SLOT}" if _SLOT else ""))
 
 # Test ports, away from the development stack's defaults (19092, 18333, 12201-12203).
 TEST_ENV = {
     "FISCALFLOW_LOCAL_DIR": str(TEST_LOCAL_DIR),
-    "FISCALFLOW_BOOTSTRAP_SERVERS": "127.0.0.1:29092",
-    "FISCALFLOW_S3_ENDPOINT": "http://127.0.0.1:28333",
-    "FISCALFLOW_SFTP_REGIONS": "north=127.0.0.1:22201,central=127.0.0.1:22202,south=127.0.0.1:22203",
-    "FISCALFLOW_PG_DSN": "postgresql://postgres@127.0.0.1:5432/fiscalflow_test",
+    "FISCALFLOW_BOOTSTRAP_SERVERS": f"127.0.0.1:{29092 + _OFF}",
+    "FISCALFLOW_S3_ENDPOINT": f"http://127.0.0.1:{28333 + _OFF}",
+    "FISCALFLOW_SFTP_REGIONS": (f"north=127.0.0.1:{22201 + _OFF},central=127.0.0.1:{22202 + _OFF},"
+                                f"south=127.0.0.1:{22203 + _OFF}"),
+    "FISCALFLOW_PG_DSN": "postgresql://postgres@127.0.0.1:5432/fiscalflow_test" + (f"_{_SLOT}" if _SLOT else ""),
     "FISCALFLOW_BROKER_STORAGE": "memory",
+    "FISCALFLOW_INGEST_PORT": str(28080 + _OFF),
+    "FISCALFLOW_REPORT_PORT": str(28081 + _OFF),
 }
 
 
