@@ -1,0 +1,124 @@
+"""The validate stage: CFDI 4.0 verdicts on the stage runtime.
+
+Valid documents go on to the store stage with the facts reports need; invalid ones become dead
+letters whose reason is the first failed rule (layer order: transport, schema, seal and
+certificate, coherence, stamp) and whose details carry every failed rule with its SAT code.
+CPU-bound: one replica uses one core; scale with replicas (partitions bound them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
+from shared.db.batcher import MicroBatcher
+from shared.db.migrate import connect_pool
+from shared.db.records import Transition, apply_transitions
+from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
+from shared.domain.reasons import ReasonCode
+from shared.domain.records import RecordStatus
+from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime.tracing import current_trace_id
+from shared.s3 import S3Store
+from shared.settings import Settings
+from shared.topics import Stage
+
+log = logging.getLogger("fiscalflow.validate")
+
+# Statuses from which a record may be rejected here (a replayed record may come from any of them).
+_REJECTABLE = (RecordStatus.PENDING, RecordStatus.DOWNLOADING, RecordStatus.DOWNLOADED, RecordStatus.VALIDATED,
+               RecordStatus.REJECTED)
+
+
+def build_validator(settings: Settings) -> CfdiValidator:
+    trust = TrustStore.default(extra=[p for p in settings.trust_ca.split(":") if p])
+    stamps = StampCertStore.from_directory(settings.stamp_certs or None)
+    return CfdiValidator(trust, stamps, max_bytes=settings.max_document_bytes)
+
+
+def facts_of(result: ValidationResult) -> CfdiFacts:
+    assert result.uuid and result.emisor_rfc and result.fecha and result.total is not None
+    return CfdiFacts(
+        uuid=result.uuid.upper(), issuer_rfc=result.emisor_rfc, receiver_rfc=result.receptor_rfc or "",
+        fecha=result.fecha, tipo=result.tipo_de_comprobante or "", moneda=result.moneda or "",
+        tipo_cambio=result.tipo_cambio if result.tipo_cambio is not None else 1,
+        subtotal=result.subtotal or 0, descuento=result.descuento or 0, total=result.total,
+        total_mxn=result.total_mxn if result.total_mxn is not None else result.total,
+        conceptos=result.conceptos, trust=result.trust or "untrusted",
+    )
+
+
+class ValidateStage:
+    def __init__(self, settings: Settings, validator: CfdiValidator) -> None:
+        self.settings = settings
+        self.validator = validator
+        self.actor = f"validate/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+        self.pool: asyncpg.Pool | None = None
+        self.s3 = S3Store(settings)
+        self._rejections: MicroBatcher[Transition, bool] = MicroBatcher(self._flush_rejections, 200, 0.01)
+
+    async def start(self) -> None:
+        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        await self.s3.close()
+
+    async def handle(self, msg: Message) -> Sequence[Emit]:
+        try:
+            doc = DocumentRef.model_validate_json(msg.value)
+        except ValidationError as exc:
+            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
+        xml = doc.xml
+        if xml is None:
+            if not doc.claim_key:
+                raise PermanentError(ReasonCode.MALFORMED_MESSAGE, "neither an inline document nor a claim check")
+            xml = await self.s3.get(doc.claim_key)
+        result = self.validator.validate(xml)
+        if not result.is_valid:
+            rules = result.rules
+            raise PermanentError(
+                rules[0][0] if rules else ReasonCode.INVALID_CFDI,
+                "; ".join(f"{r}{f' ({c})' if c else ''}" for r, c in rules)[:1000],
+                {"verdict": result.verdict.value, "rules": [r for r, _ in rules], "sat_codes": result.sat_codes,
+                 "uuid": result.uuid},
+            )
+        out = ValidatedDocument(**doc.model_dump(), facts=facts_of(result))
+        return [Emit(value=out.encode(), stage=Stage.STORE)]
+
+    async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
+        replay = msg.headers.get("ff-replay-count", "0")
+        t = Transition(
+            record_id=msg.record_id, to_status=RecordStatus.REJECTED, allowed_from=_REJECTABLE, stage="validate",
+            actor=self.actor, idempotency_key=f"{msg.record_id}:rejected:validate:{reason}:{replay}",
+            reason=reason, last_error=message[:500], detail=details, trace_id=current_trace_id() or None,
+        )
+        await self._rejections.submit(t)
+
+    async def _flush_rejections(self, items: list[Transition]) -> list[bool]:
+        assert self.pool is not None
+        try:
+            async with self.pool.acquire() as conn:
+                return await apply_transitions(conn, items)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+
+    async def ready(self) -> bool:
+        if self.pool is None:
+            return False
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT 1"))
+
+
+async def build_stage(settings: Settings) -> StageSpec:
+    stage = ValidateStage(settings, build_validator(settings))
+    return StageSpec(stage=Stage.VALIDATE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
+                     on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+                     max_in_flight=min(settings.max_in_flight, 64))

@@ -1,0 +1,57 @@
+"""S3 adapter (aiobotocore): the archive bucket and claim-check staging, behind a small interface."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.domain.reasons import ReasonCode
+from shared.runtime.errors import PermanentError, TransientError
+from shared.settings import Settings
+
+
+class S3Store:
+    """One client per process, opened lazily. Outages surface as ``TransientError('s3')``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.s3_bucket
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def client(self) -> Any:
+        if self._client is None:
+            self._stack = contextlib.AsyncExitStack()
+            session = get_session()
+            self._client = await self._stack.enter_async_context(session.create_client(
+                "s3", endpoint_url=self.settings.s3_endpoint, region_name=self.settings.s3_region,
+                aws_access_key_id=self.settings.s3_access_key.get_secret_value(),
+                aws_secret_access_key=self.settings.s3_secret_key.get_secret_value(),
+                config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30,
+                              max_pool_connections=64, s3={"addressing_style": "path"}),
+            ))
+        return self._client
+
+    async def get(self, key: str) -> bytes:
+        client = await self.client()
+        try:
+            resp = await client.get_object(Bucket=self.bucket, Key=key)
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise PermanentError(ReasonCode.CLAIM_CHECK_MISSING, f"s3://{self.bucket}/{key} is gone") from None
+            raise TransientError(f"s3: {exc}", downstream="s3") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise TransientError(f"s3: {exc}", downstream="s3") from exc
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+            self._client = None
