@@ -134,7 +134,7 @@ class TrustStore:
     """Trusted CA certificates, each labelled by its source; issuer lookups by subject name."""
 
     _by_subject: dict[bytes, list[_Anchor]] = field(default_factory=dict)
-    _issuers: dict[bytes, tuple[_Anchor | None]] = field(default_factory=dict)  # by certificate fingerprint
+    _issuers: dict[bytes, tuple[_Anchor | None]] = field(default_factory=dict)  # by certificate DER
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -179,7 +179,7 @@ class TrustStore:
 
     def trust_level(self, cert: x509.Certificate, cache_key: bytes,
                     at: tuple[datetime, datetime] | None = None) -> str:
-        """Label of the trusted CA that issued ``cert``, or "untrusted".
+        """Label of the trusted CA that issued ``cert`` (``cache_key``: its DER), or "untrusted".
 
         With ``at`` (the UTC window of the document's Fecha) the certificate must be valid at some
         instant of it: trust is judged when the document was sealed.  CA validity periods are not

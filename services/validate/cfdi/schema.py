@@ -25,6 +25,7 @@ from services.validate.cfdi.rules import XSD_ATTRIBUTE_SAT_CODE, RuleId, SatCode
 from shared.cfdi.sat_files import cadena_xslt, cfdv40_xsd, sat_site, tfd_xsd
 
 XS = "http://www.w3.org/2001/XMLSchema"
+CFDI_NS = "http://www.sat.gob.mx/cfd/4"
 XSL = "http://www.w3.org/1999/XSL/Transform"
 BIG_ENUMERATION = 100
 
@@ -83,6 +84,8 @@ class Catalog:
     whitespace: str  # preserve | replace | collapse
 
     def accepts(self, raw: str) -> bool:
+        if raw in self.values:
+            return True  # written exactly as in the catalogue: the usual case, no normalising needed
         if self.whitespace == "collapse":
             raw = _XML_BLANKS.sub(" ", raw).strip(" ")
         elif self.whitespace == "replace":
@@ -236,6 +239,10 @@ class SchemaValidator:
     def __init__(self, fast: bool = True) -> None:
         self._compiled = compile_schema(fast)
         self._tags = tuple(self._compiled.uses_by_tag)
+        by_ns: dict[str, list[str]] = {}
+        for tag in self._tags:
+            by_ns.setdefault(_namespace(tag), []).append(tag)
+        self._tags_by_ns = {ns: tuple(tags) for ns, tags in by_ns.items()}
 
     def violations(self, root: etree._Element) -> list[Violation]:
         found: list[Violation] = []
@@ -252,15 +259,22 @@ class SchemaValidator:
 
     def _catalog_violations(self, root: etree._Element) -> Iterator[Violation]:
         uses_by_tag = self._compiled.uses_by_tag
-        for el in root.iter(*self._tags):
+        # Only the namespaces this document uses: lxml's tag filter costs per candidate tag.
+        namespaces = {_namespace(root.tag)}
+        for el in root.iter(f"{{{CFDI_NS}}}Complemento", f"{{{CFDI_NS}}}ComplementoConcepto"):
+            namespaces.update(_namespace(child.tag) for child in el.iterchildren("{*}*"))
+        tags = [t for ns in namespaces for t in self._tags_by_ns.get(ns, ())]
+        if not tags:
+            return
+        for el in root.iter(*tags):
             path: tuple[str, ...] | None = None
             for use in uses_by_tag[el.tag]:
                 value = el.get(use.attribute)
-                if value is None:
+                if value is None or use.catalog.accepts(value):
                     continue
-                if path is None:
-                    path = _doc_path(el)
-                if path[-len(use.path):] == use.path and not use.catalog.accepts(value):
+                # The same element name may be declared elsewhere with another type: the path decides.
+                path = path or _doc_path(el)
+                if path[-len(use.path):] == use.path:
                     local = el.tag.rpartition("}")[2]
                     yield Violation(RuleId.XSD, XSD_ATTRIBUTE_SAT_CODE.get((local, use.attribute)))
 

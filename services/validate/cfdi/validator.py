@@ -39,7 +39,6 @@ _MX_OFFSETS = (timedelta(hours=5), timedelta(hours=8))
 # PACs refuse a Fecha older than 72 h or in the future; ±3 h absorbs the time-zone gap.
 _STAMP_BEFORE = timedelta(hours=-3)
 _STAMP_AFTER = timedelta(hours=75)
-_FECHA_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def _b64(text: str | None) -> bytes | None:
@@ -63,8 +62,12 @@ def fecha_window_utc(fecha: datetime) -> tuple[datetime, datetime]:
 def _fecha(text: str | None) -> datetime | None:
     if text is None:
         return None
+    t = text.strip()
+    # t_FechaH is exactly AAAA-MM-DDThh:mm:ss; slicing is ~20x cheaper than strptime
+    if len(t) != 19 or t[4] != "-" or t[7] != "-" or t[10] != "T" or t[13] != ":" or t[16] != ":":
+        return None
     try:
-        return datetime.strptime(text.strip(), _FECHA_FORMAT)
+        return datetime(int(t[0:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]), int(t[14:16]), int(t[17:19]))
     except ValueError:
         return None
 
@@ -114,12 +117,12 @@ class CfdiValidator:
 
         found: list[Violation] = []
         found += self._schema.violations(root)
-        cert = self._certs.get(_b64(root.get("Certificado")) or b"")
+        der = _b64(root.get("Certificado")) or b""
+        cert = self._certs.get(der)
         fecha = _fecha(root.get("Fecha"))
         trust = None
         if cert is not None:
-            trust = self.trust.trust_level(cert.cert, cert.cert.fingerprint(hashes.SHA256()),
-                                           fecha_window_utc(fecha) if fecha else None)
+            trust = self.trust.trust_level(cert.cert, der, fecha_window_utc(fecha) if fecha else None)
         tfds = root.findall(f"{CFDI}Complemento/{TFD}")
         sello_sat_verified = False
         if not found:
