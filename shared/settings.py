@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")
     breaker_failure_threshold: int = Field(5, ge=1, description="Consecutive transient failures that open a breaker.")
     breaker_reset_s: float = Field(2.0, gt=0, description="Seconds an open breaker waits before a half-open probe.")
+    reject_ratio_threshold: float = Field(
+        0.5, ge=0, le=1, description="Halt a stage when this share of its recent messages became dead letters "
+        "(0 disables)."
+    )
+    reject_ratio_window: int = Field(200, ge=10, description="Recent messages the reject ratio is measured over.")
     shutdown_grace_s: float = Field(20.0, gt=0, description="Seconds to drain in-flight work on SIGTERM.")
     http_host: str = Field("127.0.0.1", description="Bind address of every service's HTTP port.")
     metrics_port: int = Field(0, description="Port of /metrics, /healthz, /readyz (0: pick a free port).")

@@ -23,3 +23,4 @@ BREAKER_STATE = Gauge(
 DEAD_LETTERS = Counter("fiscalflow_dead_letters_total", "Dead letters produced.", ["stage", "reason"])
 ASSIGNED = Gauge("fiscalflow_assigned_partitions", "Partitions assigned to this replica.", ["stage"])
 PAUSED = Gauge("fiscalflow_stage_paused", "1 while the stage is paused by a breaker.", ["stage"])
+HALTED = Gauge("fiscalflow_stage_halted", "1 while the stage is halted by its reject-ratio breaker.", ["stage"])

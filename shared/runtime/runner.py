@@ -19,6 +19,7 @@ One :class:`StageRunner` per process.  Guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -94,6 +95,10 @@ class StageRunner:
         self._topics = [t for t in spec.input_topics() if t != self._priority_topic]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_error: str = ""
+        # Reject-ratio breaker: a bad deploy or a broken issuer must not drain a backlog into the DLQ.
+        self._outcomes: collections.deque[int] = collections.deque(maxlen=settings.reject_ratio_window)
+        self.halted: str = ""
+        self.last_dead_letter: str = ""
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, install_signals: bool = True) -> None:
@@ -160,7 +165,7 @@ class StageRunner:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            if not self._stage_gate.is_set():
+            if not self._stage_gate.is_set() or self.halted:
                 await self._set_paused_all(True)
                 await self._wait_gate_or_stop()
                 continue
@@ -316,6 +321,7 @@ class StageRunner:
                     return
                 await self._dead_letter(msg, exc.reason, exc.message, exc.details)
                 M.PROCESSED.labels(self.stage, "dead_letter").inc()
+                self._count_outcome(rejected=True)
                 return
             except TransientError as exc:
                 span.set_attribute("fiscalflow.outcome", "retry")
@@ -346,10 +352,25 @@ class StageRunner:
                 self._publish_breaker(key_breaker)
             self._close_stage_breakers_on_success()
             await self._emit(msg, emits or ())
+            self._count_outcome(rejected=False)
             span.set_attribute("fiscalflow.outcome", "ok")
             M.PROCESSED.labels(self.stage, "ok").inc()
 
     # ------------------------------------------------------------------ breakers
+    def _count_outcome(self, rejected: bool) -> None:
+        self._outcomes.append(1 if rejected else 0)
+        threshold = self.settings.reject_ratio_threshold
+        if not rejected or threshold <= 0 or self.halted or len(self._outcomes) < self._outcomes.maxlen:  # type: ignore[operator]
+            return
+        ratio = sum(self._outcomes) / len(self._outcomes)
+        if ratio > threshold:
+            self.halted = (f"halted: {ratio:.0%} of the last {len(self._outcomes)} messages became dead letters "
+                           f"(threshold {threshold:.0%}); last: {self.last_dead_letter}. Fix the cause, then "
+                           "restart the stage (its backlog waits in Kafka).")
+            log.error("stage %s %s", self.stage, self.halted)
+            M.HALTED.labels(self.stage).set(1)
+            self._slot.set()
+
     def _key_breaker(self, msg: Message) -> CircuitBreaker | None:
         if self.spec.breaker_key is None:
             return None
@@ -466,6 +487,7 @@ class StageRunner:
             except Exception:
                 log.exception("could not record the rejection of %s; the dead letter still carries it", msg.record_id)
             await self._dead_letter(msg, exhausted_reason, error, details, attempts=attempts)
+            self._count_outcome(rejected=True)
             M.PROCESSED.labels(self.stage, "dead_letter").inc()
             return
         base = self.settings.retry_base_ms / 1000
@@ -498,6 +520,7 @@ class StageRunner:
         if details:
             extra[H.DETAILS] = json.dumps(details, default=str)[:50_000]
         M.DEAD_LETTERS.labels(self.stage, reason).inc()
+        self.last_dead_letter = f"{reason} ({msg.record_id})"
         fut = self.producer.send(self.spec.dlq_topic, msg.value, msg.key, H.to_list(self._out_headers(msg, extra)))
         await self._await_deliveries([fut])
 
@@ -583,7 +606,7 @@ class StageRunner:
 
     # ------------------------------------------------------------------ introspection
     def ready(self) -> bool:
-        return bool(self.assignment) and not self._stopping.is_set()
+        return bool(self.assignment) and not self._stopping.is_set() and not self.halted
 
     def status(self) -> dict[str, Any]:
         return {
@@ -595,4 +618,5 @@ class StageRunner:
             "paused": self._paused_all,
             "breakers": {n: b.state.name.lower() for n, b in self.breakers.breakers.items()},
             "last_error": self.last_error,
+            "halted": self.halted,
         }

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,10 +121,18 @@ def test_sigterm_drains_and_commits(namespace: Namespace) -> None:
     assert set(deliveries.values()) == {1}
 
 
+def _readyz(log_dir: str, replica: str) -> tuple[int, dict[str, Any]]:
+    """Status and body of a replica's /readyz (its ops address is in the runtime info file)."""
+    info = json.loads((Path(log_dir) / "run" / f"validate-{replica}.json").read_text())
+    try:
+        with urllib.request.urlopen(info["ops"] + "/readyz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def _assigned(log_dir: str, replica: str) -> set[str]:
-    info = json.loads((__import__("pathlib").Path(log_dir) / "run" / f"validate-{replica}.json").read_text())
-    with urllib.request.urlopen(info["ops"] + "/readyz", timeout=5) as resp:  # noqa: S310 (loopback)
-        return set(json.loads(resp.read())["assigned"])
+    return set(_readyz(log_dir, replica)[1]["assigned"])
 
 
 def test_two_replicas_split_the_partitions(namespace: Namespace) -> None:
@@ -161,3 +172,18 @@ def test_priority_records_overtake_a_backlog(namespace: Namespace) -> None:
     normal_after = sum(1 for rid in order[last_priority:] if rid.startswith("n"))
     # The priority records did not queue behind the backlog: most of it was still waiting.
     assert normal_after >= 3_000, f"only {normal_after} normal records were left behind the priority ones"
+
+
+def test_reject_ratio_breaker_halts_the_stage_and_says_why(namespace: Namespace) -> None:
+    poison = 300
+    namespace.produce([{"id": f"bad{i}", "permanent": True} for i in range(poison)])
+    stage = namespace.stage("--max-in-flight", "4", env={"FISCALFLOW_REJECT_RATIO_WINDOW": "40",
+                                                         "FISCALFLOW_REJECT_RATIO_THRESHOLD": "0.5",
+                                                         "FISCALFLOW_REPLICA_ID": "r"})
+    dead = namespace.read("fiscal.dlq", until=poison, timeout=15)
+    # It stopped after the window filled instead of draining the whole backlog into the DLQ.
+    assert 40 <= len(dead) <= 40 + 8, len(dead)
+    status, body = _readyz(str(stage.log.parent), "r")
+    assert status == 503
+    assert "halted" in str(body["halted"]) and "TEST_PERMANENT" in str(body["halted"])
+    assert stage.alive()
