@@ -57,22 +57,58 @@ def _safe_parser() -> etree.XMLParser:
     return etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False, remove_comments=True)
 
 
-def _load_closure(roots: Iterable[Path]) -> dict[Path, etree._ElementTree]:
-    """Every schema document reachable from ``roots`` through import/include, by absolute path."""
+def _load_closure(roots: Iterable[Path], strip: bool
+                  ) -> tuple[dict[Path, etree._ElementTree], dict[tuple[str, str], Catalog], set[Path]]:
+    """Every schema document reachable from ``roots`` through import/include, by absolute path.
+
+    With ``strip``, big enumerations are taken out while parsing (streamed one simpleType at a
+    time), so the 5 MB catalogue never sits in memory as a whole tree: that keeps the process's
+    peak RSS near its steady state.
+    """
     docs: dict[Path, etree._ElementTree] = {}
+    catalogs: dict[tuple[str, str], Catalog] = {}
+    changed: set[Path] = set()
     todo = [p.resolve() for p in roots]
     while todo:
         path = todo.pop()
         if path in docs:
             continue
-        tree = etree.parse(str(path), _safe_parser())
+        tree = _parse_stripping(path, catalogs, changed) if strip else etree.parse(str(path), _safe_parser())
         docs[path] = tree
         for node in tree.getroot():
             if node.tag in _XS_IMPORTS and (loc := node.get("schemaLocation")):
                 if "://" in loc:
                     raise ValueError(f"{path}: remote schemaLocation {loc!r}; only local SAT files are used")
                 todo.append((path.parent / loc).resolve())
-    return docs
+    return docs, catalogs, changed
+
+
+def _parse_stripping(path: Path, catalogs: dict[tuple[str, str], Catalog], changed: set[Path]) -> etree._ElementTree:
+    events = etree.iterparse(str(path), events=("end",), tag=f"{{{XS}}}simpleType", no_network=True,
+                             resolve_entities=False, load_dtd=False, remove_comments=True)
+    for _event, st in events:
+        parent = st.getparent()
+        if parent is None or parent.getparent() is not None:
+            continue  # only named, top-level types are catalogues
+        restriction = st.find(f"{{{XS}}}restriction")
+        if restriction is None:
+            continue
+        enums = restriction.findall(f"{{{XS}}}enumeration")
+        if len(enums) <= BIG_ENUMERATION:
+            continue
+        ws = restriction.find(f"{{{XS}}}whiteSpace")
+        base = _qname(restriction, restriction.get("base", ""))
+        if base != (XS, "string"):
+            raise ValueError(f"{path}: big enumeration {st.get('name')} on {base}; only xs:string is handled")
+        name = st.get("name", "")
+        tns = parent.get("targetNamespace", "")
+        catalogs[(tns, name)] = Catalog(name, frozenset(e.get("value", "") for e in enums),
+                                        ws.get("value", "preserve") if ws is not None else "preserve")
+        for e in enums:
+            restriction.remove(e)
+        changed.add(path)
+    root = events.root
+    return etree.ElementTree(root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,32 +132,6 @@ class Catalog:
 def _qname(node: etree._Element, value: str) -> tuple[str, str]:
     prefix, _, local = value.rpartition(":")
     return (node.nsmap.get(prefix or None) or "", local)
-
-
-def _strip_big_enumerations(docs: dict[Path, etree._ElementTree]) -> tuple[dict[tuple[str, str], Catalog], set[Path]]:
-    catalogs: dict[tuple[str, str], Catalog] = {}
-    changed: set[Path] = set()
-    for path, tree in docs.items():
-        tns = tree.getroot().get("targetNamespace", "")
-        for st in tree.getroot().iterchildren(f"{{{XS}}}simpleType"):
-            restriction = st.find(f"{{{XS}}}restriction")
-            if restriction is None:
-                continue
-            enums = restriction.findall(f"{{{XS}}}enumeration")
-            if len(enums) <= BIG_ENUMERATION:
-                continue
-            ws = restriction.find(f"{{{XS}}}whiteSpace")
-            base = _qname(restriction, restriction.get("base", ""))
-            if base != (XS, "string"):
-                raise ValueError(f"{path}: big enumeration {st.get('name')} on {base}; only xs:string is handled")
-            name = st.get("name", "")
-            catalogs[(tns, name)] = Catalog(
-                name, frozenset(e.get("value", "") for e in enums), ws.get("value", "preserve") if ws is not None
-                else "preserve")
-            for e in enums:
-                restriction.remove(e)
-            changed.add(path)
-    return catalogs, changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +205,9 @@ class CompiledSchema:
 @cache
 def compile_schema(fast: bool = True) -> CompiledSchema:
     """Compile once per process (``fast=False``: SAT's stock schema, for comparison and benchmarks)."""
-    docs = _load_closure(root_xsds())
-    catalogs: dict[tuple[str, str], Catalog] = {}
-    edited: dict[Path, bytes] = {}
-    uses: list[_Use] = []
-    if fast:
-        catalogs, changed = _strip_big_enumerations(docs)
-        edited = {p: etree.tostring(docs[p]) for p in changed}
-        uses = _attribute_uses(docs, catalogs)
+    docs, catalogs, changed = _load_closure(root_xsds(), strip=fast)
+    edited = {p: etree.tostring(docs[p]) for p in changed}
+    uses = _attribute_uses(docs, catalogs) if fast else []
     wrapper = (f'<xs:schema xmlns:xs="{XS}">'
                + "".join(f'<xs:import namespace="{docs[p.resolve()].getroot().get("targetNamespace")}" '
                          f'schemaLocation="{p.resolve().as_uri()}"/>' for p in root_xsds())
