@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,6 @@ class ValidationResult:
     conceptos: int = 0
     trust: str | None = None  # label of the CA the issuer certificate chains to, "untrusted", or None
     sello_sat_verified: bool = False  # False also when the stamping certificate is unknown
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def rules(self) -> list[tuple[str, str | None]]:
@@ -44,7 +43,8 @@ class ValidationResult:
 
     @property
     def rule_ids(self) -> list[str]:
-        return [v.rule.value for v in self.violations]
+        """Distinct rule ids in the order found (XSD appears once even when several fields failed)."""
+        return list(dict.fromkeys(v.rule.value for v in self.violations))
 
     @property
     def sat_codes(self) -> list[str]:
