@@ -227,6 +227,56 @@ def _iva16(r: etree._Element) -> bool:
     return mxn(r) and r.find(f".//{C}Traslado[@TasaOCuota='0.160000']") is not None
 
 
+def _retenciones(r: etree._Element) -> bool:
+    return mxn(r) and r.find(f"{C}Impuestos/{C}Retenciones/{C}Retencion") is not None
+
+
+def _shift_total_retenidos(r: etree._Element, delta: str) -> None:
+    bump(r.find(f"{C}Impuestos"), "TotalImpuestosRetenidos", delta)
+    bump(r, "Total", "-" + delta)
+
+
+def _mut_total_retenidos(r: etree._Element) -> None:
+    _shift_total_retenidos(r, "1")
+
+
+def _mut_total_retenidos_missing(r: etree._Element) -> None:
+    imp = r.find(f"{C}Impuestos")
+    assert imp is not None
+    bump(r, "Total", imp.attrib.pop("TotalImpuestosRetenidos"))
+
+
+def _mut_global_retencion(r: etree._Element) -> None:
+    bump(r.find(f"{C}Impuestos/{C}Retenciones/{C}Retencion"), "Importe", "1")
+    _shift_total_retenidos(r, "1")
+
+
+def _mut_duplicate_retencion(r: etree._Element) -> None:
+    ret = r.find(f"{C}Impuestos/{C}Retenciones/{C}Retencion")
+    assert ret is not None
+    ret.addnext(etree.fromstring(etree.tostring(ret)))
+
+
+def _concept_retencion(r: etree._Element) -> tuple[etree._Element, etree._Element]:
+    line = r.find(f"{C}Conceptos/{C}Concepto/{C}Impuestos/{C}Retenciones/{C}Retencion")
+    assert line is not None
+    summary = r.find(f"{C}Impuestos/{C}Retenciones/{C}Retencion[@Impuesto='{line.get('Impuesto')}']")
+    assert summary is not None
+    return line, summary
+
+
+def _mut_concept_retencion_importe(r: etree._Element) -> None:
+    line, summary = _concept_retencion(r)
+    bump(line, "Importe", "1")
+    bump(summary, "Importe", "1")
+    _shift_total_retenidos(r, "1")
+
+
+def _mut_retencion_tasa(r: etree._Element) -> None:
+    line, _ = _concept_retencion(r)
+    line.set("TasaOCuota", "0.400000")  # above ISR's 35 % and IVA's 16 %
+
+
 CASES: list[tuple[str, str | None, Callable[[etree._Element], bool], Callable[[etree._Element], None], set[str]]] = [
     ("FORMAPAGO_NOT_ALLOWED", "P", lambda r: True, _set("FormaPago", "03"), {"FORMAPAGO_NOT_ALLOWED"}),
     ("METODOPAGO_NOT_ALLOWED", "P", lambda r: True, _set("MetodoPago", "PUE"), {"METODOPAGO_NOT_ALLOWED"}),
@@ -277,6 +327,17 @@ CASES: list[tuple[str, str | None, Callable[[etree._Element], bool], Callable[[e
     ("TRASLADO_IMPORTE_OUT_OF_LIMITS", "I", _iva16, _mut_concept_traslado_importe,
      {"TRASLADO_IMPORTE_OUT_OF_LIMITS"}),
     # the rate is what the tax amount is checked against: a wrong rate also puts it out of limits
+    ("TOTAL_RETENIDOS_NE_SUM", "I", _retenciones, _mut_total_retenidos, {"TOTAL_RETENIDOS_NE_SUM"}),
+    ("TOTAL_RETENIDOS_DECIMALS", "I", _retenciones, _trailing_zero("TotalImpuestosRetenidos", f"{C}Impuestos"),
+     {"TOTAL_RETENIDOS_DECIMALS"}),
+    ("TOTAL_RETENIDOS_REQUIRED", "I", _retenciones, _mut_total_retenidos_missing, {"TOTAL_RETENIDOS_REQUIRED"}),
+    ("RETENCION_NE_CONCEPTOS", "I", _retenciones, _mut_global_retencion, {"RETENCION_NE_CONCEPTOS"}),
+    ("RETENCION_DUPLICADA", "I", _retenciones, _mut_duplicate_retencion,
+     {"RETENCION_DUPLICADA", "TOTAL_RETENIDOS_NE_SUM"}),
+    ("RETENCION_IMPORTE_OUT_OF_LIMITS", "I", _retenciones, _mut_concept_retencion_importe,
+     {"RETENCION_IMPORTE_OUT_OF_LIMITS"}),
+    ("TASA_RETENCION_NOT_IN_CATALOG", "I", _retenciones, _mut_retencion_tasa,
+     {"TASA_RETENCION_NOT_IN_CATALOG", "RETENCION_IMPORTE_OUT_OF_LIMITS"}),
     ("TASA_TRASLADO_NOT_IN_CATALOG", "I", _iva16, _mut_tasa,
      {"TASA_TRASLADO_NOT_IN_CATALOG", "TRASLADO_IMPORTE_OUT_OF_LIMITS"}),
 ]
