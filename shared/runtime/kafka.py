@@ -4,6 +4,7 @@ asyncio-friendly producer whose deliveries are awaitable."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -59,18 +60,33 @@ class DeliveryError(Exception):
 class AsyncProducer:
     """A confluent-kafka Producer whose ``send`` returns an awaitable delivery.
 
-    A background thread serves delivery callbacks; each resolves its future on the event loop.
+    A background thread serves delivery callbacks.  Callbacks only collect their outcome; the
+    thread then wakes the event loop once per poll to resolve them all, instead of one
+    cross-thread wake-up per message (a measurable share of a no-op stage's CPU).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self._closed = threading.Event()
+        self._done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Message], KafkaError | None, Message]] = []
         self._thread = threading.Thread(target=self._poll_loop, name="producer-poll", daemon=True)
         self._thread.start()
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.05)
+            self._wake()
+
+    def _wake(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for item in done:
+            by_loop.setdefault(item[0], []).append(item)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve_all, items)
 
     def send(
         self,
@@ -84,10 +100,7 @@ class AsyncProducer:
         fut: asyncio.Future[Message] = loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                loop.call_soon_threadsafe(_set_exc, fut, DeliveryError(str(err)))
-            else:
-                loop.call_soon_threadsafe(_set_result, fut, msg)
+            self._done.append((loop, fut, err, msg))
 
         kwargs: dict[str, Any] = {"value": value, "key": key, "headers": headers, "on_delivery": on_delivery}
         if partition is not None:
@@ -113,19 +126,22 @@ class AsyncProducer:
         return len(self._producer)
 
     def flush(self, timeout: float = 30.0) -> int:
-        return int(self._producer.flush(timeout))
+        remaining = int(self._producer.flush(timeout))
+        self._wake()
+        return remaining
 
     def close(self, timeout: float = 30.0) -> None:
         self.flush(timeout)
         self._closed.set()
         self._thread.join(timeout=2)
+        self._wake()
 
 
-def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
-    if not fut.done():
-        fut.set_result(msg)
-
-
-def _set_exc(fut: asyncio.Future[Message], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
+def _resolve_all(items: list[tuple[Any, asyncio.Future[Message], KafkaError | None, Message]]) -> None:
+    for _, fut, err, msg in items:
+        if fut.done():
+            continue
+        if err is not None:
+            fut.set_exception(DeliveryError(str(err)))
+        else:
+            fut.set_result(msg)

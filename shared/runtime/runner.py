@@ -95,6 +95,10 @@ class StageRunner:
         self._topics = [t for t in spec.input_topics() if t != self._priority_topic]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_error: str = ""
+        # Labelled metric children, resolved once: .labels() per message is measurable.
+        self._m_in_flight = M.IN_FLIGHT.labels(self.stage)
+        self._m_latency = M.LATENCY.labels(self.stage)
+        self._m_ok = M.PROCESSED.labels(self.stage, "ok")
         # Reject-ratio breaker: a bad deploy or a broken issuer must not drain a backlog into the DLQ.
         self._outcomes: collections.deque[int] = collections.deque(maxlen=settings.reject_ratio_window)
         self.halted: str = ""
@@ -253,7 +257,7 @@ class StageRunner:
             self._delayed += 1
         else:
             self._handling += 1
-        M.IN_FLIGHT.labels(self.stage).set(self._handling)
+        self._m_in_flight.set(self._handling)
         task = asyncio.create_task(self._process(msg))
         self._tasks[(topic, partition, offset)] = task
 
@@ -272,7 +276,7 @@ class StageRunner:
                 self._delayed -= 1
             else:
                 self._handling -= 1
-                M.IN_FLIGHT.labels(self.stage).set(self._handling)
+                self._m_in_flight.set(self._handling)
                 self._slot.set()
             self._tasks.pop(tp, None)
 
@@ -346,7 +350,7 @@ class StageRunner:
                                              ReasonCode.HANDLER_CRASHED, count_attempt=True)
                 return
             finally:
-                M.LATENCY.labels(self.stage).observe(time.perf_counter() - started)
+                self._m_latency.observe(time.perf_counter() - started)
             if key_breaker is not None and key_breaker.state is not BreakerState.CLOSED:
                 key_breaker.record_success()
                 self._publish_breaker(key_breaker)
@@ -354,7 +358,7 @@ class StageRunner:
             await self._emit(msg, emits or ())
             self._count_outcome(rejected=False)
             span.set_attribute("fiscalflow.outcome", "ok")
-            M.PROCESSED.labels(self.stage, "ok").inc()
+            self._m_ok.inc()
 
     # ------------------------------------------------------------------ breakers
     def _count_outcome(self, rejected: bool) -> None:

@@ -32,8 +32,12 @@ def setup_tracing(service_name: str, otlp_endpoint: str = "", extra: SpanProcess
         return _provider
 
 
+# A proxy tracer: it follows whichever provider is installed later, so it can be made once.
+_TRACER = trace.get_tracer("fiscalflow")
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("fiscalflow")
+    return _TRACER
 
 
 def extract(headers: dict[str, str]) -> Context:
