@@ -105,6 +105,8 @@ class InvoiceGenerator:
         elif chosen in (Defect.XML_TRUNCATED, Defect.XML_UNESCAPED_AMP):
             xml = defects.break_xml(xml, chosen, rng)
         verdict, reason = defects.EXPECTED[chosen] if chosen else (Verdict.VALID, "")
+        if chosen is Defect.TOTAL_MISMATCH and draft.tipo == "P":
+            reason = "TOTAL_NOT_ZERO"  # a payment's Total must be 0: that rule names the shifted total
         total = Decimal(root.get("Total", "0"))
         t = draft.totals
         return GeneratedInvoice(
