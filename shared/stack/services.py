@@ -44,6 +44,22 @@ def replica_command(ctx: StackContext) -> list[str]:
     return [str(ctx.venv_bin("fiscalflow")), "service", "run"]
 
 
+def demo_trust_env(settings: Settings) -> dict[str, str]:
+    """The local stack is the demo: unless trust is configured, its services trust the demo CA and
+    stamping certificate the demo issuers sign with (created here once, shared by every replica)."""
+    env: dict[str, str] = {}
+    if settings.trust_ca and settings.stamp_certs:
+        return env
+    from shared.issuers.pki import DemoPKI
+
+    pki = DemoPKI.ensure(settings.pki_dir())
+    if not settings.trust_ca:
+        env["FISCALFLOW_TRUST_CA"] = f"demo={pki.ca_cert}"
+    if not settings.stamp_certs:
+        env["FISCALFLOW_STAMP_CERTS"] = str(pki.stamp_certs_dir)
+    return env
+
+
 def replica_key(stage: Stage | str, n: int) -> str:
     return f"{Stage(stage).value}-{n}"
 
@@ -129,7 +145,8 @@ class Supervisor:
     def _start(self, slot: _Slot, stage: Stage, n: int) -> None:
         log = self.ctx.logs / f"{stage.value}-{n}.log"
         argv = [*replica_command(self.ctx), stage.value]
-        slot.handle = spawn(argv, log, env=self.ctx.child_env({"FISCALFLOW_REPLICA_ID": str(n)}))
+        env = {"FISCALFLOW_REPLICA_ID": str(n), **demo_trust_env(self.ctx.settings)}
+        slot.handle = spawn(argv, log, env=self.ctx.child_env(env))
         slot.record = record_of(slot.handle, "", log)
         slot.record.restarts = slot.restarts
 
