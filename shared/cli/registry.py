@@ -13,6 +13,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("services.validate.cli", None),
     ("shared.runtime.cli", "service"),
     ("shared.cli.config", None),
+    ("services.ingest.cli", None),
 ]
 
 
