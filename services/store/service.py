@@ -1,0 +1,175 @@
+"""The store stage: gzip each valid document into S3 under its UUID's single key, move its record
+to ``archived`` in PostgreSQL (guarded, with an audit event), and tell the report stage.
+
+Idempotent end to end: a redelivered document finds its object (same sha256) and its record
+already archived, writes nothing new and re-emits the same StoredEvent.  A different document
+with an archived UUID is a DUPLICATE_UUID dead letter.  S3 or PostgreSQL outages are transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+
+import asyncpg
+from pydantic import ValidationError
+
+from services.store.archive import ArchiveObject, BadFacts, build_archive_object
+from services.store.bucket import ArchiveBucket, PutOutcome
+from shared.db.archive import ArchivedRow, ArchiveResult, archive, archived_by_uuid
+from shared.db.batcher import MicroBatcher
+from shared.db.migrate import connect_pool
+from shared.db.outcomes import NOT_ARCHIVED, PG_DOWN, RejectionRecorder
+from shared.db.records import Transition, lookup
+from shared.domain.messages import StoredEvent, ValidatedDocument
+from shared.domain.reasons import ReasonCode
+from shared.domain.records import RecordStatus
+from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime.tracing import current_trace_id
+from shared.s3 import S3Store
+from shared.settings import Settings
+from shared.topics import Stage
+
+log = logging.getLogger("fiscalflow.store")
+
+# gzip of a large document takes tens of ms: off the event loop above this size.
+_THREAD_GZIP_BYTES = 256 * 1024
+
+
+def _iso(ts: dt.datetime) -> str:
+    return ts.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StoreStage:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.actor = f"store/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+        self.pool: asyncpg.Pool | None = None
+        self.s3 = S3Store(settings)
+        self.bucket = ArchiveBucket(self.s3)
+        self.rejections = RejectionRecorder("store", self.actor)
+        # Hot path: one look-up and one transition statement per batch of in-flight documents.
+        self._archived: MicroBatcher[str, ArchivedRow | None] = MicroBatcher(self._flush_lookups, 500, 0.005)
+        self._transitions: MicroBatcher[Transition, ArchiveResult] = MicroBatcher(self._flush_archive, 500, 0.005)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
+        self.rejections.pool = self.pool
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        await self.s3.close()
+
+    async def ready(self) -> bool:
+        if self.pool is None:
+            return False
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT 1"))
+
+    # ------------------------------------------------------------------ handler
+    async def handle(self, msg: Message) -> Sequence[Emit]:
+        try:
+            doc = ValidatedDocument.model_validate_json(msg.value)
+        except ValidationError as exc:
+            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
+        xml = doc.xml
+        if xml is None:
+            if not doc.claim_key:
+                raise PermanentError(ReasonCode.MALFORMED_MESSAGE, "neither an inline document nor a claim check")
+            xml = await self.s3.get(doc.claim_key)
+        try:
+            if len(xml) > _THREAD_GZIP_BYTES:
+                obj = await asyncio.to_thread(build_archive_object, xml, doc.facts)
+            else:
+                obj = build_archive_object(xml, doc.facts)
+        except BadFacts as exc:
+            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)) from None
+
+        # Cheap check first (batched): most duplicates never touch S3.
+        existing = await self._archived.submit(obj.uuid)
+        if existing is not None:
+            if existing.record_id != doc.record_id:
+                raise self._duplicate(doc, obj, existing.record_id, existing.sha256 == obj.sha256)
+            return [self._stored(doc, obj, existing.archived_at, existing.s3_key or obj.key)]  # redelivery
+
+        outcome = await self.bucket.put_once(obj, doc.record_id)
+        if outcome is PutOutcome.CONFLICT:
+            # The key (UUID + issuer + day) holds another document whose record is not archived
+            # (yet): the first upload owns the UUID.
+            raise self._duplicate(doc, obj, None, same=False)
+        result = await self._transitions.submit(self._transition(msg, doc, obj))
+        if result is ArchiveResult.UUID_TAKEN:
+            if outcome is PutOutcome.CREATED:
+                # Our key differs from the winner's (else S3 had said 412): leave one object per UUID.
+                await self.bucket.delete(obj.key)
+            raise self._duplicate(doc, obj, None, same=False)
+        if result is ArchiveResult.NOT_APPLIED:
+            await self._check_already_archived(doc.record_id)
+        return [self._stored(doc, obj, dt.datetime.now(dt.UTC), obj.key)]
+
+    def _transition(self, msg: Message, doc: ValidatedDocument, obj: ArchiveObject) -> Transition:
+        f = doc.facts
+        return Transition(
+            record_id=doc.record_id, to_status=RecordStatus.ARCHIVED, allowed_from=NOT_ARCHIVED, stage="store",
+            actor=self.actor, idempotency_key=f"{doc.record_id}:archived", job_id=doc.job_id,
+            detail={"s3_key": obj.key, "sha256": obj.sha256, "gz_size": len(obj.body)},
+            trace_id=current_trace_id() or None,
+            fields={"s3_key": obj.key, "size": str(obj.size), "sha256": obj.sha256, "gz_size": str(len(obj.body)),
+                    "tfd_uuid": obj.uuid, "issuer_rfc": f.issuer_rfc.upper(), "issued_on": obj.issued_on,
+                    "trust": f.trust},
+        )
+
+    async def _check_already_archived(self, record_id: str) -> None:
+        """The guard refused the move: fine if an earlier delivery archived this very record."""
+        assert self.pool is not None
+        try:
+            rows = await lookup(self.pool, [record_id])
+        except PG_DOWN as exc:
+            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        row = rows.get(record_id)
+        if row is None:
+            raise PermanentError(ReasonCode.UNKNOWN_RECORD, f"record {record_id} is not registered")
+        if row.status is not RecordStatus.ARCHIVED:  # only possible in a race with another writer
+            raise TransientError(f"record {record_id} is {row.status}, not archivable yet", downstream=None)
+
+    def _duplicate(self, doc: ValidatedDocument, obj: ArchiveObject, owner: str | None, same: bool) -> PermanentError:
+        return PermanentError(
+            ReasonCode.DUPLICATE_UUID,
+            f"TFD UUID {obj.uuid} is already archived" + (f" by record {owner}" if owner else ""),
+            {"uuid": obj.uuid, "archived_record_id": owner, "same_document": same, "s3_key": obj.key},
+        )
+
+    def _stored(self, doc: ValidatedDocument, obj: ArchiveObject, at: dt.datetime, key: str) -> Emit:
+        event = StoredEvent(record_id=doc.record_id, job_id=doc.job_id, s3_key=key, sha256=obj.sha256,
+                            size=obj.size, gz_size=len(obj.body), archived_at=_iso(at), facts=doc.facts)
+        return Emit(value=event.encode(), stage=Stage.REPORT)
+
+    # ------------------------------------------------------------------ batched PostgreSQL
+    async def _flush_lookups(self, uuids: list[str]) -> list[ArchivedRow | None]:
+        assert self.pool is not None
+        try:
+            found = await archived_by_uuid(self.pool, uuids)
+        except PG_DOWN as exc:
+            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        return [found.get(u) for u in uuids]
+
+    async def _flush_archive(self, items: list[Transition]) -> list[ArchiveResult]:
+        assert self.pool is not None
+        try:
+            async with self.pool.acquire() as conn:
+                return await archive(conn, items)
+        except PG_DOWN as exc:
+            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+
+
+async def build_stage(settings: Settings, topic_namespace: str = "") -> StageSpec:
+    stage = StoreStage(settings)
+    return StageSpec(stage=Stage.STORE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
+                     on_dead_letter=stage.rejections.record, ready_check=stage.ready,
+                     topic_namespace=topic_namespace,
+                     group_id=f"{topic_namespace}-store" if topic_namespace else None)

@@ -1,0 +1,197 @@
+"""The store stage on the real broker, SeaweedFS and PostgreSQL: one object and one archived row per
+UUID, duplicates dead-lettered, S3 outages retried (never dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+import pytest
+
+from services.store.service import build_stage
+from shared.db.archive import ArchiveResult, archive
+from shared.db.migrate import connect_pool
+from shared.db.records import Registration, Transition, register
+from shared.domain.messages import StoredEvent
+from shared.domain.records import RecordStatus
+from shared.issuers.generator import InvoiceGenerator
+from shared.runtime.runner import StageRunner
+from shared.s3 import S3Store
+from shared.settings import Settings
+from shared.stack import LocalStack
+from shared.topics import DLQ, STORED, Stage, input_topic
+from tests.integration.store.harness import Topics, validated
+
+pytestmark = pytest.mark.integration
+
+STORE_IN = input_topic(Stage.STORE)
+
+
+@pytest.fixture
+def topics(stack_settings: Settings) -> Iterator[Topics]:
+    yield Topics.create(stack_settings)
+
+
+@asynccontextmanager
+async def store_running(settings: Settings, topics: Topics) -> AsyncIterator[None]:
+    runner = StageRunner(await build_stage(settings, topic_namespace=topics.ns), settings)
+    task = asyncio.create_task(runner.run(install_signals=False))
+    try:
+        yield
+    finally:
+        runner.stop()
+        await task
+
+
+async def _register(settings: Settings, ids: list[str]) -> None:
+    conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+    try:
+        await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+    finally:
+        await conn.close()
+
+
+async def _rows(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def _keys(settings: Settings, prefix: str) -> list[str]:
+    s3 = S3Store(settings)
+    try:
+        client = await s3.client()
+        resp = await client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
+        return [o["Key"] for o in resp.get("Contents", [])]
+    finally:
+        await s3.close()
+
+
+def _ids(n: int) -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    return [f"store-{run}-{i}" for i in range(n)]
+
+
+def test_same_document_stored_twice_is_one_object_one_row_one_event(
+        stack_settings: Settings, topics: Topics, generator: InvoiceGenerator) -> None:
+    inv = generator.generate(1, defect=None)
+    rid, copy_rid = _ids(2)
+
+    async def scenario() -> None:
+        await connect_pool(stack_settings.pg_dsn.get_secret_value())  # migrated database
+        await _register(stack_settings, [rid, copy_rid])
+        body = validated(rid, inv).encode()
+        topics.produce(STORE_IN, [(rid, body), (rid, body)])  # a redelivery, back to back
+        async with store_running(stack_settings, topics):
+            first = await asyncio.to_thread(topics.read, STORED, {rid}, 60, 2)
+            topics.produce(STORE_IN, [(rid, body)])  # and one after the record is archived
+            again = await asyncio.to_thread(topics.read, STORED, {rid}, 60, 3)
+            # The same bytes under another record id: one document per UUID is ever counted.
+            topics.produce(STORE_IN, [(copy_rid, validated(copy_rid, inv).encode())])
+            dead = await asyncio.to_thread(topics.read, DLQ, {copy_rid}, 60)
+        assert len(first[rid]) == 2 and len(again[rid]) == 3
+        events = [StoredEvent.model_validate_json(m.value()) for m in again[rid]]
+        key = f"{inv.fecha[:4]}/{inv.fecha[5:7]}/{inv.fecha[8:10]}/{inv.issuer_rfc}/{inv.uuid.upper()}.xml.gz"
+        assert {e.s3_key for e in events} == {key}
+        assert await _keys(stack_settings, key.rsplit("/", 1)[0] + "/") == [key]
+        row = (await _rows(stack_settings, "SELECT * FROM fiscal_records WHERE record_id = $1", rid))[0]
+        assert (row["status"], row["s3_key"], row["tfd_uuid"]) == ("archived", key, inv.uuid.upper())
+        assert str(row["issued_on"]) == inv.fecha[:10] and row["size"] == len(inv.xml) and row["gz_size"] > 0
+        audit = await _rows(stack_settings, "SELECT to_status FROM audit_events WHERE record_id = $1", rid)
+        assert [a["to_status"] for a in audit] == ["archived"]
+        headers = {k: v.decode() for k, v in dead[copy_rid][0].headers()}
+        assert headers["ff-reason"] == "DUPLICATE_UUID" and orjson.loads(headers["ff-details"])["same_document"]
+        copy = (await _rows(stack_settings, "SELECT status, reason FROM fiscal_records WHERE record_id = $1",
+                            copy_rid))[0]
+        assert (copy["status"], copy["reason"]) == ("duplicate", "DUPLICATE_UUID")
+
+    asyncio.run(scenario())
+
+
+def test_a_different_document_with_an_archived_uuid_is_a_duplicate_in_any_case(
+        stack_settings: Settings, topics: Topics, generator: InvoiceGenerator) -> None:
+    original = generator.generate(2, defect=None)
+    # Another invoice, sealed and stamped with the archived UUID written in lower case.
+    other_xml = generator.seal_and_stamp(generator.build_tree(3), uuid=original.uuid.lower())
+    other = generator.generate(3, defect=None)
+    rid, dup_rid = _ids(2)
+
+    async def scenario() -> None:
+        await _register(stack_settings, [rid, dup_rid])
+        dup = validated(dup_rid, other, uuid_override=original.uuid.lower()).model_copy(update={"xml": other_xml})
+        async with store_running(stack_settings, topics):
+            topics.produce(STORE_IN, [(rid, validated(rid, original).encode())])
+            await asyncio.to_thread(topics.read, STORED, {rid})
+            topics.produce(STORE_IN, [(dup_rid, dup.encode())])
+            dead = await asyncio.to_thread(topics.read, DLQ, {dup_rid})
+        headers = {k: v.decode() for k, v in dead[dup_rid][0].headers()}
+        assert headers["ff-reason"] == "DUPLICATE_UUID" and headers["ff-stage"] == "store"
+        details = orjson.loads(headers["ff-details"])
+        assert details["archived_record_id"] == rid and details["same_document"] is False
+        rows = {r["record_id"]: r for r in await _rows(
+            stack_settings, "SELECT record_id, status, reason FROM fiscal_records WHERE record_id = ANY($1)",
+            [rid, dup_rid])}
+        assert rows[rid]["status"] == "archived"
+        assert (rows[dup_rid]["status"], rows[dup_rid]["reason"]) == ("duplicate", "DUPLICATE_UUID")
+
+    asyncio.run(scenario())
+
+
+def test_the_unique_index_decides_a_race_between_two_documents_with_one_uuid(stack_settings: Settings) -> None:
+    """Two records with one UUID (different case) in one batch: one archived, the other told it lost."""
+    a, b = _ids(2)
+    u = str(uuid.uuid4())
+
+    def t(rid: str, tfd: str) -> Transition:
+        return Transition(record_id=rid, to_status=RecordStatus.ARCHIVED, allowed_from=(RecordStatus.PENDING,),
+                          stage="store", actor="test", idempotency_key=f"{rid}:archived",
+                          fields={"tfd_uuid": tfd, "s3_key": f"k/{rid}"})
+
+    async def scenario() -> None:
+        await _register(stack_settings, [a, b])
+        conn = await asyncpg.connect(stack_settings.pg_dsn.get_secret_value())
+        try:
+            results = await archive(conn, [t(a, u.upper()), t(b, u.lower())])
+        finally:
+            await conn.close()
+        assert results == [ArchiveResult.APPLIED, ArchiveResult.UUID_TAKEN]
+
+    asyncio.run(scenario())
+
+
+def test_an_s3_outage_is_retried_and_never_dead_lettered(
+        stack_settings: Settings, topics: Topics, generator: InvoiceGenerator) -> None:
+    invs = [generator.generate(10 + i, defect=None) for i in range(5)]
+    ids = _ids(len(invs))
+    stack = LocalStack(stack_settings)
+
+    async def scenario() -> None:
+        await _register(stack_settings, ids)
+        async with store_running(stack_settings, topics):
+            await asyncio.to_thread(stack.stop, "s3")
+            try:
+                topics.produce(STORE_IN, [(rid, validated(rid, inv).encode()) for rid, inv in zip(ids, invs,
+                                                                                                   strict=True)])
+                await asyncio.sleep(4)  # the stage fails, retries, opens its S3 breaker and pauses
+                pending = await _rows(stack_settings, "SELECT status FROM fiscal_records WHERE record_id = ANY($1)",
+                                      ids)
+                assert {r["status"] for r in pending} == {"pending"}
+            finally:
+                await asyncio.to_thread(stack.start, "s3")
+            started = time.monotonic()
+            out = await asyncio.to_thread(topics.read, STORED, set(ids), 90)
+            recovered_s = time.monotonic() - started
+        assert set(out) == set(ids), f"stored only {sorted(out)} ({recovered_s:.1f}s after S3 came back)"
+        dead = await asyncio.to_thread(topics.read, DLQ, set(ids), 2)
+        assert dead == {}
+        rows = await _rows(stack_settings, "SELECT status FROM fiscal_records WHERE record_id = ANY($1)", ids)
+        assert [r["status"] for r in rows] == ["archived"] * len(ids)
+
+    asyncio.run(scenario())
