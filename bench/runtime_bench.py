@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Producer
 
-from bench.record import append_result  # noqa: E402
-from shared.runtime import Emit, Message, StageSpec  # noqa: E402
-from shared.runtime.admin import ensure_topics  # noqa: E402
-from shared.runtime.runner import StageRunner  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.topics import Stage, TopicSpec  # noqa: E402
+from bench.record import append_result
+from shared.runtime import Emit, Message, StageSpec
+from shared.runtime.admin import ensure_topics
+from shared.runtime.runner import StageRunner
+from shared.settings import Settings
+from shared.topics import Stage, TopicSpec
 
 
 async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, partitions: int) -> dict[str, float]:
