@@ -1,0 +1,135 @@
+"""The download stage: fetch each record's file from its region's SFTP server, verify it, pass it on.
+
+Per-region pools keep regions independent: while one region's server is down its records wait
+on their own breaker (``sftp:<region>``) and the other regions keep flowing.  A verified document
+moves the record downloading → downloaded (batched) and travels to validation inline, or as an
+S3 claim check when it is larger than ``inline_document_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import asyncpg
+import orjson
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.download.claims import put_claim
+from services.download.fetch import fetch
+from services.download.pool import RegionPool
+from shared.db.batcher import MicroBatcher
+from shared.db.health import db_ready
+from shared.db.migrate import connect_pool
+from shared.db.records import Transition
+from shared.db.rejections import RejectionRecorder, transitions_or_transient
+from shared.domain.messages import DocumentRef, DownloadTask
+from shared.domain.reasons import ReasonCode
+from shared.domain.records import RecordStatus
+from shared.runtime import Emit, Message, PermanentError, StageSpec
+from shared.runtime.tracing import current_trace_id
+from shared.s3 import S3Store
+from shared.settings import Settings
+from shared.topics import Stage
+
+log = logging.getLogger("fiscalflow.download")
+
+SKIPPED = Counter("fiscalflow_download_skipped_total", "Download tasks for records already past download.")
+BYTES = Counter("fiscalflow_download_bytes_total", "Bytes downloaded, by region.", ["region"])
+
+# A replayed dead letter arrives for a rejected record; a redelivery for an already downloaded one.
+_DOWNLOADABLE = (RecordStatus.PENDING, RecordStatus.DOWNLOADING, RecordStatus.DOWNLOADED, RecordStatus.REJECTED)
+
+
+def build_pools(settings: Settings) -> dict[str, RegionPool]:
+    return {
+        region: RegionPool(region, host, port, settings.sftp_user, settings.sftp_key_path(),
+                           settings.known_hosts_path(), settings.sftp_max_connections,
+                           settings.sftp_requests_per_connection)
+        for region, (host, port) in settings.regions().items()
+    }
+
+
+def region_of(msg: Message) -> str | None:
+    """The breaker key: records of a region whose server is down wait without costing attempts."""
+    try:
+        region = orjson.loads(msg.value).get("region")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return f"sftp:{region}" if isinstance(region, str) else None
+
+
+class DownloadStage:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.actor = f"download/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+        self.pools = build_pools(settings)
+        self.s3 = S3Store(settings)
+        self.pool: asyncpg.Pool | None = None
+        self.rejections: RejectionRecorder | None = None
+        self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._flush, 500, 0.005)
+
+    async def start(self) -> None:
+        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
+        self.rejections = RejectionRecorder("download", self.pool, self.actor)
+
+    async def stop(self) -> None:
+        for p in self.pools.values():
+            await p.close()
+        await self.s3.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def handle(self, msg: Message) -> Sequence[Emit]:
+        try:
+            task = DownloadTask.model_validate_json(msg.value)
+        except ValidationError as exc:
+            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
+        pool = self.pools.get(task.region)
+        if pool is None:
+            raise PermanentError(ReasonCode.UNKNOWN_REGION, f"no SFTP server for region {task.region!r}")
+        got = await fetch(pool, task.path, self.settings.max_document_bytes)
+        if task.expected_sha256 and got.sha256 != task.expected_sha256.lower():
+            raise PermanentError(ReasonCode.CHECKSUM_MISMATCH,
+                                 f"sha256 {got.sha256} != expected {task.expected_sha256}",
+                                 {"sha256": got.sha256, "expected": task.expected_sha256, "size": got.size})
+        BYTES.labels(task.region).inc(got.size)
+        claim_key = None
+        if got.size > self.settings.inline_document_bytes:
+            claim_key = await put_claim(self.s3, task.record_id, got.data, got.sha256)
+        applied = await self._transitions.submit(Transition(
+            record_id=task.record_id, to_status=RecordStatus.DOWNLOADED, allowed_from=_DOWNLOADABLE,
+            stage="download", actor=self.actor, idempotency_key=f"{task.record_id}:downloaded:{got.sha256}:"
+            f"{msg.headers.get('ff-replay-count', '0')}",
+            detail={"sha256": got.sha256, "size": got.size, "claim_key": claim_key},
+            trace_id=current_trace_id() or None, fields={"sha256": got.sha256, "size": str(got.size)},
+        ))
+        if not applied:
+            SKIPPED.inc()  # validated or archived meanwhile: the later stages already have it
+            return []
+        ref = DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,
+                          sha256=got.sha256, size=got.size, xml=None if claim_key else got.data, claim_key=claim_key)
+        headers = {"ff-job-id": task.job_id} if task.job_id else {}
+        return [Emit(value=ref.encode(), stage=Stage.VALIDATE, headers=headers)]
+
+    async def _flush(self, items: list[Transition]) -> list[bool]:
+        assert self.pool is not None
+        return await transitions_or_transient(self.pool, items)
+
+    async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
+        assert self.rejections is not None
+        await self.rejections(msg, reason, message, dict(details))
+
+    async def ready(self) -> bool:
+        return await db_ready(self.pool)
+
+
+async def build_stage(settings: Settings) -> StageSpec:
+    stage = DownloadStage(settings)
+    # In flight: every region's connections times their pipelined requests, no more.
+    capacity = settings.sftp_max_connections * settings.sftp_requests_per_connection * max(1, len(stage.pools))
+    return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of, on_start=stage.start,
+                     on_stop=stage.stop, on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+                     max_in_flight=min(settings.max_in_flight, capacity))

@@ -1,0 +1,203 @@
+"""The ingest HTTP API: submit a job (record ids, or a region and a file pattern) and follow it.
+
+Mutating endpoints need ``Authorization: Bearer <api_token>`` (compared in constant time).
+Backpressure is explicit: 503 with Retry-After when the producer queue or the pipeline lag is
+over its limit, so a client slows down instead of the system dropping work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.download.pool import PoolUnavailable, RegionPool
+from services.ingest.backpressure import LagMonitor
+from services.ingest.publisher import publish
+from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
+from shared.db import jobs
+from shared.db.records import register
+from shared.domain.records import Priority
+from shared.runtime.kafka import AsyncProducer, DeliveryError
+from shared.settings import Settings
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_JOB_RECORDS = 100_000
+MAX_PRODUCER_QUEUE = 200_000
+MAX_PIPELINE_LAG = 1_000_000
+RETRY_AFTER_S = 5
+
+
+class JobSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(min_length=1, description="A region of FISCALFLOW_SFTP_REGIONS.")
+    pattern: str = Field(min_length=1, max_length=1000, description="Glob relative to the region root; "
+                         "without '/' it matches file names at any depth.", examples=["*.xml", "batch-1/*.xml"])
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    record_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, min_length=1, max_length=MAX_JOB_RECORDS)
+    source: JobSource | None = None
+    priority: Priority = Priority.NORMAL
+    callback_url: AnyHttpUrl | None = Field(None, description="POSTed the job's status once it completes.")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> JobRequest:
+        if (self.record_ids is None) == (self.source is None):
+            raise ValueError("give exactly one of record_ids or source")
+        return self
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    record_count: int
+    status_url: str
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str
+    priority: str
+    record_count: int
+    counts: dict[str, int]
+    finished: int
+    progress: float
+    created_at: str
+    completed_at: str | None
+    callback_url: str | None
+    source: dict[str, Any] | None
+
+
+@dataclass
+class IngestContext:
+    settings: Settings
+    db: asyncpg.Pool
+    producer: AsyncProducer
+    sftp: dict[str, RegionPool]
+    lag: LagMonitor
+    namespace: Callable[[], str]  # the stage's topic namespace ("" in production)
+
+
+class BodyLimit:
+    """Refuse bodies over the cap with 413, by Content-Length or while streaming (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = b'{"detail":"request body over %d bytes"}' % limit
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+_BEARER = HTTPBearer(auto_error=False)
+
+
+def create_app(ctx: IngestContext) -> FastAPI:
+    app = FastAPI(title="fiscalflow ingest", version="1", description=__doc__)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    token = ctx.settings.api_token.get_secret_value().encode()
+
+    # (Annotations are strings here: dependencies must be module-level names FastAPI can resolve.)
+    def authorized(creds: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def not_overloaded() -> None:
+        if ctx.producer.queue_length() > MAX_PRODUCER_QUEUE or ctx.lag.lag > MAX_PIPELINE_LAG:
+            raise HTTPException(503, f"pipeline busy (producer queue {ctx.producer.queue_length()}, "
+                                f"ingest lag {ctx.lag.lag}); retry later",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted,
+              dependencies=[Depends(authorized), Depends(not_overloaded)],
+              responses={401: {}, 413: {}, 422: {}, 503: {}})
+    async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
+        job_id = str(uuid.uuid4())
+        source: dict[str, Any] | None = None
+        if body.source is not None:
+            record_ids = await _register_source(ctx, body.source)
+            source = body.source.model_dump()
+        else:
+            assert body.record_ids is not None
+            record_ids = list(dict.fromkeys(body.record_ids))
+        async with ctx.db.acquire() as conn:
+            await jobs.create_job(conn, job_id, record_ids, body.priority,
+                                  str(body.callback_url) if body.callback_url else None, source)
+        try:
+            await publish(ctx.producer, record_ids, body.priority, job_id, ctx.namespace())
+        except DeliveryError as exc:
+            # The job exists; publishing its ids again is safe (ingest is idempotent).
+            raise HTTPException(503, f"broker did not take the records: {exc}",
+                                headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+        location = f"/api/v1/jobs/{job_id}"
+        response.headers["Location"] = location
+        return JobAccepted(job_id=job_id, record_count=len(record_ids), status_url=location)
+
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobView, responses={404: {}})
+    async def get_job(job_id: uuid.UUID) -> JobView:
+        status = await jobs.job_status(ctx.db, str(job_id))
+        if status is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return JobView(**status.to_json())
+
+    return app
+
+
+async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:
+    pool = ctx.sftp.get(source.region)
+    if pool is None:
+        raise HTTPException(422, f"unknown region {source.region!r}; known: {', '.join(sorted(ctx.sftp))}")
+    try:
+        check_pattern(source.pattern)
+        rows = await registrations(pool, source.pattern, MAX_JOB_RECORDS)
+    except (PatternError, TooManyFiles, ManifestUnreadable) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except PoolUnavailable as exc:
+        raise HTTPException(503, f"region {source.region} unreachable: {exc}",
+                            headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    if not rows:
+        raise HTTPException(422, f"no file of region {source.region} matches {source.pattern!r}")
+    async with ctx.db.acquire() as conn:
+        await register(conn, rows)
+    return [r.record_id for r in rows]

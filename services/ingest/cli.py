@@ -1,0 +1,199 @@
+"""``fiscalflow publish``, ``fiscalflow register`` and ``fiscalflow job submit|show``: the ways in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shared.domain.records import Priority
+
+job_app = typer.Typer(no_args_is_help=True, help="Submit jobs to the ingest HTTP API and follow them.")
+
+
+def _ids(values: list[str]) -> list[str]:
+    """Ids from the arguments; ``-`` reads them from stdin, one a line."""
+    out: list[str] = []
+    for v in values:
+        if v == "-":
+            out += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            out.append(v)
+    return out
+
+
+def publish(
+    ids: Annotated[list[str], typer.Argument(help="Record ids, or - to read them from stdin (one a line).")],
+    priority: Annotated[Priority, typer.Option(help="high: the priority lane.")] = Priority.NORMAL,
+    job: Annotated[str | None, typer.Option(help="Job id (UUID) the records count towards.")] = None,
+) -> None:
+    """Publish record ids straight to the ingest topic (keyed by record id)."""
+    from confluent_kafka import Producer
+
+    from services.ingest.publisher import encode, ingest_topic
+    from shared.settings import Settings
+
+    if job is not None:
+        try:
+            job = str(uuid.UUID(job))
+        except ValueError:
+            raise typer.BadParameter(f"{job!r} is not a UUID", param_hint="--job") from None
+    records = _ids(ids)
+    settings = Settings()
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True,
+                         "partitioner": "murmur2_random", "linger.ms": 5})
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    topic = ingest_topic(priority)
+    for rid in records:
+        key, value, headers = encode(rid, job, priority)
+        kafka_headers: list[tuple[str, str | bytes | None]] = list(headers)
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=kafka_headers, on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain it
+                producer.poll(0.1)
+    left = producer.flush(60)
+    if failures or left:
+        typer.echo(f"{len(failures) + left} of {len(records)} not delivered: {failures[:1]}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"published {len(records)} record id(s) to {topic}" + (f" (job {job})" if job else ""))
+
+
+def register_manifest(
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV (with header) or JSON lines.")],
+) -> None:
+    """Register records from a manifest (record_id, region, path, sha256[, size]) in one COPY."""
+    from services.ingest.manifest import ManifestError, parse_manifest
+    from shared.db.migrate import connect_pool
+    from shared.db.records import register
+    from shared.settings import Settings
+
+    settings = Settings()
+    try:
+        rows = parse_manifest(manifest.read_text(encoding="utf-8"), settings.regions())
+    except ManifestError as exc:
+        typer.echo(f"{manifest}: {exc}\nnothing registered", err=True)
+        raise typer.Exit(1) from None
+    except UnicodeDecodeError as exc:
+        typer.echo(f"{manifest}: not UTF-8 text ({exc}); nothing registered", err=True)
+        raise typer.Exit(1) from None
+
+    async def run() -> int:
+        pool = await connect_pool(settings.pg_dsn.get_secret_value(), max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await register(conn, rows)
+        finally:
+            await pool.close()
+
+    changed = asyncio.run(run())
+    typer.echo(f"registered {len(rows)} record(s) from {manifest} ({changed} new or updated while pending)")
+
+
+def _api() -> tuple[str, dict[str, str]]:
+    from shared.settings import Settings
+
+    s = Settings()
+    return f"http://127.0.0.1:{s.ingest_port}", {"Authorization": f"Bearer {s.api_token.get_secret_value()}"}
+
+
+def _fail(resp: Any) -> None:
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    typer.echo(f"HTTP {resp.status_code}: {json.dumps(detail) if not isinstance(detail, str) else detail}", err=True)
+    raise typer.Exit(1)
+
+
+@job_app.command("submit")
+def job_submit(
+    ids: Annotated[Path | None, typer.Option(help="File of record ids, one a line (- for stdin).")] = None,
+    region: Annotated[str | None, typer.Option(help="Region whose files to register.")] = None,
+    pattern: Annotated[str | None, typer.Option(help="Glob under the region root, e.g. '*.xml'.")] = None,
+    priority: Annotated[Priority, typer.Option(help="high: the priority lane.")] = Priority.NORMAL,
+    callback_url: Annotated[str | None, typer.Option(help="POSTed the job's status when it completes.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar until it completes.")] = False,
+) -> None:
+    """Submit a job: record ids (--ids) or a region's files matching a pattern (--region --pattern)."""
+    import httpx
+
+    body: dict[str, Any] = {"priority": priority.value}
+    if (ids is None) == (region is None or pattern is None):
+        raise typer.BadParameter("give --ids FILE, or --region and --pattern")
+    if ids is not None:
+        text = sys.stdin.read() if str(ids) == "-" else ids.read_text()
+        body["record_ids"] = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        body["source"] = {"region": region, "pattern": pattern}
+    if callback_url:
+        body["callback_url"] = callback_url
+    base, auth = _api()
+    resp = httpx.post(f"{base}/api/v1/jobs", json=body, headers=auth, timeout=300)
+    if resp.status_code != 202:
+        _fail(resp)
+    accepted = resp.json()
+    typer.echo(f"job {accepted['job_id']}: {accepted['record_count']} record(s)")
+    if wait:
+        _follow(base, accepted["job_id"])
+
+
+def _follow(base: str, job_id: str) -> None:
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
+    with httpx.Client(timeout=30) as client, Progress(*columns) as progress:
+        task = progress.add_task("job", total=None, job=job_id[:8], counts="")
+        while True:
+            resp = client.get(f"{base}/api/v1/jobs/{job_id}")
+            if resp.status_code != 200:
+                _fail(resp)
+            st = resp.json()
+            counts = " ".join(f"{k} {v}" for k, v in sorted(st["counts"].items()))
+            progress.update(task, total=st["record_count"], completed=st["finished"], counts=counts)
+            if st["status"] == "completed":
+                break
+            time.sleep(0.5)
+    typer.echo(json.dumps({"job_id": job_id, "status": st["status"], "counts": st["counts"]}))
+
+
+@job_app.command("show")
+def job_show(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A job's status, record count and counts per outcome."""
+    import httpx
+
+    base, _ = _api()
+    resp = httpx.get(f"{base}/api/v1/jobs/{job_id}", timeout=30)
+    if resp.status_code != 200:
+        _fail(resp)
+    st = resp.json()
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    typer.echo(f"job {st['job_id']}  {st['status']}  priority {st['priority']}  "
+               f"{st['finished']}/{st['record_count']} finished ({st['progress']:.0%})")
+    for status, n in sorted(st["counts"].items()):
+        typer.echo(f"  {status:<12} {n}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("publish")(publish)
+    app.command("register")(register_manifest)
+    app.add_typer(job_app, name="job")

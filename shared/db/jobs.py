@@ -1,0 +1,116 @@
+"""Jobs: a submitted batch of records.  Membership is stored; counts are always derived from the
+members' current statuses (never incremented), so a redelivered message cannot count twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from shared.domain.records import FINAL_STATUSES, Priority, RecordStatus
+
+# A member with no registry row was dead-lettered as UNKNOWN_RECORD by the ingest stage: final.
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    status: str  # running | completed
+    priority: str
+    record_count: int
+    counts: dict[str, int] = field(default_factory=dict)
+    created_at: str = ""
+    completed_at: str | None = None
+    callback_url: str | None = None
+    source: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> int:
+        final = {s.value for s in FINAL_STATUSES} | {UNKNOWN}
+        return sum(n for s, n in self.counts.items() if s in final)
+
+    @property
+    def progress(self) -> float:
+        return 1.0 if self.record_count == 0 else round(self.finished / self.record_count, 4)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "status": self.status, "priority": self.priority,
+                "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
+                "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
+                "callback_url": self.callback_url, "source": self.source}
+
+
+async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence[str], priority: Priority,
+                     callback_url: str | None = None, source: dict[str, Any] | None = None) -> None:
+    """The job row and its members, in one transaction (members by COPY)."""
+    unique = list(dict.fromkeys(record_ids))
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO jobs (job_id, priority, callback_url, source, record_count) VALUES ($1, $2, $3, $4, $5)",
+            job_id, priority.value, callback_url, json.dumps(source) if source else None, len(unique))
+        if unique:
+            await conn.copy_records_to_table("job_records", records=[(job_id, r) for r in unique],
+                                             columns=["job_id", "record_id"])
+
+
+async def add_members(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Idempotent membership for ids published straight to Kafka with a job id (one statement)."""
+    if not pairs:
+        return
+    jobs = sorted({j for j, _ in pairs})
+    async with conn.transaction():
+        # A producer may name a job the API never saw: it exists from its first record on.
+        await conn.execute("INSERT INTO jobs (job_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", jobs)
+        await conn.execute(
+            "INSERT INTO job_records (job_id, record_id) SELECT * FROM unnest($1::uuid[], $2::text[])"
+            " ON CONFLICT DO NOTHING",
+            [j for j, _ in pairs], [r for _, r in pairs])
+
+
+_STATUS_SQL = """
+SELECT COALESCE(r.status, 'unknown') AS status, count(*) AS n
+FROM job_records m LEFT JOIN fiscal_records r USING (record_id)
+WHERE m.job_id = $1 GROUP BY 1
+"""
+
+
+async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str) -> JobStatus | None:
+    job = await conn.fetchrow(
+        "SELECT job_id::text, priority, callback_url, source, status, created_at, completed_at"
+        " FROM jobs WHERE job_id = $1", job_id)
+    if job is None:
+        return None
+    counts = {r["status"]: int(r["n"]) for r in await conn.fetch(_STATUS_SQL, job_id)}
+    total = sum(counts.values())
+    st = JobStatus(job_id=job["job_id"], status="running", priority=job["priority"], record_count=total,
+                   counts=counts, created_at=job["created_at"].isoformat(), callback_url=job["callback_url"],
+                   source=json.loads(job["source"]) if job["source"] else None)
+    done = st.finished == total
+    completed_at = job["completed_at"]
+    if done and job["status"] != "completed":
+        # Derived state, persisted once so a completed job keeps its completion time.
+        completed_at = await conn.fetchval(
+            "UPDATE jobs SET status = 'completed', completed_at = COALESCE(completed_at, now()), record_count = $2"
+            " WHERE job_id = $1 RETURNING completed_at", job_id, total)
+    return JobStatus(**{**st.__dict__, "status": "completed" if done else "running",
+                        "completed_at": completed_at.isoformat() if completed_at else None})
+
+
+async def awaiting_callback(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 100) -> list[str]:
+    """Running jobs with a callback: candidates for completion and notification."""
+    rows = await conn.fetch(
+        "SELECT job_id::text FROM jobs WHERE callback_url IS NOT NULL AND callback_state IS NULL"
+        " ORDER BY created_at LIMIT $1", limit)
+    return [r["job_id"] for r in rows]
+
+
+async def mark_callback(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, state: str) -> None:
+    await conn.execute("UPDATE jobs SET callback_state = $2 WHERE job_id = $1", job_id, state)
+
+
+def all_statuses() -> list[str]:
+    return [s.value for s in RecordStatus] + [UNKNOWN]

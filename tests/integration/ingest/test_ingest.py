@@ -1,0 +1,135 @@
+"""The ingest stage and its HTTP API on the real broker, PostgreSQL and SFTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+from shared.db.migrate import connect_pool
+from shared.db.records import history, lookup, register
+from shared.domain.messages import DownloadTask, IngestRequest
+from shared.settings import Settings
+from shared.topics import DLQ, Stage
+from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
+
+pytestmark = pytest.mark.integration
+
+
+def _api(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs"
+
+
+def _auth(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+
+def test_a_job_by_pattern_registers_the_files_and_takes_them_through_download(stack_settings: Settings) -> None:
+    batch, rows = write_batch(stack_settings, "north", 40)
+
+    async def scenario() -> None:
+        async with Pipeline(stack_settings, (Stage.INGEST, Stage.DOWNLOAD)) as pipe, httpx.AsyncClient() as http:
+            resp = await http.post(_api(stack_settings), headers=_auth(stack_settings),
+                                   json={"source": {"region": "north", "pattern": f"{batch}/*.xml"}})
+            assert resp.status_code == 202, resp.text
+            job_id = resp.json()["job_id"]
+            assert resp.headers["location"] == f"/api/v1/jobs/{job_id}"
+            assert resp.json()["record_count"] == len(rows)
+            out = await pipe.read(Stage.VALIDATE, [r.record_id for r in rows])
+            assert set(out) == {r.record_id for r in rows}
+            for m in out.values():
+                assert headers_of(m)["ff-job-id"] == job_id
+            status = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}{resp.headers['location']}"))
+            body = status.json()
+            assert body["record_count"] == len(rows)
+            assert body["counts"] == {"downloaded": len(rows)}
+            assert body["status"] == "running"  # validation and storage still to come
+        pool = await connect_pool(stack_settings.pg_dsn.get_secret_value())
+        found = await lookup(pool, [r.record_id for r in rows])
+        # The expected checksum and size came from the MANIFEST.csv beside the files.
+        assert {(f.expected_sha256, f.size) for f in found.values()} == {(r.sha256, r.size) for r in rows}
+        assert {f.job_id for f in found.values()} == {job_id}
+        events = await history(pool, rows[0].record_id)
+        assert [(e["from_status"], e["to_status"]) for e in events] == [("pending", "downloading"),
+                                                                        ("downloading", "downloaded")]
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_unknown_ids_dead_letter_and_an_archived_record_is_skipped(stack_settings: Settings) -> None:
+    _, rows = write_batch(stack_settings, "central", 2)
+    archived, fresh = rows[0].record_id, rows[1].record_id
+    unknown = [f"nope-{uuid.uuid4().hex}" for _ in range(3)]
+    job_id = str(uuid.uuid4())
+
+    async def scenario() -> None:
+        pool = await connect_pool(stack_settings.pg_dsn.get_secret_value())
+        async with pool.acquire() as conn:
+            await register(conn, registrations(rows))
+            await conn.execute("UPDATE fiscal_records SET status = 'archived' WHERE record_id = $1", archived)
+        async with Pipeline(stack_settings, (Stage.INGEST,)) as pipe:
+            # Bare ids and JSON requests, with the job id in a header or in the body.
+            items = [(rid, rid.encode(), {"ff-job-id": job_id}) for rid in [*unknown, archived]]
+            items.append((fresh, IngestRequest(record_id=fresh, job_id=job_id).encode(), {}))
+            pipe.produce(Stage.INGEST, items)
+            dead = await pipe.read(DLQ, unknown)
+            tasks = await pipe.read(Stage.DOWNLOAD, [fresh])
+        assert set(dead) == set(unknown)
+        assert {headers_of(m)["ff-reason"] for m in dead.values()} == {"UNKNOWN_RECORD"}
+        assert {headers_of(m)["ff-stage"] for m in dead.values()} == {"ingest"}
+        task = DownloadTask.model_validate_json(tasks[fresh].value() or b"")
+        assert (task.job_id, task.region, task.path, task.expected_sha256) == (job_id, "central", rows[1].path,
+                                                                               rows[1].sha256)
+        # The archived record was never sent to download nor touched.
+        seen = await pipe.read(Stage.DOWNLOAD, [archived], within_s=3)
+        assert archived not in seen
+        assert (await lookup(pool, [archived]))[archived].status.value == "archived"
+        assert await history(pool, archived) == []
+        members = await pool.fetch("SELECT record_id FROM job_records WHERE job_id = $1", job_id)
+        assert {m["record_id"] for m in members} == {archived, fresh}
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_api_refuses_bad_requests_with_a_reason(stack_settings: Settings) -> None:
+    url, auth = _api(stack_settings), _auth(stack_settings)
+    cases: list[tuple[str, dict[str, object], int, str]] = [
+        ("no token", {"json": {"record_ids": ["a"]}}, 401, "token"),
+        ("wrong token", {"json": {"record_ids": ["a"]}, "headers": {"Authorization": "Bearer nope"}}, 401, "token"),
+        ("malformed JSON", {"content": b'{"record_ids": [', "headers": {**auth, "content-type": "application/json"}},
+         422, "JSON"),
+        ("wrong types", {"json": {"record_ids": "abc"}, "headers": auth}, 422, "list"),
+        ("ids not strings", {"json": {"record_ids": [1, 2]}, "headers": auth}, 422, "string"),
+        ("bad priority", {"json": {"record_ids": ["a"], "priority": "urgent"}, "headers": auth}, 422, "normal"),
+        ("neither ids nor source", {"json": {}, "headers": auth}, 422, "exactly one"),
+        ("both", {"json": {"record_ids": ["a"], "source": {"region": "north", "pattern": "*.xml"}},
+                  "headers": auth}, 422, "exactly one"),
+        ("unknown region", {"json": {"source": {"region": "mars", "pattern": "*.xml"}}, "headers": auth}, 422,
+         "unknown region"),
+        ("pattern with ..", {"json": {"source": {"region": "north", "pattern": "../*.xml"}}, "headers": auth},
+         422, ".."),
+        ("absolute pattern", {"json": {"source": {"region": "north", "pattern": "/etc/*"}}, "headers": auth},
+         422, "relative"),
+        ("too many ids", {"json": {"record_ids": [f"r{i}" for i in range(100_001)]}, "headers": auth}, 422,
+         "100000"),
+        ("oversized body", {"content": b'{"record_ids": ["' + b"x" * (11 * 1024 * 1024) + b'"]}',
+                            "headers": {**auth, "content-type": "application/json"}}, 413, "bytes"),
+    ]
+
+    async def scenario() -> None:
+        async with Pipeline(stack_settings, (Stage.INGEST,)), httpx.AsyncClient(timeout=60) as http:
+            for name, kwargs, status, reason in cases:
+                resp = await http.post(url, **kwargs)  # type: ignore[arg-type]
+                assert resp.status_code == status, (name, resp.text[:300])
+                assert reason in resp.text, (name, resp.text[:300])
+            missing = await http.get(f"{url}/{uuid.uuid4()}")
+            assert missing.status_code == 404
+            assert (await http.get(f"{url}/not-a-uuid")).status_code == 422
+            openapi = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}/openapi.json")).json()
+            assert "/api/v1/jobs" in openapi["paths"] and "/api/v1/jobs/{job_id}" in openapi["paths"]
+
+    asyncio.run(scenario())
