@@ -71,6 +71,10 @@ def main(stage: Stage) -> None:
     settings = Settings()
     setup_logging(settings.log_level, service=stage.value)
     setup_tracing(f"fiscalflow-{stage.value}", settings.otlp_endpoint)
+    module = importlib.import_module(f"services.{stage.value}.service")
+    if hasattr(module, "main"):  # a service that is not a StageRunner stage (report: a faust app)
+        module.main(settings)
+        return
 
     async def _main() -> None:
         spec = await load_builder(stage)(settings)
