@@ -20,7 +20,7 @@ from shared.settings import PROJECT_ROOT, Settings
 # FISCALFLOW_TEST_SLOT=N (1-9) gives a test session its own ports, directory and database, so
 # several sessions (developers working side by side) never tear down each other's stack.
 _SLOT = int(os.environ.get("FISCALFLOW_TEST_SLOT", "0") or 0)
-_OFF = _SLOT * 100
+SLOT_OFFSET = _OFF = _SLOT * 100
 TEST_LOCAL_DIR = PROJECT_ROOT / (".local-test" + (f"-{_SLOT}" if _SLOT else ""))
 
 # Test ports, away from the development stack's defaults (19092, 18333, 12201-12203).

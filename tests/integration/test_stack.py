@@ -25,6 +25,7 @@ from shared.stack.s3 import BROKER_BUCKET, S3Identity, s3_client
 from shared.stack.services import REPLICA_COMMAND_ENV
 from shared.stack.state import ProcessRecord
 from shared.topics import Stage, all_topics
+from tests.integration.conftest import SLOT_OFFSET as _SLOT_OFFSET
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +55,9 @@ def test_status_shows_every_component_running_with_its_pid(stack: LocalStack) ->
         assert comps[name]["state"] == "running", name
         pid = comps[name]["pid"]
         assert isinstance(pid, int) and ProcessHandle.of(pid) is not None
-    assert comps["broker"]["address"] == "127.0.0.1:29092"
-    assert comps["sftp-north"]["address"] == "127.0.0.1:22201"
+    assert comps["broker"]["address"] == stack.settings.bootstrap_servers
+    host, port = stack.settings.regions()["north"]
+    assert comps["sftp-north"]["address"] == f"{host}:{port}"
     assert comps["postgres"]["state"] == "running"
     assert comps["services"]["state"] == "stopped"
     assert status["replicas"] == {}
@@ -239,9 +241,9 @@ def _produce_and_commit(bootstrap: str, topic: str, group: str) -> None:
 def test_durable_broker_keeps_topics_records_and_offsets_across_restart(
         stack_settings: Settings, unique_name: Callable[[str], str]) -> None:
     """broker_storage=s3: a second, private broker + S3 in its own local dir and ports."""
-    local = PROJECT_ROOT / ".local-test-durable"
-    env = {"FISCALFLOW_LOCAL_DIR": str(local), "FISCALFLOW_BOOTSTRAP_SERVERS": "127.0.0.1:29093",
-           "FISCALFLOW_S3_ENDPOINT": "http://127.0.0.1:28433", "FISCALFLOW_BROKER_STORAGE": "s3"}
+    local = PROJECT_ROOT / f".local-test-durable{_SLOT_OFFSET}"
+    env = {"FISCALFLOW_LOCAL_DIR": str(local), "FISCALFLOW_BOOTSTRAP_SERVERS": f"127.0.0.1:{29093 + _SLOT_OFFSET}",
+           "FISCALFLOW_S3_ENDPOINT": f"http://127.0.0.1:{28433 + _SLOT_OFFSET}", "FISCALFLOW_BROKER_STORAGE": "s3"}
     settings = stack_settings.model_copy(update={
         "local_dir": local, "bootstrap_servers": env["FISCALFLOW_BOOTSTRAP_SERVERS"],
         "s3_endpoint": env["FISCALFLOW_S3_ENDPOINT"], "broker_storage": "s3"})
@@ -277,10 +279,10 @@ def test_durable_broker_keeps_topics_records_and_offsets_across_restart(
 
 def test_down_stops_everything_it_started(stack_settings: Settings) -> None:
     """On a throwaway stack of its own, so the session stack stays up for the other tests."""
-    local = PROJECT_ROOT / ".local-test-down"
+    local = PROJECT_ROOT / f".local-test-down{_SLOT_OFFSET}"
     settings = stack_settings.model_copy(update={
-        "local_dir": local, "bootstrap_servers": "127.0.0.1:29094",
-        "sftp_regions": "west=127.0.0.1:22204"})
+        "local_dir": local, "bootstrap_servers": f"127.0.0.1:{29094 + _SLOT_OFFSET}",
+        "sftp_regions": f"west=127.0.0.1:{22204 + _SLOT_OFFSET}"})
     stack = LocalStack(settings)
     stack.start("broker")
     stack.start("sftp-west")
@@ -290,5 +292,5 @@ def test_down_stops_everything_it_started(stack_settings: Settings) -> None:
     stack.down()
     assert not any(h.is_alive() for h in handles)
     assert {c.state for c in stack.status().components} == {"stopped"}
-    assert not port_open(*split_hostport("127.0.0.1:29094"))
-    assert not port_open(*split_hostport("127.0.0.1:22204"))
+    assert not port_open(*split_hostport(f"127.0.0.1:{29094 + _SLOT_OFFSET}"))
+    assert not port_open(*split_hostport(f"127.0.0.1:{22204 + _SLOT_OFFSET}"))
