@@ -51,6 +51,8 @@ def batch_dir(region_root: Path, batch: str) -> Path:
 def _write_atomic(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".", suffix=".tmp") as tmp:
         tmp.write(data)
+    # NamedTemporaryFile creates 0600; the issuer's SFTP user must be able to read the manifest.
+    os.chmod(tmp.name, 0o644)
     os.replace(tmp.name, path)
 
 

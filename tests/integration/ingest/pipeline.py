@@ -39,7 +39,7 @@ def write_batch(settings: Settings, region: str, count: int, defects: Iterable[D
     rows = [write_invoice(root, region, batch, inv) for inv in invoices]
     # merge_manifest writes the manifest 0600 (a temporary file renamed): the SFTP user could not
     # read it, and the ingest API refuses a job whose manifest it cannot read.
-    merge_manifest(batch_dir(root, batch), rows).chmod(0o644)
+    merge_manifest(batch_dir(root, batch), rows)
     return batch, rows
 
 
