@@ -1,0 +1,107 @@
+"""The report HTTP API (FastAPI; OpenAPI at /openapi.json).  Read-only, JSON, amounts as decimal
+strings; a bad parameter is a 400 with the reason, an unknown id a 404."""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, ORJSONResponse
+
+from services.report.backend import ReportBackend
+from services.report.queries import decode_cursor
+from shared.domain.records import RecordStatus
+
+MAX_RANGE_DAYS = 366
+MAX_TREND_HOURS = 24 * 31
+
+
+def _bad(reason: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=reason)
+
+
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _bad(f"job_id {value!r} is not a UUID") from None
+
+
+def create_api(backend: ReportBackend) -> FastAPI:
+    api = FastAPI(title="fiscalflow reports", version="1", default_response_class=ORJSONResponse)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "bad_request", "reason": "; ".join(reasons)}, status_code=400)
+
+    @api.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        error = {400: "bad_request", 404: "not_found"}.get(exc.status_code, "error")
+        return JSONResponse({"error": error, "reason": exc.detail}, status_code=exc.status_code)
+
+    @api.get("/api/v1/reports/summary")
+    async def summary(job_id: str | None = None) -> dict[str, Any]:
+        """Records by status (in-progress ones too) and rejected/duplicate ones by reason code."""
+        if job_id is not None:
+            job_id = _job_id(job_id)
+            if not await backend.job_exists(job_id):
+                raise HTTPException(404, f"job {job_id} not found")
+        return await backend.summary(job_id)
+
+    @api.get("/api/v1/reports/daily")
+    async def daily(date: dt.date) -> dict[str, Any]:
+        """Archived documents of one day (date part of Fecha as written): per TipoDeComprobante and
+        Moneda, and per issuer."""
+        return await backend.daily(date)
+
+    @api.get("/api/v1/reports/issuers")
+    async def issuers(start: Annotated[dt.date, Query(alias="from")],
+                      end: Annotated[dt.date, Query(alias="to")]) -> dict[str, Any]:
+        """Per issuer, per TipoDeComprobante and Moneda, over days ``from``..``to`` (inclusive)."""
+        if end < start:
+            raise _bad("'to' is before 'from'")
+        if (end - start).days >= MAX_RANGE_DAYS:
+            raise _bad(f"at most {MAX_RANGE_DAYS} days per request")
+        return await backend.issuers(start, end)
+
+    @api.get("/api/v1/reports/trend")
+    async def trend(hours: Annotated[int, Query(ge=1, le=MAX_TREND_HOURS)] = 24) -> dict[str, Any]:
+        """Archived count and MXN total per hour of processing time, the last ``hours`` hours."""
+        return await backend.trend(hours)
+
+    @api.get("/api/v1/records")
+    async def records(status: RecordStatus | None = None, issuer: str | None = None, date: dt.date | None = None,
+                      reason: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      cursor: str | None = None) -> dict[str, Any]:
+        """Records from the registry, ordered by id; pass ``next_cursor`` back for the next page."""
+        after = None
+        if cursor:
+            try:
+                after = decode_cursor(cursor)
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise _bad("cursor is not one this API returned") from None
+        return await backend.records(status=status.value if status else None, issuer=issuer, day=date,
+                                     reason=reason, limit=limit, after=after)
+
+    @api.get("/api/v1/records/{record_id}")
+    async def record(record_id: str) -> dict[str, Any]:
+        """One record with its audit history (every state transition, oldest first)."""
+        found = await backend.record(record_id)
+        if found is None:
+            raise HTTPException(404, f"record {record_id} not found")
+        return found
+
+    @api.get("/api/v1/jobs/{job_id}")
+    async def job(job_id: str) -> dict[str, Any]:
+        """A job's progress: counts per status derived from its records."""
+        found = await backend.job(_job_id(job_id))
+        if found is None:
+            raise HTTPException(404, f"job {job_id} not found")
+        return found
+
+    return api

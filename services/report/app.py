@@ -1,0 +1,82 @@
+"""The report stage as a faust-streaming app: one agent reads fiscal.stored and fiscal.dlq and
+hands batches (size or time, whichever first) to a callback.
+
+Local broker quirks (LOCAL-INFRA.md): ``producer_max_batch_size=1``, no exactly-once, no faust
+web server (the service serves its own API and ops port on 127.0.0.1), short session timeout.
+One agent instance is the single writer of every record it is assigned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from services.report.events import Event, parse_dead_letter, parse_stored
+from services.report.metrics import EVENTS
+from shared.settings import Settings
+from shared.topics import DLQ, STORED
+
+log = logging.getLogger("fiscalflow.report.app")
+
+# Proposed settings: a batch is flushed at this many events or after this many seconds.
+BATCH_SIZE = int(os.environ.get("FISCALFLOW_REPORT_BATCH_SIZE", "2000"))
+FLUSH_S = float(os.environ.get("FISCALFLOW_REPORT_FLUSH_S", "0.5"))
+
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    items = raw.items() if isinstance(raw, dict) else (raw or [])
+    return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")) for k, v in items}
+
+
+def to_events(batch: Sequence[EventT[Any]], dlq_topic: str) -> list[Event]:
+    out: list[Event] = []
+    for ev in batch:
+        msg = ev.message
+        value = ev.value if isinstance(ev.value, bytes) else bytes(ev.value or b"")
+        if msg.topic == dlq_topic:
+            out.append(parse_dead_letter(ev.key if isinstance(ev.key, bytes) else None, value,
+                                         _headers(msg.headers), int(msg.timestamp * 1000)))
+            EVENTS.labels("dead_letter").inc()
+            continue
+        parsed = parse_stored(value)
+        if parsed is None:
+            log.error("skipping a body that is not a StoredEvent at %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            EVENTS.labels("malformed").inc()
+            continue
+        out.append(parsed)
+        EVENTS.labels("stored").inc()
+    return out
+
+
+def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str = "") -> faust.App:
+    def ns(topic: str) -> str:
+        return f"{topic_namespace}.{topic}" if topic_namespace else topic
+
+    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    session_s = settings.session_timeout_ms / 1000
+    app = faust.App(
+        f"{topic_namespace}-report" if topic_namespace else "fiscalflow-report",
+        broker=brokers, web_enabled=False, autodiscover=False, store="memory://",
+        producer_max_batch_size=1, processing_guarantee="at_least_once", topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
+        broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,
+    )
+    dlq = ns(DLQ)
+    topic = app.topic(ns(STORED), dlq, key_serializer="raw", value_serializer="raw")
+
+    async def materialise(stream: StreamT[Any]) -> AsyncIterator[None]:
+        # take_events acks a batch only after this body returns; on_batch retries until written.
+        assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
+        async for batch in stream.take_events(BATCH_SIZE, within=FLUSH_S):
+            await on_batch(to_events(batch, dlq))
+            yield None
+
+    app.agent(topic, name="materialise", concurrency=1)(materialise)
+    return app

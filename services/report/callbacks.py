@@ -1,0 +1,99 @@
+"""Job completion callbacks: POST the job's status, signed, retried with backoff.
+
+The body is signed with HMAC-SHA256 (key: FISCALFLOW_CALLBACK_SECRET, else the API token) in
+``X-Fiscalflow-Signature: sha256=<hex>`` so a receiver can check it came from us.  A job is
+claimed in PostgreSQL (``callback_state``) before sending, so two replicas never both send; a
+crash mid-delivery leaves it ``sending`` and the next start sends again (at least once: the body
+carries the job id for the receiver to de-duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import random
+
+import asyncpg
+import httpx
+import orjson
+
+from shared.db import jobs
+
+log = logging.getLogger("fiscalflow.report.callbacks")
+
+SIGNATURE_HEADER = "X-Fiscalflow-Signature"
+# Proposed settings (shared/settings.py is not ours): attempts and the first/max backoff delays.
+ATTEMPTS = int(os.environ.get("FISCALFLOW_CALLBACK_ATTEMPTS", "8"))
+BASE_DELAY_S = float(os.environ.get("FISCALFLOW_CALLBACK_BASE_S", "0.5"))
+MAX_DELAY_S = float(os.environ.get("FISCALFLOW_CALLBACK_MAX_S", "60"))
+_RETRYABLE = {408, 425, 429}
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class CallbackSender:
+    def __init__(self, pool: asyncpg.Pool, secret: bytes, timeout_s: float = 10.0) -> None:
+        self.pool = pool
+        self.secret = secret
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self._client.aclose()
+
+    async def resume(self) -> None:
+        """At start: jobs whose delivery was interrupted, and completed jobs never claimed."""
+        rows = await self.pool.fetch(
+            "SELECT job_id::text FROM jobs WHERE callback_url IS NOT NULL AND status = 'completed'"
+            " AND (callback_state IS NULL OR callback_state = 'sending')")
+        for r in rows:
+            await self.on_job_touched(r["job_id"], resend=True)
+
+    async def on_job_touched(self, job_id: str, resend: bool = False) -> None:
+        """Derive the job's state; if it just completed, claim and send its callback."""
+        status = await jobs.job_status(self.pool, job_id)
+        if status is None or status.status != "completed" or not status.callback_url:
+            return
+        claimed = await self.pool.fetchval(
+            "UPDATE jobs SET callback_state = 'sending' WHERE job_id = $1 AND (callback_state IS NULL"
+            " OR ($2 AND callback_state = 'sending')) RETURNING job_id::text", job_id, resend)
+        if claimed is None:
+            return
+        body = orjson.dumps(status.to_json())
+        task = asyncio.create_task(self._deliver(job_id, status.callback_url, body), name=f"callback-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, job_id: str, url: str, body: bytes) -> None:
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body),
+                   "X-Fiscalflow-Job-Id": job_id}
+        state = "failed: no attempt"
+        for attempt in range(ATTEMPTS):
+            try:
+                resp = await self._client.post(url, content=body, headers=headers)
+                if resp.is_success:
+                    state = f"sent: HTTP {resp.status_code}"
+                    break
+                state = f"failed: HTTP {resp.status_code}"
+                if resp.status_code < 500 and resp.status_code not in _RETRYABLE:
+                    break  # the receiver refuses this body: retrying cannot help
+            except httpx.HTTPError as exc:
+                state = f"failed: {type(exc).__name__}"
+            delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** attempt)
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # jitter: receivers recovering are not stampeded
+        log.info("job %s callback %s", job_id, state)
+        try:
+            await jobs.mark_callback(self.pool, job_id, state[:200])
+        except (OSError, asyncpg.PostgresError) as exc:  # stays 'sending': sent again after a restart
+            log.warning("job %s: callback state not saved: %s", job_id, exc)

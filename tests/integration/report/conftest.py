@@ -1,0 +1,86 @@
+"""Fixtures for report tests: the report service as a subprocess (``fiscalflow service run report``)
+on an isolated topic namespace and its own chDB directory, and a generator of invoices."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.issuers.generator import InvoiceGenerator
+from shared.issuers.pki import DemoPKI
+from shared.settings import PROJECT_ROOT, Settings
+from tests.integration.store.harness import Topics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ReportProc:
+    topics: Topics
+    api: str
+    ops: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(self.api + path, params={k: v for k, v in params.items() if v is not None}, timeout=10)
+
+    def wait_until(self, check: object, timeout: float = 60) -> None:
+        assert callable(check)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except (httpx.HTTPError, AssertionError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; report log:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> InvoiceGenerator:
+    # A fresh seed per session: the test database outlives sessions and TFD UUIDs derive from the seed.
+    pki = DemoPKI.ensure(Path(tmp_path_factory.mktemp("pki")), issuers=4)
+    return InvoiceGenerator(pki, seed=random.randrange(1 << 30))
+
+
+@pytest.fixture(scope="module")
+def report(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportProc]:
+    tmp = Path(tmp_path_factory.mktemp("report"))
+    topics = Topics.create(stack_settings)
+    api_port, ops_port = free_port(), free_port()
+    env = {**os.environ, "FISCALFLOW_TOPIC_NAMESPACE": topics.ns, "FISCALFLOW_CLICKHOUSE_URL": f"chdb://{tmp}/ch",
+           "FISCALFLOW_REPORT_PORT": str(api_port), "FISCALFLOW_METRICS_PORT": str(ops_port),
+           "FISCALFLOW_LOCAL_DIR": str(tmp), "FISCALFLOW_CALLBACK_BASE_S": "0.2",
+           "FISCALFLOW_REPORT_FLUSH_S": "0.2"}
+    log = tmp / "report.log"
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "service", "run", "report"], env=env,
+                            cwd=PROJECT_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    rp = ReportProc(topics, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ops_port}", proc, log)
+    try:
+        rp.wait_until(lambda: httpx.get(rp.ops + "/readyz", timeout=2).status_code == 200, timeout=60)
+        yield rp
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

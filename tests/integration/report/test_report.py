@@ -1,0 +1,231 @@
+"""The report service as a process on the real broker and PostgreSQL, ClickHouse embedded (chDB):
+aggregates equal independent sums of the input, redeliveries count once, dead letters count by
+reason, bad parameters are 400s, job callbacks are signed and retried."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.store.service import build_stage
+from shared.db.jobs import create_job
+from shared.db.records import Registration, Transition, apply_transitions, register
+from shared.domain.records import Priority, RecordStatus
+from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
+from shared.runtime.runner import StageRunner
+from shared.settings import Settings
+from shared.topics import DLQ, STORED, Stage, input_topic
+from tests.integration.report.conftest import ReportProc
+from tests.integration.store.harness import stored, validated
+
+pytestmark = pytest.mark.integration
+
+
+def _ids(n: int, prefix: str = "rep") -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    return [f"{prefix}-{run}-{i}" for i in range(n)]
+
+
+async def _pg(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(settings.pg_dsn.get_secret_value())
+
+
+def _expected(invs: list[GeneratedInvoice]) -> dict[str, Any]:
+    """Per day: groups by (tipo, moneda) and issuers, summed here with Decimal, apart from the service."""
+    days: dict[str, Any] = defaultdict(lambda: {"groups": defaultdict(lambda: [0, Decimal(0), Decimal(0)]),
+                                                "issuers": defaultdict(lambda: [0, Decimal(0)])})
+    for inv in invs:
+        d = days[inv.fecha[:10]]
+        g = d["groups"][(inv.tipo, inv.moneda)]
+        g[0] += 1
+        g[1] += inv.total
+        g[2] += inv.total_mxn
+        i = d["issuers"][inv.issuer_rfc]
+        i[0] += 1
+        i[1] += inv.total_mxn
+    return days
+
+
+def _as_decimals(groups: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
+    return {(g["tipo"], g["moneda"]): [g["count"], Decimal(g["total"]), Decimal(g["total_mxn"])] for g in groups}
+
+
+def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
+        report: ReportProc, stack_settings: Settings, generator: InvoiceGenerator) -> None:
+    invs = [generator.generate(i, defect=None) for i in range(40)]
+    ids = _ids(len(invs))
+    topics = report.topics
+    before = report.get("/api/v1/reports/summary").json()["by_status"]["archived"]
+
+    async def through_store() -> None:
+        conn = await _pg(stack_settings)
+        try:
+            await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+        finally:
+            await conn.close()
+        docs = [(rid, validated(rid, inv).encode()) for rid, inv in zip(ids, invs, strict=True)]
+        topics.produce(input_topic(Stage.STORE), docs + docs[:10])  # 10 redelivered to the store stage
+        runner = StageRunner(await build_stage(stack_settings, topic_namespace=topics.ns), stack_settings)
+        task = asyncio.create_task(runner.run(install_signals=False))
+        await asyncio.to_thread(topics.read, STORED, set(ids), 90, 1, 1.0)
+        runner.stop()
+        await task
+
+    asyncio.run(through_store())
+    # And stored events redelivered to the report stage itself (same archived_at: a plain re-read).
+    topics.produce(STORED, [(rid, stored(rid, inv, "2026-01-01T00:00:00.000Z").encode())
+                            for rid, inv in list(zip(ids, invs, strict=True))[:5]])
+    report.wait_until(lambda: report.get("/api/v1/reports/summary").json()["by_status"]["archived"]
+                      == before + len(invs))
+
+    expected = _expected(invs)
+    for day, exp in expected.items():
+        body = report.get("/api/v1/reports/daily", date=day).json()
+        assert body["date"] == day
+        assert _as_decimals(body["groups"]) == {k: list(v) for k, v in exp["groups"].items()}
+        got_issuers = {i["rfc"]: [i["count"], Decimal(i["total_mxn"])] for i in body["issuers"]}
+        assert got_issuers == {k: list(v) for k, v in exp["issuers"].items()}
+    first, last = min(expected), max(expected)
+    by_issuer: dict[str, dict[tuple[str, str], list[Any]]] = defaultdict(lambda: defaultdict(
+        lambda: [0, Decimal(0), Decimal(0)]))
+    for inv in invs:
+        g = by_issuer[inv.issuer_rfc][(inv.tipo, inv.moneda)]
+        g[0] += 1
+        g[1] += inv.total
+        g[2] += inv.total_mxn
+    body = report.get("/api/v1/reports/issuers", **{"from": first, "to": last}).json()
+    assert {i["rfc"]: _as_decimals(i["groups"]) for i in body["issuers"]} == {
+        rfc: {k: list(v) for k, v in groups.items()} for rfc, groups in by_issuer.items()}
+    # Trend: processing time is now, so this hour holds at least these documents.
+    points = report.get("/api/v1/reports/trend", hours=2).json()["points"]
+    assert len(points) == 2 and points[-1]["count"] >= len(invs)
+    # The registry's view of one of them, with its audit history.
+    rec = report.get(f"/api/v1/records/{ids[0]}").json()
+    assert rec["status"] == "archived" and [e["to_status"] for e in rec["history"]] == ["archived"]
+    page = report.get("/api/v1/records", status="archived", issuer=invs[0].issuer_rfc, limit=1).json()
+    assert len(page["records"]) == 1 and page["next_cursor"]
+    nxt = report.get("/api/v1/records", status="archived", issuer=invs[0].issuer_rfc, limit=1,
+                     cursor=page["next_cursor"]).json()
+    assert nxt["records"][0]["record_id"] > page["records"][0]["record_id"]
+
+
+def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archived(
+        report: ReportProc, generator: InvoiceGenerator) -> None:
+    rejected, duplicate, replayed = _ids(3, "dl")
+    inv = generator.generate(500, defect=None)
+    before = report.get("/api/v1/reports/summary").json()
+
+    def dead(rid: str, reason: str, at_ms: int) -> None:
+        report.topics.produce(DLQ, [(rid, b'{"v":1}')], headers={
+            "ff-reason": reason, "ff-stage": "store", "ff-error": "test", "ff-last-failure-ms": str(at_ms)})
+
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    dead(rejected, "CHECKSUM_MISMATCH", now_ms)
+    dead(rejected, "CHECKSUM_MISMATCH", now_ms)  # redelivered dead letter
+    dead(duplicate, "DUPLICATE_UUID", now_ms)
+    dead(replayed, "RETRIES_EXHAUSTED", now_ms - 60_000)
+    report.topics.produce(STORED, [(replayed, stored(replayed, inv, dt.datetime.now(dt.UTC).isoformat()).encode())])
+
+    def delta() -> tuple[dict[str, int], dict[str, int]]:
+        now = report.get("/api/v1/reports/summary").json()
+        return ({k: now["by_status"].get(k, 0) - before["by_status"].get(k, 0) for k in now["by_status"]},
+                {k: now["by_reason"].get(k, 0) - before["by_reason"].get(k, 0) for k in now["by_reason"]})
+
+    report.wait_until(lambda: delta()[0]["archived"] == 1 and delta()[0]["rejected"] == 1)
+    by_status, by_reason = delta()
+    assert (by_status["archived"], by_status["rejected"], by_status["duplicate"]) == (1, 1, 1)
+    assert {k: v for k, v in by_reason.items() if v} == {"CHECKSUM_MISMATCH": 1, "DUPLICATE_UUID": 1}
+
+
+def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: ReportProc) -> None:
+    bad = [("/api/v1/reports/daily", {"date": "2025-13-01"}), ("/api/v1/reports/daily", {}),
+           ("/api/v1/reports/issuers", {"from": "2025-03-05", "to": "2025-03-01"}),
+           ("/api/v1/reports/issuers", {"from": "2020-01-01", "to": "2025-01-01"}),
+           ("/api/v1/reports/trend", {"hours": 0}), ("/api/v1/reports/trend", {"hours": "x"}),
+           ("/api/v1/reports/summary", {"job_id": "nope"}), ("/api/v1/records", {"status": "bogus"}),
+           ("/api/v1/records", {"limit": 0}), ("/api/v1/records", {"cursor": "%%%"}),
+           ("/api/v1/jobs/not-a-uuid", {})]
+    for path, params in bad:
+        resp = report.get(path, **params)
+        assert resp.status_code == 400, (path, params, resp.text)
+        assert resp.json()["reason"], (path, params)
+    for path in ("/api/v1/records/no-such-record", f"/api/v1/jobs/{uuid.uuid4()}"):
+        resp = report.get(path)
+        assert resp.status_code == 404 and resp.json()["reason"]
+    assert report.get("/api/v1/reports/summary", job_id=str(uuid.uuid4())).status_code == 404
+    assert "/api/v1/reports/daily" in report.get("/openapi.json").json()["paths"]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    fail_first = 2
+    calls: list[tuple[bytes, str]] = []  # noqa: RUF012 (one receiver per test, reset there)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append((body, self.headers.get("X-Fiscalflow-Signature", "")))
+        self.send_response(503 if len(type(self).calls) <= type(self).fail_first else 200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_a_completed_job_calls_back_signed_and_retried(
+        report: ReportProc, stack_settings: Settings, generator: InvoiceGenerator, receiver: str) -> None:
+    ids = _ids(3, "job")
+    job_id = str(uuid.uuid4())
+    invs = [generator.generate(600 + i, defect=None) for i in range(2)]
+
+    async def setup() -> None:
+        conn = await _pg(stack_settings)
+        try:
+            await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+            await create_job(conn, job_id, ids, Priority.NORMAL, callback_url=receiver)
+            # Two archived, one rejected: what the stages would have written before their events.
+            await apply_transitions(conn, [
+                Transition(rid, RecordStatus.ARCHIVED if i < 2 else RecordStatus.REJECTED, (RecordStatus.PENDING,),
+                           "test", "test", f"{rid}:t", reason=None if i < 2 else "CHECKSUM_MISMATCH", job_id=job_id)
+                for i, rid in enumerate(ids)])
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    now = dt.datetime.now(dt.UTC).isoformat()
+    report.topics.produce(STORED, [(rid, stored(rid, inv, now, job_id=job_id).encode())
+                                   for rid, inv in zip(ids, invs, strict=False)])
+    report.topics.produce(DLQ, [(ids[2], b"{}")], headers={"ff-reason": "CHECKSUM_MISMATCH", "ff-job-id": job_id})
+    report.wait_until(lambda: len(_Receiver.calls) >= 3, timeout=60)
+    secret = stack_settings.api_token.get_secret_value().encode()
+    for body, signature in _Receiver.calls:
+        assert signature == "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    import orjson
+
+    sent = orjson.loads(_Receiver.calls[-1][0])
+    assert sent["job_id"] == job_id and sent["status"] == "completed"
+    assert sent["counts"] == {"archived": 2, "rejected": 1}
+    report.wait_until(lambda: report.get(f"/api/v1/jobs/{job_id}").json()["status"] == "completed")
+    summary = report.get("/api/v1/reports/summary", job_id=job_id).json()
+    assert summary["by_status"]["archived"] == 2 and summary["by_reason"] == {"CHECKSUM_MISMATCH": 1}
+    assert len(_Receiver.calls) == 3  # sent once it succeeded
