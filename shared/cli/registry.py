@@ -14,6 +14,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("shared.runtime.cli", "service"),
     ("shared.cli.config", None),
     ("services.ingest.cli", None),
+    ("services.report.cli", "report"),
 ]
 
 
