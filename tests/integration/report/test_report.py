@@ -229,3 +229,24 @@ def test_a_completed_job_calls_back_signed_and_retried(
     summary = report.get("/api/v1/reports/summary", job_id=job_id).json()
     assert summary["by_status"]["archived"] == 2 and summary["by_reason"] == {"CHECKSUM_MISMATCH": 1}
     assert len(_Receiver.calls) == 3  # sent once it succeeded
+
+
+def test_the_cli_prints_the_api_as_tables_or_json(report: ReportProc) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    env = {**os.environ, "FISCALFLOW_REPORT_PORT": report.api.rsplit(":", 1)[1]}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shared.cli.main", "report", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    out = cli("summary", "--json")
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout) == report.get("/api/v1/reports/summary").json()
+    table = cli("daily", "2025-03-03")
+    assert table.returncode == 0 and "issuers" in table.stdout
+    assert cli("daily", "not-a-date").returncode == 1
