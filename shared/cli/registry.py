@@ -12,6 +12,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("shared.issuers.cli", "issuer"),
     ("services.validate.cli", None),
     ("shared.runtime.cli", "service"),
+    ("shared.dlq.cli", "dlq"),
     ("shared.cli.config", None),
     ("services.ingest.cli", None),
     ("services.report.cli", "report"),
