@@ -83,7 +83,10 @@ class Settings(BaseSettings):
     sftp_key: Path | None = Field(None, description="SFTP client private key (default: the local stack's).")
     sftp_known_hosts: Path | None = Field(None, description="known_hosts verified by every SFTP client.")
     sftp_max_connections: int = Field(10, ge=1, description="Max connections per regional server.")
-    sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per connection.")
+    sftp_channels_per_connection: int = Field(
+        4, ge=1, description="SFTP channels per connection (a server serves one request at a time per channel)."
+    )
+    sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per SFTP channel.")
     max_document_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest document accepted.")
     inline_document_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger documents travel as an S3 claim check."

@@ -1,6 +1,8 @@
 """SFTP connection pool per region (asyncssh), modelled on fsspec/sshfs's channel pool.
 
-* Connections, each with one SFTP channel, open lazily, up to ``max_connections``.
+* Connections open lazily, up to ``max_connections``; each carries up to ``channels_per_connection``
+  SFTP channels, also opened lazily.  A server that serves one request at a time per channel
+  (OpenSSH's sftp-server, a slow issuer) only gives concurrency through several channels.
 * Each channel serves several requests at once (``requests_per_connection``): SFTP pipelines
   requests, so a few channels with several requests in flight beat one request per channel.
 * When the server refuses a further connection while others are up, the pool lowers its own
@@ -39,7 +41,7 @@ class _Channel:
 
 class RegionPool:
     def __init__(self, region: str, host: str, port: int, username: str, client_key: Path, known_hosts: Path,
-                 max_connections: int, requests_per_connection: int) -> None:
+                 max_connections: int, requests_per_connection: int, channels_per_connection: int = 1) -> None:
         self.region = region
         self.host = host
         self.port = port
@@ -49,8 +51,11 @@ class RegionPool:
         self.max_connections = max_connections
         self.limit = max_connections  # lowered when the server refuses more
         self.per_channel = requests_per_connection
+        self.channels_per_connection = max(1, channels_per_connection)
         self._channels: list[_Channel] = []
-        self._opening = 0
+        self._per_conn: dict[asyncssh.SSHClientConnection, int] = {}  # channels, open or opening
+        self._opening = 0  # channels being opened
+        self._opening_conns = 0  # of which on new connections
         self._changed = asyncio.Condition()
         self._closed = False
 
@@ -81,33 +86,66 @@ class RegionPool:
                 if free:
                     ch = min(free, key=lambda c: c.busy)
                     # Prefer opening a new channel over doubling up, while the limit allows.
-                    if ch.busy == 0 or len(self._channels) + self._opening >= self.limit:
+                    if ch.busy == 0 or not self._room():
                         ch.busy += 1
                         return ch
-                if len(self._channels) + self._opening >= self.limit:
+                if not self._room():
                     await self._changed.wait()
                     continue
+                host = self._conn_with_room()
                 self._opening += 1
+                if host is None:
+                    self._opening_conns += 1
+                else:
+                    self._per_conn[host] += 1
             try:
-                ch = await self._open()
+                ch = await self._open(host)
             except PoolUnavailable:
                 async with self._changed:
                     self._opening -= 1
-                    if any(not c.broken for c in self._channels):
-                        # The server accepts fewer connections than configured: keep what it took.
-                        self.limit = max(1, len(self._channels))
+                    if host is None:
+                        self._opening_conns -= 1
+                    else:
+                        self._release_conn_slot(host)
+                    if host is None and (self._per_conn or self._opening_conns):
+                        # The server accepts fewer connections than configured (others are open or
+                        # on their way): keep what it takes instead of failing the request.
+                        self.limit = max(1, len(self._per_conn) + self._opening_conns)
                         log.warning("sftp %s refused connection %d; pool limited to %d", self.region,
-                                    len(self._channels) + 1, self.limit)
+                                    len(self._per_conn) + 1, self.limit)
                         self._changed.notify_all()
                         continue
                     self._changed.notify_all()
                 raise
             async with self._changed:
                 self._opening -= 1
+                if host is None:
+                    self._opening_conns -= 1
+                    self._per_conn[ch.conn] = self._per_conn.get(ch.conn, 0) + 1
                 ch.busy = 1
                 self._channels.append(ch)
                 self._changed.notify_all()
                 return ch
+
+    def _room(self) -> bool:
+        """May another channel be opened (on a connection with room, or on a new connection)?"""
+        if self._conn_with_room() is not None:
+            return True
+        return len(self._per_conn) + self._opening_conns < self.limit
+
+    def _conn_with_room(self) -> asyncssh.SSHClientConnection | None:
+        for conn, n in self._per_conn.items():
+            if n < self.channels_per_connection and not conn.is_closed():
+                return conn
+        return None
+
+    def _release_conn_slot(self, conn: asyncssh.SSHClientConnection) -> None:
+        n = self._per_conn.get(conn, 0) - 1
+        if n <= 0:
+            self._per_conn.pop(conn, None)
+            conn.abort()
+        else:
+            self._per_conn[conn] = n
 
     def _prune(self) -> None:
         """Drop idle channels whose connection is gone (the server restarted or went away)."""
@@ -115,23 +153,24 @@ class RegionPool:
             c.broken = c.broken or c.conn.is_closed()
             if c.broken and c.busy == 0:
                 self._channels.remove(c)
-                c.conn.abort()
-        if not self._channels:
+                self._release_conn_slot(c.conn)
+        if not self._channels and not self._opening:
             self.limit = self.max_connections  # a restarted server: learn its limit again
 
-    async def _open(self) -> _Channel:
-        conn: asyncssh.SSHClientConnection | None = None
+    async def _open(self, host: asyncssh.SSHClientConnection | None = None) -> _Channel:
+        conn: asyncssh.SSHClientConnection | None = host
         try:
-            conn = await asyncio.wait_for(asyncssh.connect(
-                self.host, self.port, username=self.username, client_keys=[str(self.client_key)],
-                known_hosts=str(self.known_hosts), agent_path=None, config=None,
-            ), CONNECT_TIMEOUT_S)
+            if conn is None:
+                conn = await asyncio.wait_for(asyncssh.connect(
+                    self.host, self.port, username=self.username, client_keys=[str(self.client_key)],
+                    known_hosts=str(self.known_hosts), agent_path=None, config=None,
+                ), CONNECT_TIMEOUT_S)
             sftp = await asyncio.wait_for(conn.start_sftp_client(), CONNECT_TIMEOUT_S)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise PoolUnavailable(f"sftp {self.region}: host key of {self.host}:{self.port} not verified "
                                   f"against {self.known_hosts}: {exc}") from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            if conn is not None:
+            if conn is not None and host is None:
                 conn.abort()
             raise PoolUnavailable(f"sftp {self.region} {self.host}:{self.port}: "
                                   f"{type(exc).__name__}: {exc}") from exc
@@ -148,9 +187,12 @@ class RegionPool:
             self._closed = True
             channels, self._channels = self._channels, []
             self._changed.notify_all()
+        conns = {ch.conn for ch in channels} | set(self._per_conn)
+        self._per_conn.clear()
         for ch in channels:
             ch.sftp.exit()
-            ch.conn.close()
-        for ch in channels:
+        for conn in conns:
+            conn.close()
+        for conn in conns:
             with contextlib.suppress(Exception):
-                await ch.conn.wait_closed()
+                await conn.wait_closed()

@@ -47,7 +47,7 @@ def build_pools(settings: Settings) -> dict[str, RegionPool]:
     return {
         region: RegionPool(region, host, port, settings.sftp_user, settings.sftp_key_path(),
                            settings.known_hosts_path(), settings.sftp_max_connections,
-                           settings.sftp_requests_per_connection)
+                           settings.sftp_requests_per_connection, settings.sftp_channels_per_connection)
         for region, (host, port) in settings.regions().items()
     }
 

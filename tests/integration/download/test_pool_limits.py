@@ -1,0 +1,81 @@
+"""The region pool against a real SFTP server that accepts few connections and serves slowly."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from services.download.pool import RegionPool
+from shared.stack.component import port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def slow_issuer(tmp_path: Path) -> tuple[int, Path, Path]:
+    """A slow issuer (50 ms per file, at most 3 connections) with 40 files; yields port, key, known_hosts."""
+    root = tmp_path / "root"
+    (root / "b").mkdir(parents=True)
+    for i in range(40):
+        (root / "b" / f"f{i}.xml").write_bytes(f"<x>{i}</x>".encode())
+    host_key, client_key = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    host_key.write_private_key(str(tmp_path / "host"))
+    client_key.write_private_key(str(tmp_path / "client"))
+    (tmp_path / "authorized").write_bytes(client_key.export_public_key())
+    port = _free_port()
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
+    proc = subprocess.Popen([sys.executable, "-m", "shared.stack.slow_sftp", "--port", str(port), "--root", str(root),
+                             "--host-key", str(tmp_path / "host"), "--authorized-keys", str(tmp_path / "authorized"),
+                             "--user", "issuer", "--latency-ms", "50", "--max-connections", "3"])
+    deadline = time.monotonic() + 20
+    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield port, tmp_path / "client", tmp_path / "known_hosts"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _fetch_all(port: int, key: Path, known_hosts: Path, connections: int, channels: int) -> tuple[RegionPool, int]:
+    """Fetch the 40 files at once; returns the pool and the most channels it had open."""
+    async def run() -> tuple[RegionPool, int]:
+        pool = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, connections, 2, channels)
+        peak = 0
+
+        async def get(i: int) -> bytes:
+            nonlocal peak
+            async with pool.channel() as sftp, sftp.open(f"b/f{i}.xml", "rb") as f:
+                peak = max(peak, pool.size)
+                data: bytes = await f.read()
+                return data
+
+        got = await asyncio.gather(*(get(i) for i in range(40)))
+        assert got == [f"<x>{i}</x>".encode() for i in range(40)]
+        await pool.close()
+        return pool, peak
+
+    return asyncio.run(run())
+
+
+def test_pool_shrinks_to_the_connections_the_server_accepts(slow_issuer: tuple[int, Path, Path]) -> None:
+    pool, peak = _fetch_all(*slow_issuer, connections=6, channels=1)
+    assert pool.limit == 3 and peak == 3  # every file arrived although the server refused connections 4-6
+
+
+def test_several_channels_per_connection(slow_issuer: tuple[int, Path, Path]) -> None:
+    pool, peak = _fetch_all(*slow_issuer, connections=2, channels=4)
+    # A server that serves one request at a time per channel: concurrency comes from channels.
+    assert pool.limit == 2 and peak == 8
