@@ -14,6 +14,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("shared.runtime.cli", "service"),
     ("shared.dlq.cli", "dlq"),
     ("shared.cli.config", None),
+    ("shared.cli.demo", None),
     ("services.ingest.cli", None),
     ("services.report.cli", "report"),
 ]
