@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from shared.settings import Settings
 from shared.topics import TopicSpec, all_topics
@@ -26,7 +27,7 @@ def wanted_topics(settings: Settings) -> list[TopicSpec]:
     return all_topics(settings.partitions(), settings.partitions_shared)
 
 
-def _admin(bootstrap: str, wait_s: float) -> object:
+def _admin(bootstrap: str, wait_s: float) -> Any:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -43,11 +44,13 @@ def _admin(bootstrap: str, wait_s: float) -> object:
 
 
 def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: float) -> int:
-    from confluent_kafka.admin import NewPartitions, NewTopic
+    from confluent_kafka.admin import NewPartitions, NewTopic  # type: ignore[attr-defined]
 
     admin = _admin(settings.bootstrap_servers, wait_s)
-    existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=10).topics.items()}  # type: ignore[attr-defined]
-    create, grow, short = [], [], []
+    existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=10).topics.items()}
+    create: list[Any] = []
+    grow: list[tuple[TopicSpec, int]] = []
+    short: list[tuple[TopicSpec, int]] = []
     for spec in wanted_topics(settings):
         have = existing.get(spec.name)
         if have is None:
@@ -61,7 +64,7 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
         return 1
     failed = 0
     if create:
-        for name, fut in admin.create_topics(create, operation_timeout=30).items():  # type: ignore[attr-defined]
+        for name, fut in admin.create_topics(create, operation_timeout=30).items():
             try:
                 fut.result(60)
                 print(f"created {name}")
@@ -71,7 +74,7 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
                     failed += 1
     if grow:
         parts = [NewPartitions(spec.name, spec.partitions) for spec, _ in grow]
-        for name, fut in admin.create_partitions(parts, operation_timeout=30).items():  # type: ignore[attr-defined]
+        for name, fut in admin.create_partitions(parts, operation_timeout=30).items():
             try:
                 fut.result(60)
                 print(f"grew {name}")

@@ -46,7 +46,7 @@ def schema() -> dict[str, Any]:
             "pdb": {"type": "object", "additionalProperties": False,
                     "properties": {"minAvailable": {"type": ["integer", "string"]},
                                    "maxUnavailable": {"type": ["integer", "string"]}},
-                    "not": {"required": ["minAvailable", "maxUnavailable"]}},
+                    "description": "minAvailable, when set, wins over maxUnavailable."},
             "keda": {"type": "object", "additionalProperties": False,
                      "required": ["minReplicaCount", "maxReplicaCount", "lagThreshold"],
                      "properties": {"minReplicaCount": {"type": "integer", "minimum": 0},
