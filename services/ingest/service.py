@@ -22,7 +22,6 @@ from prometheus_client import Counter
 from services.download.service import build_pools
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor
-from services.ingest.callbacks import CallbackNotifier
 from services.ingest.requests import JOB_HEADER, parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
@@ -70,7 +69,7 @@ class IngestStage:
         self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._apply, 500, 0.005)
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._extras: list[LagMonitor | CallbackNotifier] = []
+        self._extras: list[LagMonitor] = []
         self._producer: AsyncProducer | None = None
         self._sftp = build_pools(settings)
 
@@ -138,8 +137,8 @@ class IngestStage:
         self._producer = AsyncProducer(producer_config(s, f"fiscalflow-ingest-api-{socket.gethostname()}"))
         assert self.spec is not None
         lag = LagMonitor(s, self.spec.consumer_group, [self.spec.normal_topic, self.spec.priority_topic])
-        notifier = CallbackNotifier(self.pool)
-        self._extras = [lag, notifier]
+        # Job completion callbacks are the report service's (signed, retried): one sender only.
+        self._extras = [lag]
         for extra in self._extras:
             extra.start()
         app = create_app(IngestContext(s, self.pool, self._producer, self._sftp, lag, self.namespace))
