@@ -1,0 +1,271 @@
+"""The whole pipeline on an isolated local stack: generated invoices plus the public samples go
+through ingest, download, validate, store and report as real processes; the reports must equal
+sums computed independently from the documents, every archived record has one S3 object, every
+rejected one one dead letter with its reason, and a second run of the same jobs changes no count."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import botocore.session
+import httpx
+import pytest
+from botocore.config import Config
+from lxml import etree
+
+from shared.dlq.reader import read_dead_letters
+from shared.issuers.generator import InvoiceGenerator
+from shared.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
+from shared.issuers.pki import DemoPKI
+from shared.settings import PROJECT_ROOT, Settings
+from shared.topics import DLQ
+from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+
+pytestmark = pytest.mark.e2e
+
+SHARED_CFDI = PROJECT_ROOT.parent / "shared" / "cfdi"
+CFDI = "{http://www.sat.gob.mx/cfd/4}"
+GENERATED = 900
+START = dt.date(2023, 2, 6)  # a window no other test uses
+DAYS = 5
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    settings = isolated_settings("e2e", 40)
+    with isolated_stack(settings):
+        pki = DemoPKI.ensure(settings.pki_dir(), issuers=12)
+        trust = [f"demo={pki.ca_cert}"]
+        stamps = tmp_path_factory.mktemp("stamp-certs")
+        for cert in pki.stamp_certs_dir.iterdir():
+            shutil.copy(cert, stamps / cert.name)
+        if SHARED_CFDI.is_dir():  # the public samples are signed by SAT's test CA and test PACs
+            trust.append(f"sat-test={SHARED_CFDI / 'test-certs' / 'ca' / 'SATCertsPruebas.zip'}")
+            for cert in (SHARED_CFDI / "test-certs" / "tfd").glob("*.cer"):
+                shutil.copy(cert, stamps / cert.name)
+        expected = _write_inputs(settings, pki)
+        env = service_env(settings, FISCALFLOW_TRUST_CA=":".join(trust), FISCALFLOW_STAMP_CERTS=str(stamps),
+                          FISCALFLOW_LOG_LEVEL="WARNING")
+        services = Services(settings, env).start()
+        try:
+            services.wait_http()
+            yield {"settings": settings, "expected": expected, "services": services}
+        finally:
+            services.stop()
+
+
+def _write_inputs(settings: Settings, pki: DemoPKI) -> dict[str, dict[str, Any]]:
+    """Invoices on the three regions and the samples on north; returns record id -> expectation."""
+    expected: dict[str, dict[str, Any]] = {}
+    gen = InvoiceGenerator(pki, seed=20231, start=START, days=DAYS, bad_fraction=0.06)
+    regions = list(settings.regions())
+    for region in regions:
+        batch_dir(settings.region_root(region), "gen").mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for i in range(GENERATED):
+        inv = gen.generate(i)
+        region = regions[i % len(regions)]
+        row = write_invoice(settings.region_root(region), region, "gen", inv)
+        rows[region].append(row)
+        if inv.defect == "file_not_found":
+            continue  # never listed, so never part of a job
+        expected[inv.record_id] = {"verdict": inv.expected_verdict, "reason": inv.expected_reason,
+                                   "xml": inv.xml, "region": region}
+    for region, rs in rows.items():
+        merge_manifest(batch_dir(settings.region_root(region), "gen"), rs)
+    if SHARED_CFDI.is_dir():
+        manifest = {r["file"]: r for r in csv.DictReader((SHARED_CFDI / "samples" / "MANIFEST.tsv").open(),
+                                                         delimiter="\t")}
+        for name, row in manifest.items():
+            path = SHARED_CFDI / "samples" / name
+            loaded = load_files(settings.region_root("north"), "north", "samples", [path])
+            verdict = "valid" if row["expected_verdict"] == "valid" else "invalid"
+            expected[loaded[0].record_id] = {"verdict": verdict, "rule": row["rule_id"], "xml": path.read_bytes(),
+                                             "region": "north", "sample": name}
+    return expected
+
+
+def _submit(settings: Settings) -> list[str]:
+    api = f"http://127.0.0.1:{settings.ingest_port}"
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    sources = [(r, "gen/*.xml") for r in settings.regions()]
+    if SHARED_CFDI.is_dir():
+        sources.append(("north", "samples/*.xml"))
+    jobs = []
+    for region, pattern in sources:
+        resp = httpx.post(f"{api}/api/v1/jobs", headers=headers, timeout=120,
+                          json={"source": {"region": region, "pattern": pattern}})
+        assert resp.status_code == 202, resp.text
+        jobs.append(resp.json()["job_id"])
+    return jobs
+
+
+def _wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
+    api = f"http://127.0.0.1:{settings.ingest_port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs]
+        if all(s["status"] == "completed" for s in states):
+            return
+        time.sleep(1)
+    raise AssertionError(f"jobs not completed in {timeout} s: {states}")
+
+
+def _db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def q() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+    return asyncio.run(q())
+
+
+def _wait_settled(settings: Settings, timeout: float = 300) -> None:
+    """Until no record is between stages and the report service has caught up with PostgreSQL."""
+    deadline = time.monotonic() + timeout
+    report = f"http://127.0.0.1:{settings.report_port}/api/v1/reports/summary"
+    stable = 0
+    last: Any = None
+    while time.monotonic() < deadline:
+        moving = _db(settings, "SELECT count(*) AS n FROM fiscal_records WHERE status NOT IN "
+                               "('archived', 'rejected', 'duplicate')")[0]["n"]
+        summary = httpx.get(report, timeout=30).json()
+        pg = {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
+                                                         "GROUP BY 1")}
+        snapshot = (moving, summary, pg)
+        caught_up = summary["by_status"].get("archived", 0) == pg.get("archived", 0) and summary["by_status"].get(
+            "rejected", 0) == pg.get("rejected", 0)
+        stable = stable + 1 if (moving == 0 and caught_up and snapshot == last) else 0
+        if stable >= 3:
+            return
+        last = snapshot
+        time.sleep(1)
+    raise AssertionError(f"pipeline did not settle: {last}")
+
+
+def _expected_groups(docs: list[bytes]) -> dict[str, dict[tuple[str, str], list[Any]]]:
+    """Per day (date part of Fecha as written): (tipo, moneda) -> [count, total, total_mxn], by parsing XML."""
+    out: dict[str, dict[tuple[str, str], list[Any]]] = defaultdict(dict)
+    for xml in docs:
+        root = etree.fromstring(xml)
+        day = root.get("Fecha", "")[:10]
+        key = (root.get("TipoDeComprobante", ""), root.get("Moneda", ""))
+        total = Decimal(root.get("Total", "0"))
+        rate = Decimal(root.get("TipoCambio") or "1") if key[1] not in ("MXN", "XXX") else Decimal(1)
+        g = out[day].setdefault(key, [0, Decimal(0), Decimal(0)])
+        g[0] += 1
+        g[1] += total
+        g[2] += total * rate
+    return out
+
+
+def _api_groups(groups: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
+    return {(g["tipo"], g["moneda"]): [g["count"], Decimal(g["total"]), Decimal(g["total_mxn"])] for g in groups}
+
+
+def _s3_keys(settings: Settings) -> set[str]:
+    s3 = botocore.session.get_session().create_client(
+        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key.get_secret_value(),
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        config=Config(s3={"addressing_style": "path"}))
+    keys: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
+        keys.update(o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/"))
+    return keys
+
+
+def _counts(settings: Settings) -> dict[str, Any]:
+    report = f"http://127.0.0.1:{settings.report_port}"
+    days = [(START + dt.timedelta(days=d)).isoformat() for d in range(DAYS + 1)]
+    return {
+        "summary": httpx.get(f"{report}/api/v1/reports/summary", timeout=30).json(),
+        "daily": {d: httpx.get(f"{report}/api/v1/reports/daily", params={"date": d}, timeout=30).json()
+                  for d in days},
+        "issuers": httpx.get(f"{report}/api/v1/reports/issuers", params={"from": days[0], "to": days[-1]},
+                             timeout=30).json(),
+        "s3": len(_s3_keys(settings)),
+        "pg": {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
+                                                          "GROUP BY 1")},
+    }
+
+
+def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e: dict[str, Any]) -> None:
+    settings: Settings = e2e["settings"]
+    expected: dict[str, dict[str, Any]] = e2e["expected"]
+    _wait_jobs(settings, _submit(settings))
+    _wait_settled(settings)
+
+    rows = {r["record_id"]: r for r in _db(settings, "SELECT record_id, status, reason, s3_key FROM fiscal_records")}
+    valid = {rid for rid, e in expected.items() if e["verdict"] == "valid"}
+    assert {rid for rid, r in rows.items() if r["status"] == "archived"} == valid
+    for rid, e in expected.items():
+        if e["verdict"] != "valid":
+            assert rows[rid]["status"] == "rejected", (rid, e.get("sample"), rows[rid]["status"])
+            if "reason" in e:
+                assert rows[rid]["reason"] == e["reason"], (rid, e["reason"], rows[rid]["reason"])
+
+    # One S3 object per archived record, at the key the record names.
+    keys = _s3_keys(settings)
+    assert len(keys) == len(valid)
+    assert {rows[rid]["s3_key"] for rid in valid} == keys
+
+    # One dead letter per rejected record, with its reason (samples: the intended rule is among those reported).
+    letters = list(read_dead_letters(settings, DLQ))
+    by_record: dict[str, list[Any]] = defaultdict(list)
+    for dl in letters:
+        by_record[dl.record_id].append(dl)
+    rejected = {rid for rid, e in expected.items() if e["verdict"] != "valid"}
+    assert set(by_record) == rejected
+    assert all(len(v) == 1 for v in by_record.values()), {k: len(v) for k, v in by_record.items() if len(v) > 1}
+    for rid in rejected:
+        dl = by_record[rid][0]
+        if "reason" in expected[rid]:
+            assert dl.reason == expected[rid]["reason"]
+        else:
+            reported = (dl.details or {}).get("rules", [dl.reason]) if isinstance(dl.details, dict) else [dl.reason]
+            assert expected[rid]["rule"] in reported, (expected[rid]["sample"], reported)
+
+    # Reports equal sums computed independently from the archived documents.
+    want = _expected_groups([expected[rid]["xml"] for rid in valid])
+    counts = _counts(settings)
+    for day, groups in want.items():
+        body = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/daily", params={"date": day},
+                         timeout=30).json()
+        assert _api_groups(body["groups"]) == groups, day
+    # Issuers over the generated invoices' window (the report answers at most a year per request).
+    window = {(START + dt.timedelta(days=d)).isoformat() for d in range(DAYS + 1)}
+    per_issuer: dict[str, list[bytes]] = defaultdict(list)
+    for rid in valid:
+        root = etree.fromstring(expected[rid]["xml"])
+        if root.get("Fecha", "")[:10] in window:
+            per_issuer[root.find(f"{CFDI}Emisor").get("Rfc")].append(expected[rid]["xml"])
+    got = {i["rfc"]: _api_groups(i["groups"]) for i in counts["issuers"]["issuers"]}
+    for rfc, docs in per_issuer.items():
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for groups in _expected_groups(docs).values():
+            for k, (n, t, m) in groups.items():
+                g = merged.setdefault(k, [0, Decimal(0), Decimal(0)])
+                g[0] += n
+                g[1] += t
+                g[2] += m
+        assert got[rfc] == merged, rfc
+    assert set(got) == set(per_issuer)
+    assert counts["summary"]["by_status"]["archived"] == len(valid)
+    assert counts["summary"]["by_status"]["rejected"] == len(rejected)
+    assert sum(counts["summary"]["by_reason"].values()) == len(rejected)
+
+    # A second run of the same jobs changes no count.
+    _wait_jobs(settings, _submit(settings))
+    _wait_settled(settings)
+    assert _counts(settings) == counts
