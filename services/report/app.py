@@ -15,9 +15,11 @@ from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
+from opentelemetry import trace
 
 from services.report.events import Event, parse_dead_letter, parse_stored
 from services.report.metrics import EVENTS
+from shared.runtime import tracing
 from shared.settings import Settings
 from shared.topics import DLQ, STORED
 
@@ -55,6 +57,14 @@ def to_events(batch: Sequence[EventT[Any]], dlq_topic: str) -> list[Event]:
     return out
 
 
+def _span(ev: EventT[Any]) -> trace.Span:
+    headers = _headers(ev.message.headers)
+    key = ev.key.decode("utf-8", "replace") if isinstance(ev.key, bytes) else str(ev.key or "")
+    return tracing.tracer().start_span(
+        "report materialise", context=tracing.extract(headers), kind=trace.SpanKind.CONSUMER,
+        attributes={"fiscalflow.record_id": key, "messaging.destination.name": ev.message.topic})
+
+
 def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str = "") -> faust.App:
     def ns(topic: str) -> str:
         return f"{topic_namespace}.{topic}" if topic_namespace else topic
@@ -75,7 +85,14 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
         # take_events acks a batch only after this body returns; on_batch retries until written.
         assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
         async for batch in stream.take_events(BATCH_SIZE, within=FLUSH_S):
-            await on_batch(to_events(batch, dlq))
+            # One span per record, a child of the stage that produced the event (W3C traceparent
+            # in the Kafka headers), covering its materialisation.
+            spans = [_span(ev) for ev in batch]
+            try:
+                await on_batch(to_events(batch, dlq))
+            finally:
+                for span in spans:
+                    span.end()
             yield None
 
     app.agent(topic, name="materialise", concurrency=1)(materialise)

@@ -56,6 +56,7 @@ log = logging.getLogger("fiscalflow.runtime")
 MAX_DELAYED = 20_000
 DRAIN_ON_REVOKE_S = 10.0
 COMMIT_INTERVAL_S = 0.25
+LAG_EVERY_TICKS = 20  # consumer lag metric every 5 s
 
 
 class OutputNotDelivered(Exception):
@@ -99,6 +100,8 @@ class StageRunner:
         self._m_in_flight = M.IN_FLIGHT.labels(self.stage)
         self._m_latency = M.LATENCY.labels(self.stage)
         self._m_ok = M.PROCESSED.labels(self.stage, "ok")
+        for gauge in (M.ASSIGNED, M.PAUSED, M.HALTED):
+            gauge.labels(self.stage).set(0)
         # Reject-ratio breaker: a bad deploy or a broken issuer must not drain a backlog into the DLQ.
         self._outcomes: collections.deque[int] = collections.deque(maxlen=settings.reject_ratio_window)
         self.halted: str = ""
@@ -530,12 +533,30 @@ class StageRunner:
 
     # ------------------------------------------------------------------ commits and rebalances
     async def _commit_loop(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(COMMIT_INTERVAL_S)
             try:
                 await self._commit(sync=False)
             except Exception:  # a failed commit is retried next tick; redelivery is idempotent
                 log.exception("commit failed")
+            ticks += 1
+            if ticks % LAG_EVERY_TICKS == 0:
+                try:
+                    await self._k(self._publish_lag)
+                except Exception:  # a metric must never stop the stage
+                    log.debug("lag metric failed", exc_info=True)
+
+    def _publish_lag(self) -> None:
+        """Consumer lag per assigned partition: the high watermark the fetches reported (the local
+        broker's ListOffsets is wrong, fetch responses are right) minus the consumer's position."""
+        for consumer, parts in self._parts_by_consumer(set(self.assignment)).items():
+            for tp in consumer.position(parts):
+                if tp.offset < 0:
+                    continue
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    M.CONSUMER_LAG.labels(self.stage, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
 
     async def _commit(self, sync: bool) -> None:
         commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in self.assignment]

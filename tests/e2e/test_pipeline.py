@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import itertools
+import json
 import shutil
 import time
 from collections import defaultdict
@@ -26,8 +28,10 @@ from shared.dlq.reader import read_dead_letters
 from shared.issuers.generator import InvoiceGenerator
 from shared.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
 from shared.issuers.pki import DemoPKI
+from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
+from tests.e2e.otlp_sink import OtlpSink, Span
 from tests.stacks import Services, isolated_settings, isolated_stack, service_env
 
 pytestmark = pytest.mark.e2e
@@ -53,14 +57,17 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             for cert in (SHARED_CFDI / "test-certs" / "tfd").glob("*.cer"):
                 shutil.copy(cert, stamps / cert.name)
         expected = _write_inputs(settings, pki)
+        sink = OtlpSink()  # every service exports its spans over OTLP/HTTP to this in-memory receiver
         env = service_env(settings, FISCALFLOW_TRUST_CA=":".join(trust), FISCALFLOW_STAMP_CERTS=str(stamps),
-                          FISCALFLOW_LOG_LEVEL="WARNING")
+                          FISCALFLOW_LOG_LEVEL="WARNING", FISCALFLOW_OTLP_ENDPOINT=sink.endpoint,
+                          OTEL_BSP_SCHEDULE_DELAY="200")
         services = Services(settings, env).start()
         try:
             services.wait_http()
-            yield {"settings": settings, "expected": expected, "services": services}
+            yield {"settings": settings, "expected": expected, "services": services, "spans": sink}
         finally:
             services.stop()
+            sink.close()
 
 
 def _write_inputs(settings: Settings, pki: DemoPKI) -> dict[str, dict[str, Any]]:
@@ -269,3 +276,46 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
     _wait_jobs(settings, _submit(settings))
     _wait_settled(settings)
     assert _counts(settings) == counts
+
+
+STAGES = ["ingest", "download", "validate", "store", "report"]
+
+
+def test_one_trace_per_record_across_the_five_services(e2e: dict[str, Any]) -> None:
+    """Runs after the pipeline test (same module): a record it archived left one trace whose spans
+    chain ingest -> download -> validate -> store -> report through the Kafka headers."""
+    sink: OtlpSink = e2e["spans"]
+    valid = [rid for rid, e in e2e["expected"].items() if e["verdict"] == "valid"][:20]
+    deadline = time.monotonic() + 30
+    chains: list[list[Span]] = []
+    while time.monotonic() < deadline and not chains:
+        for rid in valid:
+            by_trace: dict[str, list[Span]] = defaultdict(list)
+            for span in sink.for_record(rid):
+                by_trace[span.trace_id].append(span)
+            chains += [spans for spans in by_trace.values() if len(spans) == len(STAGES)]
+        time.sleep(0.5)
+    assert chains, "no record left a trace across the five services"
+    for spans in chains:
+        by_service = {s.service: s for s in spans}
+        assert sorted(by_service) == sorted(f"fiscalflow-{st}" for st in STAGES)
+        for parent, child in itertools.pairwise(STAGES):
+            assert by_service[f"fiscalflow-{child}"].parent_id == by_service[f"fiscalflow-{parent}"].span_id
+        assert len({s.trace_id for s in spans}) == 1
+
+
+def test_every_service_exports_the_documented_metrics(e2e: dict[str, Any]) -> None:
+    settings: Settings = e2e["settings"]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    runtime_names = {m._name for m in vars(runtime_metrics).values() if hasattr(m, "_name")}
+    for stage in STAGES:
+        info = json.loads((settings.local_dir / "run" / f"{stage}-0.json").read_text())
+        body = httpx.get(info["ops"] + "/metrics", timeout=10).text
+        # Declared metrics show in "# TYPE" lines even before their first labelled sample.
+        names = {line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")}
+        expected = runtime_names if stage != "report" else {
+            "fiscalflow_report_events_total", "fiscalflow_report_rows_total", "fiscalflow_report_batch_seconds"}
+        for name in expected:
+            assert any(n.startswith(name) for n in names), (stage, name)
+            assert f"`{name.removesuffix('_total')}" in readme, f"{name} is not documented in the README"
+        assert httpx.get(info["ops"] + "/healthz", timeout=10).status_code == 200
