@@ -22,8 +22,9 @@ from services.store.bucket import ArchiveBucket, PutOutcome
 from shared.db.archive import ArchivedRow, ArchiveResult, archive, archived_by_uuid
 from shared.db.batcher import MicroBatcher
 from shared.db.migrate import connect_pool
-from shared.db.outcomes import NOT_ARCHIVED, PG_DOWN, RejectionRecorder
 from shared.db.records import Transition, lookup
+from shared.db.rejections import DB_ERRORS as PG_DOWN
+from shared.db.rejections import NOT_ARCHIVED, RejectionRecorder
 from shared.domain.messages import StoredEvent, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
@@ -50,7 +51,7 @@ class StoreStage:
         self.pool: asyncpg.Pool | None = None
         self.s3 = S3Store(settings)
         self.bucket = ArchiveBucket(self.s3)
-        self.rejections = RejectionRecorder("store", self.actor)
+        self.rejections = RejectionRecorder("store", actor=self.actor)
         # Hot path: one look-up and one transition statement per batch of in-flight documents.
         self._archived: MicroBatcher[str, ArchivedRow | None] = MicroBatcher(self._flush_lookups, 500, 0.005)
         self._transitions: MicroBatcher[Transition, ArchiveResult] = MicroBatcher(self._flush_archive, 500, 0.005)
@@ -170,6 +171,6 @@ class StoreStage:
 async def build_stage(settings: Settings, topic_namespace: str = "") -> StageSpec:
     stage = StoreStage(settings)
     return StageSpec(stage=Stage.STORE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.rejections.record, ready_check=stage.ready,
+                     on_dead_letter=stage.rejections, ready_check=stage.ready,
                      topic_namespace=topic_namespace,
                      group_id=f"{topic_namespace}-store" if topic_namespace else None)

@@ -11,30 +11,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
-from shared.db.batcher import MicroBatcher
 from shared.db.migrate import connect_pool
-from shared.db.records import Transition, apply_transitions
+from shared.db.rejections import RejectionRecorder
 from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
 from shared.domain.reasons import ReasonCode
-from shared.domain.records import RecordStatus
-from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
-from shared.runtime.tracing import current_trace_id
+from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.validate")
-
-# Statuses from which a record may be rejected here (a replayed record may come from any of them).
-_REJECTABLE = (RecordStatus.PENDING, RecordStatus.DOWNLOADING, RecordStatus.DOWNLOADED, RecordStatus.VALIDATED,
-               RecordStatus.REJECTED)
-
 
 def build_validator(settings: Settings) -> CfdiValidator:
     trust = TrustStore.default(extra=[p for p in settings.trust_ca.split(":") if p])
@@ -61,10 +52,11 @@ class ValidateStage:
         self.actor = f"validate/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
         self.pool: asyncpg.Pool | None = None
         self.s3 = S3Store(settings)
-        self._rejections: MicroBatcher[Transition, bool] = MicroBatcher(self._flush_rejections, 200, 0.01)
+        self.rejections = RejectionRecorder("validate", actor=self.actor)
 
     async def start(self) -> None:
         self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
+        self.rejections.pool = self.pool
 
     async def stop(self) -> None:
         if self.pool is not None:
@@ -93,23 +85,6 @@ class ValidateStage:
         out = ValidatedDocument(**doc.model_dump(), facts=facts_of(result))
         return [Emit(value=out.encode(), stage=Stage.STORE)]
 
-    async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
-        replay = msg.headers.get("ff-replay-count", "0")
-        t = Transition(
-            record_id=msg.record_id, to_status=RecordStatus.REJECTED, allowed_from=_REJECTABLE, stage="validate",
-            actor=self.actor, idempotency_key=f"{msg.record_id}:rejected:validate:{reason}:{replay}",
-            reason=reason, last_error=message[:500], detail=details, trace_id=current_trace_id() or None,
-        )
-        await self._rejections.submit(t)
-
-    async def _flush_rejections(self, items: list[Transition]) -> list[bool]:
-        assert self.pool is not None
-        try:
-            async with self.pool.acquire() as conn:
-                return await apply_transitions(conn, items)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
-
     async def ready(self) -> bool:
         if self.pool is None:
             return False
@@ -120,5 +95,5 @@ class ValidateStage:
 async def build_stage(settings: Settings) -> StageSpec:
     stage = ValidateStage(settings, build_validator(settings))
     return StageSpec(stage=Stage.VALIDATE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+                     on_dead_letter=stage.rejections, ready_check=stage.ready,
                      max_in_flight=min(settings.max_in_flight, 64))

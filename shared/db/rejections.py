@@ -1,7 +1,9 @@
-"""Record a dead-lettered record as rejected, batched: the ``on_dead_letter`` hook of every stage.
+"""Record a dead-lettered record's final status, batched: the ``on_dead_letter`` hook of every stage.
 
-If PostgreSQL is down the hook raises ``TransientError('postgres')`` and the runtime retries the
-message, so no rejection is ever only in the dead-letter topic.
+``rejected``, or ``duplicate`` for DUPLICATE_UUID.  If PostgreSQL is down the hook raises
+``TransientError('postgres')`` and the runtime retries the message, so no rejection is ever only
+in the dead-letter topic.  Idempotent: the audit event's key names the record, stage, reason and
+replay count.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import asyncpg
 
 from shared.db.batcher import MicroBatcher
 from shared.db.records import Transition, apply_transitions
+from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import Message, TransientError
 from shared.runtime import headers as H
 from shared.runtime.tracing import current_trace_id
 
-# A replayed record may be rejected again from wherever it stopped.
-REJECTABLE = (RecordStatus.PENDING, RecordStatus.DOWNLOADING, RecordStatus.DOWNLOADED, RecordStatus.VALIDATED,
-              RecordStatus.REJECTED)
+# A replayed record may be rejected again from wherever it stopped; archived is final.
+NOT_ARCHIVED = tuple(s for s in RecordStatus if s is not RecordStatus.ARCHIVED)
 
 DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+def status_for(reason: str) -> RecordStatus:
+    return RecordStatus.DUPLICATE if reason == ReasonCode.DUPLICATE_UUID else RecordStatus.REJECTED
 
 
 async def transitions_or_transient(pool: asyncpg.Pool, items: list[Transition]) -> list[bool]:
@@ -35,7 +41,9 @@ async def transitions_or_transient(pool: asyncpg.Pool, items: list[Transition]) 
 
 
 class RejectionRecorder:
-    def __init__(self, stage: str, pool: asyncpg.Pool, actor: str | None = None) -> None:
+    """``await recorder(msg, reason, message, details)``; ``pool`` may be set after construction."""
+
+    def __init__(self, stage: str, pool: asyncpg.Pool | None = None, actor: str | None = None) -> None:
         self.stage = stage
         self.pool = pool
         self.actor = actor or f"{stage}/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
@@ -43,11 +51,13 @@ class RejectionRecorder:
 
     async def __call__(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
         replay = msg.headers.get(H.REPLAY_COUNT, "0")
+        status = status_for(reason)
         await self._batch.submit(Transition(
-            record_id=msg.record_id, to_status=RecordStatus.REJECTED, allowed_from=REJECTABLE, stage=self.stage,
-            actor=self.actor, idempotency_key=f"{msg.record_id}:rejected:{self.stage}:{reason}:{replay}",
+            record_id=msg.record_id, to_status=status, allowed_from=NOT_ARCHIVED, stage=self.stage,
+            actor=self.actor, idempotency_key=f"{msg.record_id}:{status}:{self.stage}:{reason}:{replay}",
             reason=reason, last_error=message[:500], detail=details or None, trace_id=current_trace_id() or None,
         ))
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
+        assert self.pool is not None, "RejectionRecorder.pool is set at stage start"
         return await transitions_or_transient(self.pool, items)
