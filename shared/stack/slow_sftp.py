@@ -59,10 +59,10 @@ def make_server_class(user: str, authorized_keys: asyncssh.SSHAuthorizedKeys, li
 
 def make_sftp_class(root: Path, latency_s: float) -> type:
     class SlowSFTPServer(asyncssh.SFTPServer):
-        def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
+        def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
             super().__init__(chan, chroot=str(root).encode())
 
-        async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:  # type: ignore[override]
+        async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
             if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_APPEND):
                 raise asyncssh.SFTPPermissionDenied("read-only issuer")
             await asyncio.sleep(latency_s)  # the issuer's time to produce the file
