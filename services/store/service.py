@@ -15,7 +15,6 @@ import os
 from collections.abc import Sequence
 
 import asyncpg
-from pydantic import ValidationError
 
 from services.store.archive import ArchiveObject, BadFacts, build_archive_object
 from services.store.bucket import ArchiveBucket, PutOutcome
@@ -25,6 +24,7 @@ from shared.db.migrate import connect_pool
 from shared.db.records import Transition, lookup
 from shared.db.rejections import DB_ERRORS as PG_DOWN
 from shared.db.rejections import NOT_ARCHIVED, RejectionRecorder
+from shared.documents import receive_document
 from shared.domain.messages import StoredEvent, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
@@ -74,15 +74,7 @@ class StoreStage:
 
     # ------------------------------------------------------------------ handler
     async def handle(self, msg: Message) -> Sequence[Emit]:
-        try:
-            doc = ValidatedDocument.model_validate_json(msg.value)
-        except ValidationError as exc:
-            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
-        xml = doc.xml
-        if xml is None:
-            if not doc.claim_key:
-                raise PermanentError(ReasonCode.MALFORMED_MESSAGE, "neither an inline document nor a claim check")
-            xml = await self.s3.get(doc.claim_key)
+        doc, xml = await receive_document(msg.value, ValidatedDocument, self.s3)
         try:
             if len(xml) > _THREAD_GZIP_BYTES:
                 obj = await asyncio.to_thread(build_archive_object, xml, doc.facts)

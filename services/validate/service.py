@@ -13,11 +13,11 @@ import os
 from collections.abc import Sequence
 
 import asyncpg
-from pydantic import ValidationError
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
 from shared.db.migrate import connect_pool
 from shared.db.rejections import RejectionRecorder
+from shared.documents import receive_document
 from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.runtime import Emit, Message, PermanentError, StageSpec
@@ -64,15 +64,7 @@ class ValidateStage:
         await self.s3.close()
 
     async def handle(self, msg: Message) -> Sequence[Emit]:
-        try:
-            doc = DocumentRef.model_validate_json(msg.value)
-        except ValidationError as exc:
-            raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
-        xml = doc.xml
-        if xml is None:
-            if not doc.claim_key:
-                raise PermanentError(ReasonCode.MALFORMED_MESSAGE, "neither an inline document nor a claim check")
-            xml = await self.s3.get(doc.claim_key)
+        doc, xml = await receive_document(msg.value, DocumentRef, self.s3)
         result = self.validator.validate(xml)
         if not result.is_valid:
             rules = result.rules
