@@ -17,6 +17,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("shared.cli.demo", None),
     ("services.ingest.cli", None),
     ("services.report.cli", "report"),
+    ("shared.bench.cli", "bench"),
 ]
 
 
