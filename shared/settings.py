@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         4, ge=1, description="SFTP channels per connection (a server serves one request at a time per channel)."
     )
     sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per SFTP channel.")
+    sftp_server_latency_ms: int = Field(
+        0, ge=0, description="Local stack only: > 0 runs each region as a slow issuer (`shared/stack/slow_sftp.py`, "
+        "this delay per file served) instead of sshd.")
+    sftp_server_max_connections: int = Field(
+        10, ge=1, description="Local stack only: connections a slow issuer accepts (more are dropped).")
     max_document_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest document accepted.")
     inline_document_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger documents travel as an S3 claim check."

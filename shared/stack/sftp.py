@@ -12,6 +12,10 @@ repository); otherwise (e.g. a local dir under /tmp) through ``internal-sftp -d 
 starts the session in the root without confining it.  Clients should use paths relative to the
 region root: they work the same in both modes.  ``StrictModes no`` because the key files live
 in the project directory, which sshd's ownership checks do not expect.
+
+``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0 replaces sshd by ``shared/stack/slow_sftp.py`` (same keys,
+same roots): a slow issuer that takes that long per file and accepts at most
+``FISCALFLOW_SFTP_SERVER_MAX_CONNECTIONS`` connections (the benchmarks' seed scenario).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pwd
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from shared.stack.component import Component, StackContext, ensure_debian_package
@@ -147,7 +152,24 @@ LogLevel INFO
         if check.returncode != 0:
             raise self.fail(f"invalid sshd config {self.config_path}: {check.stderr.strip()}")
 
+    @property
+    def slow(self) -> bool:
+        """``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0: this region is a slow issuer (the seed scenario's),
+        served by ``shared/stack/slow_sftp.py`` with the same host key, authorized key and root as sshd
+        would use, so clients cannot tell the difference except by the delay per file and the cap on
+        connections."""
+        return self.settings.sftp_server_latency_ms > 0
+
     def launch(self) -> ProcessRecord:
+        if self.slow:
+            host, port = self.settings.regions()[self.region]
+            return self.spawn_record([
+                sys.executable, "-m", "shared.stack.slow_sftp", "--port", str(port), "--host", host,
+                "--root", str(self.settings.region_root(self.region)),
+                "--host-key", str(_host_key_path(self.ctx, self.region)),
+                "--authorized-keys", str(sftp_dir(self.ctx) / "authorized_keys"),
+                "--user", self.settings.sftp_user, "--latency-ms", str(self.settings.sftp_server_latency_ms),
+                "--max-connections", str(self.settings.sftp_server_max_connections)])
         return self.spawn_record([SSHD, "-f", str(self.config_path), "-D", "-e"])
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:

@@ -93,6 +93,7 @@ async def serve(port: int, root: Path, host_key: Path, authorized_keys: Path, us
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--host-key", type=Path, required=True)
     ap.add_argument("--authorized-keys", type=Path, required=True)
@@ -102,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     asyncio.run(serve(args.port, args.root, args.host_key, args.authorized_keys, args.user, args.latency_ms,
-                      args.max_connections))
+                      args.max_connections, args.host))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""A scenario's table: printed, and appended (dated, machine, commit, command) to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.bench.harness import uptime
+
+console = Console()
+
+
+def command_line() -> str:
+    args = sys.argv[1:]
+    return "fiscalflow " + " ".join(args) if args else "fiscalflow bench"
+
+
+def emit(scenario: str, headers: Sequence[str], rows: Sequence[Sequence[object]], note: str = "",
+         record: bool = True) -> str:
+    table = Table(title=f"{scenario} ({uptime()})")
+    for h in headers:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*(str(c) for c in r))
+    console.print(table)
+    md = "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                   + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+    if record:
+        from shared.bench_results import append_result
+
+        append_result(f"bench {scenario}", command_line(), md,
+                      note=(note + "; " if note else "") + f"machine {uptime()} at the end of the run")
+    return md
