@@ -5,14 +5,16 @@ Used by the HTTP API and by ``fiscalflow publish``: one place that knows what a 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 
 from services.ingest.requests import JOB_HEADER
 from shared.domain.messages import IngestRequest
 from shared.domain.records import Priority
 from shared.runtime.kafka import AsyncProducer
 from shared.topics import Stage, input_topic, priority_topic
+
+MAX_ID = 200  # IngestRequest.record_id's max_length
 
 
 def ingest_topic(priority: Priority, namespace: str = "") -> str:
@@ -27,13 +29,22 @@ def encode(record_id: str, job_id: str | None, priority: Priority) -> tuple[byte
     return record_id.encode(), value, headers
 
 
+def _encode_many(record_ids: Iterable[str], job_id: str | None,
+                 priority: Priority) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``encode`` for a batch, without a pydantic model per id (a third of the API's time per id at
+    100,000 ids a request): the same bytes as ``IngestRequest.encode`` (compact JSON, UTF-8, no
+    null fields), one shared header list.  Ids are checked like the model checks them."""
+    headers = [(JOB_HEADER, job_id.encode())] if job_id else []
+    tail = (f',"job_id":{json.dumps(job_id, ensure_ascii=False)}' if job_id else "") + \
+        f',"priority":{json.dumps(priority.value)}}}'
+    dumps = json.dumps
+    for rid in record_ids:
+        if not 0 < len(rid) <= MAX_ID:
+            raise ValueError(f"record id of {len(rid)} characters (1 to {MAX_ID})")
+        yield rid.encode(), f'{{"v":1,"record_id":{dumps(rid, ensure_ascii=False)}{tail}'.encode(), headers
+
+
 async def publish(producer: AsyncProducer, record_ids: Iterable[str], priority: Priority, job_id: str | None,
                   namespace: str = "") -> int:
     """Publish and wait until the broker acknowledged every id (raises on a failed delivery)."""
-    topic = ingest_topic(priority, namespace)
-    futures = []
-    for rid in record_ids:
-        key, value, headers = encode(rid, job_id, priority)
-        futures.append(producer.send(topic, value, key, headers))
-    await asyncio.gather(*futures)
-    return len(futures)
+    return await producer.send_many(ingest_topic(priority, namespace), _encode_many(record_ids, job_id, priority))

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -42,7 +44,14 @@ def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": client_id,
-        "enable.idempotence": True,
+        # Not idempotent: the local broker (Tansu 0.6, s3 storage) acknowledges a retried batch
+        # it never stored when the retry crosses a broker restart (its sequence bookkeeping
+        # survives, the batch does not).  Measured: 4,100-5,600 keyed records produced across
+        # `stack restart broker`, 3 of 5 idempotent runs lost acknowledged records (31, 2, 3),
+        # 0 of 5 plain runs lost any (2 duplicates).  A duplicate is harmless here (every effect
+        # is idempotent on the record id); a lost acknowledged record is not.  A record has one
+        # message in flight per hop, so retry reordering across records changes nothing.
+        "enable.idempotence": False,
         "acks": "all",
         "linger.ms": 5,
         "batch.num.messages": 2000,
@@ -68,7 +77,8 @@ class AsyncProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self._closed = threading.Event()
-        self._done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Message], KafkaError | None, Message]] = []
+        # (loop, future, error, result): a Message for send(), the count for send_many()
+        self._done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], KafkaError | None, Any]] = []
         self._thread = threading.Thread(target=self._poll_loop, name="producer-poll", daemon=True)
         self._thread.start()
 
@@ -116,6 +126,49 @@ class AsyncProducer:
                 fut.set_exception(DeliveryError(str(exc)))
                 return fut
 
+    async def send_many(self, topic: str, messages: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
+        """Produce (key, value, headers) messages and wait until the broker acknowledged them all;
+        raises DeliveryError on the first failed delivery.
+
+        For bulk producers (the ingest API takes 100,000 ids in one request): one future and one
+        loop wake-up for the whole batch instead of one per message, and a full local queue is
+        waited out with ``await`` instead of ``time.sleep`` (which would stall the event loop).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        lock = threading.Lock()
+        state = _Batch()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            # Served by whichever thread polls (the poll thread, or flush() in close()): locked.
+            with lock:
+                state.acked += 1
+                if err is not None and state.error is None:
+                    state.error = err
+                if state.closed and state.acked == state.sent:
+                    self._done.append((loop, fut, state.error, state.sent))
+
+        produce = self._producer.produce
+        for key, value, headers in messages:
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery, headers=headers)  # type: ignore[arg-type]
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.005)  # local queue full: backpressure, let deliveries drain
+                except KafkaException as exc:
+                    raise DeliveryError(str(exc)) from exc
+            with lock:
+                state.sent += 1
+        with lock:
+            state.closed = True
+            finished = state.acked == state.sent  # else the last callback resolves ``fut``
+        if finished:
+            if state.error is not None:
+                raise DeliveryError(str(state.error))
+            return state.sent
+        return int(await fut)
+
     async def send_and_wait(
         self, topic: str, value: bytes | None, key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
@@ -135,6 +188,14 @@ class AsyncProducer:
         self._closed.set()
         self._thread.join(timeout=2)
         self._wake()
+
+
+@dataclass
+class _Batch:
+    sent: int = 0
+    acked: int = 0
+    closed: bool = False
+    error: KafkaError | None = None
 
 
 def _resolve_all(items: list[tuple[Any, asyncio.Future[Message], KafkaError | None, Message]]) -> None:
