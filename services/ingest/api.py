@@ -110,7 +110,7 @@ class BodyLimit:
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.max_bytes:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.max_bytes)
             return msg
 
         try:
@@ -119,8 +119,13 @@ class BodyLimit:
             await _too_large(send, self.max_bytes)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from the body stream. An HTTPException, because FastAPI turns any other exception
+    raised while it reads the body into 400 "error parsing the body": a chunked upload over the
+    cap (no Content-Length to refuse it by) got a 400 instead of the documented 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 async def _too_large(send: Send, limit: int) -> None:
