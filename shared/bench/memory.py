@@ -11,7 +11,7 @@ from shared.bench.pipeline import run_pipeline
 TARGET_MB = 150.0
 
 
-def run(count: int = 30_000) -> None:
+def run(count: int = 10_000) -> None:
     with bench_stack(bench_settings("memory", 20)) as b:
         r = run_pipeline(b, count)
     rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,8 +15,11 @@ console = Console()
 
 
 def command_line() -> str:
+    """The command as run, with any FISCALFLOW_* setting from the environment (they change the system)."""
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                   if k.startswith("FISCALFLOW_") and "TOKEN" not in k and "SECRET" not in k and "KEY" not in k)
     args = sys.argv[1:]
-    return "fiscalflow " + " ".join(args) if args else "fiscalflow bench"
+    return (env + " " if env else "") + ("fiscalflow " + " ".join(args) if args else "fiscalflow bench")
 
 
 def emit(scenario: str, headers: Sequence[str], rows: Sequence[Sequence[object]], note: str = "",

@@ -26,7 +26,7 @@ def _measure(count: int, stage: Stage, replica_counts: tuple[int, ...], name: st
     return out
 
 
-def run(validate_count: int = 20_000, download_count: int = 6_000) -> None:
+def run(validate_count: int = 10_000, download_count: int = 3_000) -> None:
     rows = []
     val = _measure(validate_count, Stage.VALIDATE, (1, 2), "scaling-validate", 40)
     dl = _measure(download_count, Stage.DOWNLOAD, (1, 3), "scaling-download", 50,

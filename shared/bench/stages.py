@@ -11,7 +11,7 @@ from shared.bench.output import emit
 from shared.bench.prefill import expected_input, publish_batch, run_alone
 
 
-def run(count: int = 20_000) -> None:
+def run(count: int = 10_000) -> None:
     figures: dict[str, dict[str, float]] = {}
     with bench_stack(bench_settings("stages", 30)) as b:
         placed = b.place(count)
