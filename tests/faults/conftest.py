@@ -1,0 +1,15 @@
+"""The fault and bad-input tests share one isolated stack with the security tests (tests/faults/world.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.world import World, shared_world
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with shared_world(tmp_path_factory.mktemp("world")) as w:
+        yield w
