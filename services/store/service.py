@@ -64,6 +64,7 @@ class StoreStage:
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.close()
+        await self.bucket.close()
         await self.s3.close()
 
     async def ready(self) -> bool:
