@@ -26,6 +26,13 @@ log = logging.getLogger("fiscalflow.download.pool")
 
 CONNECT_TIMEOUT_S = 10.0
 
+# asyncssh's first choice, chacha20-poly1305, builds new cipher objects for every packet in Python;
+# AES-GCM is one AEAD call per packet (AES-NI).  Every file is ~5 SFTP packets each way: with GCM
+# first the client spent 750-860 instead of 1,050-1,450 µs of CPU per file (asyncssh server,
+# 1,440 files of 5 KB).  The rest of the default list stays, for servers without GCM.
+ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                   "aes256-ctr", "aes192-ctr", "aes128-ctr"]
+
 
 class PoolUnavailable(Exception):
     """No connection to the region's server could be had (refused, unreachable, host key)."""
@@ -164,6 +171,7 @@ class RegionPool:
                 conn = await asyncio.wait_for(asyncssh.connect(
                     self.host, self.port, username=self.username, client_keys=[str(self.client_key)],
                     known_hosts=str(self.known_hosts), agent_path=None, config=None,
+                    encryption_algs=ENCRYPTION_ALGS,
                 ), CONNECT_TIMEOUT_S)
             sftp = await asyncio.wait_for(conn.start_sftp_client(), CONNECT_TIMEOUT_S)
         except asyncssh.HostKeyNotVerifiable as exc:
