@@ -70,6 +70,30 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def cpu_tree_seconds(pid: int) -> float:
+    """CPU of ``pid``, its live descendants and its reaped children (cutime + cstime): sshd serves each
+    SFTP session in a child process, so the parent's own CPU is not the server's."""
+    children: dict[int, list[int]] = {}
+    own: dict[int, tuple[float, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        p = int(entry)
+        children.setdefault(int(fields[1]), []).append(p)
+        own[p] = ((int(fields[11]) + int(fields[12])) / TICK, (int(fields[13]) + int(fields[14])) / TICK)
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        if p in own:
+            total += own[p][0] + own[p][1]
+        stack.extend(children.get(p, []))
+    return total
+
+
 def rss_mb(pid: int, peak: bool = False) -> float:
     key = "VmHWM:" if peak else "VmRSS:"
     try:
