@@ -28,7 +28,7 @@ from services.report.backend import ReportBackend
 from services.report.callbacks import CallbackSender
 from services.report.events import Event
 from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
-from services.report.sink import connect, create_schema
+from services.report.sink import connect, create_schema, repair_derived
 from shared.db import jobs
 from shared.db.migrate import connect_pool
 from shared.runtime.ops import OpsServer
@@ -69,6 +69,7 @@ class ReportService:
         client = await asyncio.to_thread(connect, s.clickhouse_dsn())
         self.backend = ReportBackend(client, self.pool)
         await self.backend.ch(create_schema, client)
+        await self.backend.ch(repair_derived, client)  # after a crash mid-insert (see repair_derived)
         secret = os.environ.get("FISCALFLOW_CALLBACK_SECRET") or s.api_token.get_secret_value()
         self.callbacks = CallbackSender(self.pool, secret.encode())
         await self.callbacks.resume()
