@@ -35,11 +35,14 @@ def safe_relative(path: str) -> str:
     return p.as_posix()
 
 
-async def fetch(pool: RegionPool, path: str, max_bytes: int) -> Fetched:
+async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int | None = None) -> Fetched:
     rel = safe_relative(path)
+    if expected_size is not None and expected_size > max_bytes:  # known from the job's manifest
+        raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} is {expected_size} bytes (limit {max_bytes})",
+                             {"size": expected_size, "limit": max_bytes})
     downstream = f"sftp:{pool.region}"
     try:
-        return await asyncio.wait_for(_read(pool, rel, max_bytes), FETCH_TIMEOUT_S)
+        return await asyncio.wait_for(_read(pool, rel, max_bytes, expected_size), FETCH_TIMEOUT_S)
     except asyncssh.SFTPNoSuchFile:
         raise PermanentError(ReasonCode.FILE_NOT_FOUND, f"{pool.region}:{rel} does not exist") from None
     except (TimeoutError, PoolUnavailable, asyncssh.Error, OSError) as exc:
@@ -49,26 +52,34 @@ async def fetch(pool: RegionPool, path: str, max_bytes: int) -> Fetched:
         raise TransientError(f"{type(exc).__name__}: {exc}"[:500] or "timeout", downstream=downstream) from exc
 
 
-async def _read(pool: RegionPool, rel: str, max_bytes: int) -> Fetched:
-    async with pool.channel() as sftp, sftp.open(rel, "rb", block_size=BLOCK) as f:
-        size = (await f.stat()).size or 0
-        if size > max_bytes:
-            raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} is {size} bytes (limit {max_bytes})",
-                                 {"size": size, "limit": max_bytes})
+async def _read(pool: RegionPool, rel: str, max_bytes: int, expected_size: int | None = None) -> Fetched:
+    """open, READ…, close; no fstat (the loop stops one byte past the cap).
+
+    Each ``f.read`` is one SFTP READ (``block_size=0``) of at most the server's read limit.  A
+    short read is taken as the end of the file only when it lands exactly on the size the job's
+    manifest announced (the checksum then confirms the content); otherwise reading goes on
+    until the server says EOF, since SFTP lets a server answer any READ with fewer bytes.
+    So a document of a manifest job costs three requests (open, read, close), one of a bare
+    record id four.
+    """
+    async with pool.channel() as sftp, sftp.open(rel, "rb", block_size=0) as f:
+        step = min(BLOCK, sftp.limits.max_read_len or BLOCK)
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         total = 0
         while True:
-            # One read more than announced: a file that grew past the cap is caught without reading it all.
-            want = min(BLOCK, max_bytes - total + 1)
+            # One byte more than the cap allows: a file past the cap is caught without reading it all.
+            want = min(step, max_bytes - total + 1)
             chunk = await f.read(want)
             assert isinstance(chunk, bytes)
+            if not chunk:  # EOF
+                break
             total += len(chunk)
             if total > max_bytes:
-                raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} grew past {max_bytes} bytes",
+                raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} is over the {max_bytes}-byte limit",
                                      {"limit": max_bytes})
             digest.update(chunk)
             chunks.append(chunk)
-            if len(chunk) < want:  # asyncssh reads until the size asked or EOF: a short read is EOF
+            if len(chunk) < want and total == expected_size:
                 break
     return Fetched(b"".join(chunks), digest.hexdigest())

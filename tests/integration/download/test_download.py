@@ -155,3 +155,38 @@ def test_the_pool_shares_connections_and_caps_the_document_size(stack_settings: 
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_files_larger_than_one_read_arrive_whole_whatever_the_manifest_says(stack_settings: Settings) -> None:
+    """Reads end at EOF, or at the manifest's size; a wrong size never truncates a document."""
+    import hashlib
+    import os
+
+    root = stack_settings.region_root("south")
+    (root / "big").mkdir(parents=True, exist_ok=True)
+    sizes = {"one-byte.xml": 1, "exactly-a-read.xml": 256 * 1024, "three-reads.xml": 700_001}
+    digests = {}
+    for name, size in sizes.items():
+        data = os.urandom(size)
+        (root / "big" / name).write_bytes(data)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    (root / "big" / "empty.xml").write_bytes(b"")
+    host, port = stack_settings.regions()["south"]
+    pool = RegionPool("south", host, port, stack_settings.sftp_user, stack_settings.sftp_key_path(),
+                      stack_settings.known_hosts_path(), 2, 2)
+
+    async def scenario() -> None:
+        for name, size in sizes.items():
+            for announced in (None, size, size - 1, size + 5):  # unknown, right, too small, too big
+                got = await fetch(pool, f"big/{name}", 1 << 20, announced)
+                assert (got.size, got.sha256) == (size, digests[name]), (name, announced)
+        assert (await fetch(pool, "big/empty.xml", 1 << 20, None)).size == 0
+        with pytest.raises(PermanentError) as err:  # over the cap, found while reading (no stat)
+            await fetch(pool, "big/three-reads.xml", 300_000, None)
+        assert err.value.reason == "FILE_TOO_LARGE"
+        with pytest.raises(PermanentError) as err:  # over the cap by the manifest: not even opened
+            await fetch(pool, "big/missing.xml", 300_000, 700_001)
+        assert err.value.reason == "FILE_TOO_LARGE"
+        await pool.close()
+
+    asyncio.run(scenario())
