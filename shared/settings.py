@@ -41,6 +41,14 @@ class Settings(BaseSettings):
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
     )
     fetch_wait_max_ms: int = Field(20, description="Max fetch wait; the local broker's latency floor is half.")
+    producer_linger_ms: int = Field(
+        5, ge=0, description="Producer linger: how long records wait to share a batch. The local durable broker "
+        "(`s3` storage) pays ~4 ms CPU per batch, so 100 there (measured in bench/RESULTS.md)."
+    )
+    commit_interval_ms: int = Field(
+        250, ge=10, description="How often a stage commits its consumed offsets (each commit is a write per "
+        "partition on the broker; a crash redelivers at most this much, handled idempotently)."
+    )
     kafka_transactions: bool = Field(
         False, description="Transactional consume-produce (only on Apache Kafka; never relied on alone)."
     )
@@ -95,6 +103,10 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest document accepted.")
     inline_document_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger documents travel as an S3 claim check."
+    )
+    gzip_level: int = Field(
+        6, ge=1, le=9, description="gzip level of archived documents (a re-upload of another level is still "
+        "the same document: sameness is the document's sha256)."
     )
 
     # --- validation ---------------------------------------------------------------------------

@@ -35,6 +35,11 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
         # A small prefetch lets a priority record overtake a backlog instead of queueing behind it.
         "queued.max.messages.kbytes": 4096,
         "queued.min.messages": 200,
+        # ... but refill it at once: once the queue reaches those thresholds librdkafka postpones the
+        # partition's next fetch by this much (default 1,000 ms), which capped a consumer of
+        # document-sized (5 KB) messages at ~1,150 msg/s, 6 MB/s, with the broker idle
+        # (bench/RESULTS.md, 2026-11-23 01:45); 5 ms: 61,750 msg/s.
+        "fetch.queue.backoff.ms": 5,
         "topic.metadata.refresh.interval.ms": 10_000,
         "statistics.interval.ms": 0,
     }
@@ -53,7 +58,7 @@ def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         # message in flight per hop, so retry reordering across records changes nothing.
         "enable.idempotence": False,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": settings.producer_linger_ms,
         "batch.num.messages": 2000,
         "compression.type": "lz4",
         # murmur2_random matches Java Kafka's key→partition mapping.
@@ -184,10 +189,16 @@ class AsyncProducer:
         return remaining
 
     def close(self, timeout: float = 30.0) -> None:
+        if self._closed.is_set():  # closed already: the handle may be gone
+            return
         self.flush(timeout)
         self._closed.set()
         self._thread.join(timeout=2)
         self._wake()
+        if not self._thread.is_alive():
+            # Destroy the librdkafka handle now, not when the last reference goes: a handle kept
+            # alive (a test's app object, a reference cycle) reconnects to a broker long stopped.
+            self._producer.close()
 
 
 @dataclass

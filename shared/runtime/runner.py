@@ -55,8 +55,7 @@ log = logging.getLogger("fiscalflow.runtime")
 # before the retry partitions are paused.
 MAX_DELAYED = 20_000
 DRAIN_ON_REVOKE_S = 10.0
-COMMIT_INTERVAL_S = 0.25
-LAG_EVERY_TICKS = 20  # consumer lag metric every 5 s
+LAG_EVERY_S = 5.0  # consumer lag metric period
 
 
 class OutputNotDelivered(Exception):
@@ -65,6 +64,17 @@ class OutputNotDelivered(Exception):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _fetch(consumer: Consumer, limit: int, timeout: float) -> list[KafkaMessage]:
+    """Up to ``limit`` messages, returning as soon as there is one (or after ``timeout``).
+
+    Not ``consume(limit, timeout)``: that waits out the whole timeout unless ``limit`` messages
+    arrive, so an idle stage sat on each record for up to the timeout, at every hop."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
 
 class StageRunner:
@@ -186,7 +196,7 @@ class StageRunner:
                 if not prio:
                     await asyncio.sleep(0.005)  # priority work in flight: poll its topic again soon
                 continue
-            batch = self._valid(await self._k(self._consumer.consume, min(capacity, 500), 0.05))
+            batch = self._valid(await self._k(_fetch, self._consumer, min(capacity, 500), 0.05))
             if self._stopping.is_set() and not batch and not prio:
                 break
             for km in batch:
@@ -533,15 +543,17 @@ class StageRunner:
 
     # ------------------------------------------------------------------ commits and rebalances
     async def _commit_loop(self) -> None:
+        interval = self.settings.commit_interval_ms / 1000
+        lag_every = max(1, round(LAG_EVERY_S / interval))
         ticks = 0
         while True:
-            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await asyncio.sleep(interval)
             try:
                 await self._commit(sync=False)
             except Exception:  # a failed commit is retried next tick; redelivery is idempotent
                 log.exception("commit failed")
             ticks += 1
-            if ticks % LAG_EVERY_TICKS == 0:
+            if ticks % lag_every == 0:
                 try:
                     await self._k(self._publish_lag)
                 except Exception:  # a metric must never stop the stage
