@@ -7,6 +7,7 @@ over its limit, so a client slows down instead of the system dropping work.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from shared.db import jobs
 from shared.db.records import register
 from shared.domain.records import Priority
 from shared.runtime.kafka import AsyncProducer, DeliveryError
+from shared.runtime.memory import trim_heap
 from shared.settings import Settings
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -34,6 +36,7 @@ MAX_JOB_RECORDS = 100_000
 MAX_PRODUCER_QUEUE = 200_000
 MAX_PIPELINE_LAG = 1_000_000
 RETRY_AFTER_S = 5
+TRIM_AFTER_RECORDS = 10_000  # jobs at least this big give their transient heap back (memory.trim_heap)
 
 
 class JobSource(BaseModel):
@@ -175,6 +178,10 @@ def create_app(ctx: IngestContext) -> FastAPI:
             # The job exists; publishing its ids again is safe (ingest is idempotent).
             raise HTTPException(503, f"broker did not take the records: {exc}",
                                 headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+        if len(record_ids) >= TRIM_AFTER_RECORDS:
+            # A big job's listing, request body and messages were transient: once the response is
+            # out, give their freed heap back instead of carrying it for the life of the process.
+            asyncio.get_running_loop().call_later(1.0, trim_heap)
         location = f"/api/v1/jobs/{job_id}"
         response.headers["Location"] = location
         return JobAccepted(job_id=job_id, record_count=len(record_ids), status_url=location)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.logs import setup_logging
+from shared.runtime.memory import release_free_heap
 from shared.runtime.ops import OpsServer
 from shared.runtime.runner import StageRunner
 from shared.runtime.stage import StageSpec
@@ -78,6 +79,7 @@ def main(stage: Stage) -> None:
 
     async def _main() -> None:
         spec = await load_builder(stage)(settings)
+        release_free_heap()
         await run_stage(spec, settings)
 
     asyncio.run(_main())
