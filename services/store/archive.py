@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 
 from shared.domain.messages import CfdiFacts
-
-# Proposed setting FISCALFLOW_GZIP_LEVEL (shared/settings.py is not ours to edit): 6 is zlib's
-# default, the usual size/CPU balance for small XML documents.
-GZIP_LEVEL = int(os.environ.get("FISCALFLOW_GZIP_LEVEL", "6"))
 
 _FECHA_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _SAFE_RFC = re.compile(r"^[A-ZÑ&0-9]{12,13}$")
@@ -48,7 +43,8 @@ def archive_key(facts: CfdiFacts) -> tuple[str, str, str]:
     return f"{year}/{month}/{day}/{rfc}/{uuid}.xml.gz", uuid, f"{year}-{month}-{day}"
 
 
-def build_archive_object(xml: bytes, facts: CfdiFacts, level: int = GZIP_LEVEL) -> ArchiveObject:
+def build_archive_object(xml: bytes, facts: CfdiFacts, level: int) -> ArchiveObject:
+    """``level``: Settings.gzip_level."""
     key, uuid, issued_on = archive_key(facts)
     # mtime=0: the same document always gzips to the same bytes (a re-upload is byte-identical).
     body = gzip.compress(xml, compresslevel=level, mtime=0)

@@ -78,9 +78,9 @@ class StoreStage:
         doc, xml = await receive_document(msg.value, ValidatedDocument, self.s3)
         try:
             if len(xml) > _THREAD_GZIP_BYTES:
-                obj = await asyncio.to_thread(build_archive_object, xml, doc.facts)
+                obj = await asyncio.to_thread(build_archive_object, xml, doc.facts, self.settings.gzip_level)
             else:
-                obj = build_archive_object(xml, doc.facts)
+                obj = build_archive_object(xml, doc.facts, self.settings.gzip_level)
         except BadFacts as exc:
             raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)) from None
 
