@@ -1,12 +1,16 @@
 """Report query latency with 1,000,000 archived records in ClickHouse (chDB, embedded).
 
-    .venv/bin/python bench/report_bench.py [--records 1000000] [--runs 300] [--no-record]
+    .venv/bin/python bench/report_bench.py [--records 1000000] [--runs 300] [--dense] [--no-record]
 
 Loads the records with INSERT ... SELECT (so the materialised views fill the summing tables as
 the service's inserts do): 365 days, 50 issuers, tipos I/E/P, monedas MXN/USD/EUR, plus 5 %
-rejected outcomes.  Then times the service's own query functions (services/report/queries.py)
-through its ClickHouse thread, p50/p99, and the same answers computed from the base table with
-FINAL, to show what the summing tables buy.  Appends to bench/RESULTS.md.  Not a test.
+rejected outcomes.  By default the numbers cycle together, so a day holds 90 of the 450
+(issuer, tipo, moneda) keys (10 issuers); ``--dense`` spreads them so every day holds all 450,
+the worst case for the summing tables (5x the rows per day).  Then times the service's own query
+functions (services/report/queries.py) through its ClickHouse thread, p50/p99, and the same
+answers computed from the base table with FINAL, to show what the summing tables buy.  The
+machine's load average is part of the note: on shared cores it moves p99 more than any change.
+Appends to bench/RESULTS.md.  Not a test.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import shutil
 import statistics
 import sys
@@ -46,11 +51,15 @@ INSERT INTO archived SELECT
     '', '', now64(3, 'UTC') - toIntervalSecond(number % 172800) AS archived_at, number AS version
 FROM numbers({start}, {count})
 """
+# --dense: day, issuer, tipo and moneda from different digits of the number (365 x 50 x 3 x 3).
+_DENSE = {"number % 50": "intDiv(number, 365) % 50", "[number % 3 + 1]": "[intDiv(number, 18250) % 3 + 1]",
+          "[intDiv(number, 3) % 3 + 1]": "[intDiv(number, 54750) % 3 + 1]"}
 _LOAD_OUTCOMES = """
 INSERT INTO record_outcomes SELECT concat('r', toString(number)),
     if(number % 20 = 0, 'rejected', 'archived'), if(number % 20 = 0, 'CHECKSUM_MISMATCH', ''), '', 1, number
 FROM numbers({start}, {count})
 """
+_UNALIGNED = (dt.date(2025, 1, 2), dt.date(2025, 12, 30))  # 364 days, no whole month at either end
 _DAILY_FINAL = ("SELECT issuer_rfc, tipo, moneda, count(), sum(total), sum(total_mxn) FROM archived FINAL"
                 " WHERE day = '2025-06-15' GROUP BY ALL")
 _ISSUERS_FINAL = ("SELECT issuer_rfc, tipo, moneda, count(), sum(total), sum(total_mxn) FROM archived FINAL"
@@ -80,14 +89,31 @@ def _check_exact(client: Any, start: dt.date, end: dt.date) -> None:
     fast = {(i["rfc"], g["tipo"], g["moneda"]): (g["count"], Decimal(g["total"]), Decimal(g["total_mxn"]))
             for i in queries.issuers(client, start, end)["issuers"] for g in i["groups"]}
     assert fast == exact, f"summing tables disagree with archived FINAL for {start}..{end}"
+    if start == end:  # and the daily report's two views of the day
+        groups: dict[tuple[str, str], list[Any]] = {}
+        by_issuer: dict[str, list[Any]] = {}
+        for (rfc, tipo, moneda), (n, total, total_mxn) in exact.items():
+            g = groups.setdefault((tipo, moneda), [0, Decimal(0), Decimal(0)])
+            i = by_issuer.setdefault(rfc, [0, Decimal(0)])
+            g[0], g[1], g[2], i[0], i[1] = g[0] + n, g[1] + total, g[2] + total_mxn, i[0] + n, i[1] + total_mxn
+        day = queries.daily(client, start)
+        assert {(g["tipo"], g["moneda"]): [g["count"], Decimal(g["total"]), Decimal(g["total_mxn"])]
+                for g in day["groups"]} == groups, f"daily groups disagree with archived FINAL for {start}"
+        assert [(i["rfc"], i["count"], Decimal(i["total_mxn"])) for i in day["issuers"]] == sorted(
+            ((rfc, n, mxn) for rfc, (n, mxn) in by_issuer.items()), key=lambda r: (-r[2], r[0])), \
+            f"daily issuers disagree with archived FINAL for {start}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--dense", action="store_true", help="every (issuer, tipo, moneda) every day")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    load_archived = _LOAD_ARCHIVED
+    for sparse, dense in _DENSE.items() if args.dense else ():
+        load_archived = load_archived.replace(sparse, dense)
     tmp = Path(tempfile.mkdtemp(prefix="report-bench-"))
     try:
         client = connect(f"chdb://{tmp}/ch")
@@ -95,7 +121,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for start in range(0, args.records, CHUNK):
             count = min(CHUNK, args.records - start)
-            client.command(_LOAD_ARCHIVED.format(start=start, count=count))
+            client.command(load_archived.format(start=start, count=count))
             client.command(_LOAD_OUTCOMES.format(start=start, count=count))
         load_s = time.perf_counter() - t0
         # Measure the steady state, not the merge storm right after a bulk load: the service
@@ -103,27 +129,31 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while client.query("SELECT count() FROM system.merges").result_rows[0][0] and time.monotonic() < deadline:
             time.sleep(0.5)
-        parts = client.query(
-            "SELECT count() FROM system.parts WHERE active AND table = 'daily_totals'").result_rows[0][0]
         n = client.query("SELECT count() FROM archived").result_rows[0][0]
-        summed = client.query("SELECT count() FROM daily_totals").result_rows[0][0]
+        keys = client.query("SELECT uniqExact(day, issuer_rfc, tipo, moneda) FROM archived").result_rows[0][0]
+        summing = ", ".join(f"{t} {rows:,} rows in {parts} parts" for t, rows, parts in client.query(
+            "SELECT table, sum(rows), count() FROM system.parts WHERE active AND database = currentDatabase()"
+            " AND table LIKE '%totals' GROUP BY table ORDER BY table").result_rows)
         pool = ThreadPoolExecutor(1)
         day, first, last = dt.date(2025, 6, 15), dt.date(2025, 1, 1), dt.date(2025, 12, 31)
         # The summing tables must give the base table's exact answer, for ranges that cut months.
-        for a, b in ((first, last), (dt.date(2025, 1, 15), dt.date(2025, 3, 10)), (day, day),
-                     (dt.date(2025, 2, 1), dt.date(2025, 2, 28)), (dt.date(2025, 3, 31), dt.date(2025, 5, 1))):
+        for a, b in ((first, last), (dt.date(2025, 1, 15), dt.date(2025, 3, 10)), (day, day), _UNALIGNED,
+                     (dt.date(2025, 2, 1), dt.date(2025, 2, 28)), (dt.date(2025, 3, 31), dt.date(2025, 5, 1)),
+                     (first, first), (last, last), (dt.date(2024, 12, 1), dt.date(2025, 1, 1))):
             _check_exact(client, a, b)
         cases: list[tuple[str, Callable[[], Any]]] = [
             ("daily (one day)", lambda: queries.daily(client, day)),
             ("summary (ClickHouse part)", lambda: queries.final_counts(client)),
             ("issuers, 31 days", lambda: queries.issuers(client, day, day + dt.timedelta(days=30))),
             ("issuers, 365 days", lambda: queries.issuers(client, first, last)),
+            ("issuers, 364 days, no whole month at the ends", lambda: queries.issuers(client, *_UNALIGNED)),
             ("trend, 24 h", lambda: queries.trend(client, 24, dt.datetime.now(dt.UTC))),
             ("baseline: daily from archived FINAL", lambda: client.query(_DAILY_FINAL)),
             ("baseline: issuers 365 d from archived FINAL", lambda: client.query(_ISSUERS_FINAL)),
             ("baseline: summary from record_outcomes FINAL", lambda: client.query(_SUMMARY_FINAL)),
         ]
         rows = []
+        load_before = os.getloadavg()
         for name, fn in cases:
             fn()  # warm caches
             runs = args.runs if not name.startswith("baseline") else max(20, args.runs // 10)
@@ -132,14 +162,18 @@ def main() -> None:
             print(rows[-1], flush=True)
         pool.shutdown()
         table = "\n".join(["| query | runs | p50 ms | p99 ms |", "|---|---|---|---|", *rows])
-        note = (f"{n:,} archived records (+5 % rejected outcomes) loaded in {load_s:.1f} s; daily_totals holds "
-                f"{summed:,} pre-summed rows (every issuer x tipo x moneda every day: the dense worst case) in "
-                f"{parts} parts after merges settled; target p99 <= 20 ms for daily, summary, issuers. Summary's "
-                "in-progress counts come from PostgreSQL (index on status) and are not in these numbers.")
+        load_after = os.getloadavg()
+        note = (f"{n:,} archived records (+5 % rejected outcomes) loaded in {load_s:.1f} s, "
+                f"{'dense: ' if args.dense else ''}{keys:,} (day, issuer, tipo, moneda) keys; after merges "
+                f"settled: {summing}; load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} "
+                f"before the timings, {'/'.join(f'{x:.2f}' for x in load_after)} after; target p99 <= 20 ms "
+                "for daily, summary, issuers. Summary's in-progress counts come from PostgreSQL (index on "
+                "status) and are not in these numbers.")
         print(note)
         if not args.no_record:
             append_result(f"report queries, {n:,} archived records in chDB",
-                          f".venv/bin/python bench/report_bench.py --records {args.records} --runs {args.runs}",
+                          f".venv/bin/python bench/report_bench.py --records {args.records} --runs {args.runs}"
+                          + (" --dense" if args.dense else ""),
                           table, note)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,7 +3,10 @@
 End to end = consume, handle, produce the output, wait for its acknowledgement, commit.
 Runs against the broker in FISCALFLOW_BOOTSTRAP_SERVERS (e.g. one started by `fiscalflow stack up`).
 
-    .venv/bin/python bench/runtime_bench.py [--messages N]
+    .venv/bin/python bench/runtime_bench.py [--messages N] [--pad BYTES] [--in-flight N]
+
+``--pad 5000`` makes the messages document-sized (a generated invoice is ~5.3 KB): the broker path
+the validate stage sees, without the validator.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from shared.settings import Settings
 from shared.topics import Stage, TopicSpec
 
 
-async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, partitions: int) -> dict[str, float]:
+async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, partitions: int,
+                   pad: int = 200) -> dict[str, float]:
     ns = "b" + uuid.uuid4().hex[:8]
     topics = ["fiscal.validate", "fiscal.validate.priority", "fiscal.validate.retry", "fiscal.dlq", "out"]
     ensure_topics(settings.bootstrap_servers, [TopicSpec(f"{ns}.{t}", partitions) for t in topics])
     p = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5, "batch.num.messages": 5000})
-    body = b'{"id":"x","pad":"' + b"x" * 200 + b'"}'
+    body = b'{"id":"x","pad":"' + b"x" * pad + b'"}'
     for i in range(n):
         while True:
             try:
@@ -84,15 +88,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--io-messages", type=int, default=20_000)
+    ap.add_argument("--pad", type=int, default=200, help="message padding, bytes")
+    ap.add_argument("--in-flight", type=int, default=1000, help="the no-op case's max in flight")
     args = ap.parse_args()
     settings = Settings(fetch_wait_max_ms=20)
-    noop = asyncio.run(run_case(settings, args.messages, 0.0, 1000, 4))
-    io = asyncio.run(run_case(settings, args.io_messages, 0.010, 200, 4))
+    noop = asyncio.run(run_case(settings, args.messages, 0.0, args.in_flight, 4, args.pad))
+    io = asyncio.run(run_case(settings, args.io_messages, 0.010, 200, 4, args.pad))
     ideal = 200 / 0.010
     lines = [
         "| case | messages | seconds | msg/s | CPU s / 1,000 msgs |",
         "|---|---|---|---|---|",
-        f"| no-op stage (in-flight 1000) | {noop['messages']} | {noop['seconds']} | {noop['msg_per_s']} "
+        f"| no-op stage (in-flight {args.in_flight}) | {noop['messages']} | {noop['seconds']} | {noop['msg_per_s']} "
         f"| {noop['cpu_s_per_1000']} |",
         f"| 200 concurrent 10 ms I/O handlers (ideal {ideal:.0f}/s) | {io['messages']} | {io['seconds']} "
         f"| {io['msg_per_s']} | {io['cpu_s_per_1000']} |",
@@ -100,7 +106,7 @@ def main() -> None:
     print("\n".join(lines))
     append_result("runtime", " ".join(["python", *sys.argv]), "\n".join(lines),
                   note="End to end through the local Tansu broker (memory engine): consume, handler, produce, "
-                  "ack, commit; 4 partitions, ~230-byte messages, one process.")
+                  f"ack, commit; 4 partitions, ~{args.pad + 30}-byte messages, one process.")
 
 
 if __name__ == "__main__":
