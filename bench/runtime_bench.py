@@ -27,6 +27,7 @@ from bench.record import append_result
 from shared.runtime import Emit, Message, StageSpec
 from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
+from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
 from shared.topics import Stage, TopicSpec
 
@@ -92,6 +93,9 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=1000, help="the no-op case's max in flight")
     args = ap.parse_args()
     settings = Settings(fetch_wait_max_ms=20)
+    # As every service does (shared/runtime/service.py): the process's tracer provider, so the
+    # per-message span costs what it costs in a stage.
+    setup_tracing("fiscalflow-bench-runtime", settings.otlp_endpoint)
     noop = asyncio.run(run_case(settings, args.messages, 0.0, args.in_flight, 4, args.pad))
     io = asyncio.run(run_case(settings, args.io_messages, 0.010, 200, 4, args.pad))
     ideal = 200 / 0.010

@@ -187,22 +187,33 @@ class StageRunner:
                 await self._wait_gate_or_stop()
                 continue
             await self._set_paused_all(False)
-            prio = self._valid(await self._k(self._pconsumer.consume, min(capacity, 500), 0))
+            prio, batch = await self._k(self._poll_lanes, min(capacity, 500), not self._paused_lanes)
+            prio, batch = self._valid(prio), self._valid(batch)
             for km in prio:
                 self._dispatch(km, priority=True)
-            capacity = self.max_in_flight - self._handling
             await self._steer_lanes(bool(prio))
-            if capacity <= 0 or self._paused_lanes:
+            if not batch and (prio or self._paused_lanes):
                 if not prio:
                     await asyncio.sleep(0.005)  # priority work in flight: poll its topic again soon
                 continue
-            batch = self._valid(await self._k(_fetch, self._consumer, min(capacity, 500), 0.05))
             if self._stopping.is_set() and not batch and not prio:
                 break
             for km in batch:
                 self._dispatch(km, priority=False)
             if self._delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
+
+    def _poll_lanes(self, limit: int, normal: bool) -> tuple[list[KafkaMessage], list[KafkaMessage]]:
+        """On the consumer thread: the priority lane first; the normal and retry lanes only when
+        the priority lane had nothing (and ``normal``: they are not paused for it).
+
+        One hop to the consumer thread per loop turn, not one per consumer: a hop costs ~40 µs
+        of CPU, and at a few hundred documents per second a turn often carries one message.
+        """
+        prio = self._pconsumer.consume(limit, 0)
+        if prio or not normal:
+            return prio, []
+        return [], _fetch(self._consumer, limit, 0.05)
 
     @staticmethod
     def _valid(batch: list[KafkaMessage]) -> list[KafkaMessage]:

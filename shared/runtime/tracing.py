@@ -8,6 +8,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -16,17 +17,29 @@ _provider: TracerProvider | None = None
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str = "", extra: SpanProcessor | None = None) -> TracerProvider:
-    """Install the process's tracer provider once; export over OTLP/HTTP when configured."""
+    """Install the process's tracer provider once; export over OTLP/HTTP when configured.
+
+    Spans are recorded only when something receives them (an OTLP endpoint, or ``extra``).
+    Without one every span is non-recording: it still carries the record's trace id from stage
+    to stage (``traceparent``, audit events, dead letters, logs), but costs ~20 µs per message
+    instead of ~60-120 µs for a recorded span that nobody would read (measured in
+    bench/RESULTS.md, 2026-11-30).  Set the endpoint on every service: a service that exports
+    records its own spans whatever the upstream did (ALWAYS_ON, not parent-based).
+    """
     global _provider
     with _lock:
         if _provider is None:
-            _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            exporting = bool(otlp_endpoint) or extra is not None
+            _provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                                       sampler=ALWAYS_ON if exporting else ALWAYS_OFF)
             if otlp_endpoint:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
                 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
                 _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
             trace.set_tracer_provider(_provider)
+        elif extra is not None and _provider.sampler is ALWAYS_OFF:
+            raise RuntimeError("tracing was set up without an exporter: spans are not recorded")
         if extra is not None:
             _provider.add_span_processor(extra)
         return _provider
