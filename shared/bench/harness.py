@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +94,29 @@ def cpu_tree_seconds(pid: int) -> float:
             total += own[p][0] + own[p][1]
         stack.extend(children.get(p, []))
     return total
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (every process, the kernel's work for them
+    too): the figure two cores bound at 2 per second."""
+    try:
+        fields = open("/proc/stat").readline().split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / TICK
+    except (OSError, ValueError):
+        return 0.0
+
+
+def postmaster_pid(dsn: str) -> int | None:
+    """The PostgreSQL server's postmaster (its backends are its children), read from the data
+    directory's postmaster.pid: readable here as root on the machine's own server."""
+    try:
+        out = subprocess.run(["psql", dsn, "-qtAc", "SHOW data_directory"], capture_output=True, text=True,
+                             timeout=10)
+        first = (Path(out.stdout.strip()) / "postmaster.pid").read_text().split("\n", 1)[0]
+        return int(first)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 def rss_mb(pid: int, peak: bool = False) -> float:
@@ -207,9 +231,16 @@ class BenchStack:
         return out
 
     def infra_pids(self) -> dict[str, int]:
+        """Servers' pids; an external PostgreSQL (the machine's own) by its postmaster, since its
+        CPU is part of what a document costs (it is the whole server's: quiet the machine first)."""
         state = self.stack.state.load()
-        return {name: rec.pid for name, rec in state.components.items()
+        pids = {name: rec.pid for name, rec in state.components.items()
                 if rec.pid is not None and not rec.external and name != "services"}
+        if "postgres" not in pids:
+            pg = postmaster_pid(self.settings.pg_dsn.get_secret_value())
+            if pg is not None:
+                pids["postgres (whole server)"] = pg
+        return pids
 
     def sample(self) -> dict[str, float]:
         """One sample of every replica; returns processed messages per stage (summed over replicas),
