@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
@@ -27,6 +28,7 @@ from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFil
 from shared.db import jobs
 from shared.db.records import register
 from shared.domain.records import Priority
+from shared.http_errors import error_body, error_responses, install_error_handlers
 from shared.runtime.kafka import AsyncProducer, DeliveryError
 from shared.runtime.memory import trim_heap
 from shared.settings import Settings
@@ -132,7 +134,7 @@ class _BodyTooLarge(HTTPException):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = b'{"detail":"request body over %d bytes"}' % limit
+    body = orjson.dumps(error_body(413, f"request body over {limit} bytes"))
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -144,6 +146,7 @@ _BEARER = HTTPBearer(auto_error=False)
 def create_app(ctx: IngestContext) -> FastAPI:
     app = FastAPI(title="fiscalflow ingest", version="1", description=__doc__)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    install_error_handlers(app, validation_status=422)
     token = ctx.settings.api_token.get_secret_value().encode()
 
     # (Annotations are strings here: dependencies must be module-level names FastAPI can resolve.)
@@ -159,7 +162,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
 
     @app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted,
               dependencies=[Depends(authorized), Depends(not_overloaded)],
-              responses={401: {}, 413: {}, 422: {}, 503: {}})
+              responses=error_responses(401, 413, 422, 503))
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
         job_id = str(uuid.uuid4())
         source: dict[str, Any] | None = None
@@ -186,7 +189,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
         response.headers["Location"] = location
         return JobAccepted(job_id=job_id, record_count=len(record_ids), status_url=location)
 
-    @app.get("/api/v1/jobs/{job_id}", response_model=JobView, responses={404: {}})
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 422))
     async def get_job(job_id: uuid.UUID) -> JobView:
         status = await jobs.job_status(ctx.db, str(job_id))
         if status is None:

@@ -1,5 +1,6 @@
 """The report HTTP API (FastAPI; OpenAPI at /openapi.json).  Read-only, JSON, amounts as decimal
-strings; a bad parameter is a 400 with the reason, an unknown id a 404."""
+strings; a bad parameter is a 400 and an unknown id a 404, each with ``{"error", "detail"}``
+(shared/http_errors.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import ORJSONResponse
 
 from services.report.backend import ReportBackend
 from services.report.queries import decode_cursor
 from shared.domain.records import RecordStatus
+from shared.http_errors import error_responses, install_error_handlers
 
 MAX_RANGE_DAYS = 366
 MAX_TREND_HOURS = 24 * 31
@@ -32,17 +33,10 @@ def _job_id(value: str) -> str:
 
 
 def create_api(backend: ReportBackend) -> FastAPI:
-    api = FastAPI(title="fiscalflow reports", version="1", default_response_class=ORJSONResponse)
+    api = FastAPI(title="fiscalflow reports", version="1", default_response_class=ORJSONResponse,
+                  responses=error_responses(400, 404))
 
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        reasons = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse({"error": "bad_request", "reason": "; ".join(reasons)}, status_code=400)
-
-    @api.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        error = {400: "bad_request", 404: "not_found"}.get(exc.status_code, "error")
-        return JSONResponse({"error": error, "reason": exc.detail}, status_code=exc.status_code)
+    install_error_handlers(api, validation_status=400)
 
     @api.get("/api/v1/reports/summary")
     async def summary(job_id: str | None = None) -> dict[str, Any]:

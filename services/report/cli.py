@@ -29,7 +29,7 @@ def _get(path: str, **params: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
     body: dict[str, Any] = resp.json()
     if resp.status_code >= 400:
-        console.print(f"[red]{resp.status_code}: {body.get('reason', body)}[/red]")
+        console.print(f"[red]{resp.status_code}: {body.get('detail', body)}[/red]")
         raise typer.Exit(1)
     return body
 

@@ -27,9 +27,10 @@ XXE = (f'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/pa
 
 
 def _reason(resp: httpx.Response) -> str:
-    """The why of a refusal: ``detail`` (ingest, FastAPI's convention) or ``reason`` (report)."""
+    """The why of a refusal: every API answers ``{"error": CODE, "detail": WHY}`` (shared/http_errors.py)."""
     body = resp.json()
-    return str(body.get("detail") or body.get("reason") or "")
+    assert set(body) == {"error", "detail"} and isinstance(body["detail"], str), body
+    return str(body["detail"])
 
 
 def _hostile_files(world: World) -> dict[str, tuple[bytes, str]]:

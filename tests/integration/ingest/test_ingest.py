@@ -125,9 +125,10 @@ def test_the_api_refuses_bad_requests_with_a_reason(stack_settings: Settings) ->
             for name, kwargs, status, reason in cases:
                 resp = await http.post(url, **kwargs)  # type: ignore[arg-type]
                 assert resp.status_code == status, (name, resp.text[:300])
-                assert reason in resp.text, (name, resp.text[:300])
+                body = resp.json()  # the one error body of every API: a code and the reason in words
+                assert set(body) == {"error", "detail"} and reason in body["detail"], (name, resp.text[:300])
             missing = await http.get(f"{url}/{uuid.uuid4()}")
-            assert missing.status_code == 404
+            assert missing.status_code == 404 and missing.json()["error"] == "not_found"
             assert (await http.get(f"{url}/not-a-uuid")).status_code == 422
             openapi = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}/openapi.json")).json()
             assert "/api/v1/jobs" in openapi["paths"] and "/api/v1/jobs/{job_id}" in openapi["paths"]

@@ -160,10 +160,10 @@ def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: Repo
     for path, params in bad:
         resp = report.get(path, **params)
         assert resp.status_code == 400, (path, params, resp.text)
-        assert resp.json()["reason"], (path, params)
+        assert resp.json()["error"] == "bad_request" and resp.json()["detail"], (path, params)
     for path in ("/api/v1/records/no-such-record", f"/api/v1/jobs/{uuid.uuid4()}"):
         resp = report.get(path)
-        assert resp.status_code == 404 and resp.json()["reason"]
+        assert resp.status_code == 404 and resp.json()["error"] == "not_found" and resp.json()["detail"]
     assert report.get("/api/v1/reports/summary", job_id=str(uuid.uuid4())).status_code == 404
     assert "/api/v1/reports/daily" in report.get("/openapi.json").json()["paths"]
 
