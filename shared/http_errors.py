@@ -43,8 +43,8 @@ def validation_detail(exc: RequestValidationError) -> str:
     """``field.path: message; ...`` — the request's own parts (``body``, ``query``) left out."""
     parts = []
     for e in exc.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ())[1:]) or str(e.get("loc", ("request",))[0])
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        loc = tuple(e.get("loc") or ("request",))
+        parts.append(f"{'.'.join(str(p) for p in loc[1:]) or loc[0]}: {e.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 

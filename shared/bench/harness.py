@@ -340,7 +340,7 @@ class BenchStack:
         """Sample processes while the jobs run; True when every job completed."""
         deadline = time.monotonic() + timeout
         status: dict[str, dict[str, Any]] = {}
-        next_status = 0.0
+        asked = -float("inf")  # when the jobs were last asked for their status
         expected = sum(self.submitted.get(j, 0) for j in jobs)
         while time.monotonic() < deadline:
             reported = self.sample().get("report", 0.0)
@@ -350,13 +350,11 @@ class BenchStack:
             # report service's event counter (scraped anyway) says when the end is near: until
             # then ask every 30 s (a safety net), from then on every 2 s.
             near_end = not expected or reported >= 0.98 * expected
-            if time.monotonic() >= next_status:
+            if time.monotonic() - asked >= (JOB_POLL_S if near_end else JOB_POLL_FAR_S):
                 status = {j: self.job(j) for j in jobs}
-                next_status = time.monotonic() + (JOB_POLL_S if near_end else JOB_POLL_FAR_S)
+                asked = time.monotonic()
                 if all(s["status"] == "completed" for s in status.values()):
                     return True, status
-            elif near_end and next_status - time.monotonic() > JOB_POLL_S:
-                next_status = time.monotonic()
             time.sleep(POLL_S)
         return False, status
 
