@@ -1,0 +1,41 @@
+"""The record registry's guarded transitions against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from shared.db.migrate import migrate
+from shared.db.records import Registration, Transition, apply_transitions, history, lookup, register
+from shared.domain.records import RecordStatus
+from shared.settings import Settings
+
+_START = (RecordStatus.PENDING,)
+
+
+def _move(rid: str, to: RecordStatus, key: str) -> Transition:
+    return Transition(rid, to, _START, "test", "test", f"{rid}:{key}")
+
+
+async def test_a_batch_applies_one_transition_per_record_and_says_which(stack_settings: Settings) -> None:
+    ids = [f"db-{uuid.uuid4().hex[:12]}" for _ in range(600)]
+    conn = await asyncpg.connect(stack_settings.pg_dsn.get_secret_value())
+    try:
+        await migrate(conn)
+        await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+        first = [_move(rid, RecordStatus.DOWNLOADING, "a") for rid in ids]
+        # The same records again, later in the same batch: only the first of each applies.
+        second = [_move(rid, RecordStatus.REJECTED, "b") for rid in ids[:300]]
+        # Equal to an applied item field for field, yet a different submission: not applied.
+        twin = _move(ids[0], RecordStatus.DOWNLOADING, "a")
+        applied = await apply_transitions(conn, [*first, *second, twin])
+        assert applied == [True] * 600 + [False] * 300 + [False]
+        rows = await lookup(conn, ids)
+        assert {r.status for r in rows.values()} == {RecordStatus.DOWNLOADING}
+        assert [e["to_status"] for e in await history(conn, ids[0])] == ["downloading"]
+        # A redelivery of the whole batch finds every record moved on: nothing applies, nothing audited.
+        assert await apply_transitions(conn, first) == [False] * 600
+        assert len(await history(conn, ids[0])) == 1
+    finally:
+        await conn.close()
