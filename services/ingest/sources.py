@@ -71,25 +71,26 @@ async def list_matching(pool: RegionPool, pattern: str, limit: int) -> list[_Mat
             prefix, depth = stack.pop()
             directory = "/".join(prefix) or "."
             try:
-                entries = [e async for e in sftp.scandir(directory)]
+                # Streamed, not listed first: 33,000 SFTPName objects at once were ~20 MB of heap per
+                # region that the process kept after the job was registered.
+                async for entry in sftp.scandir(directory):
+                    name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
+                    if name in (".", ".."):
+                        continue
+                    rel = [*prefix, name]
+                    if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                        if (by_name and depth < MAX_DEPTH) or (not by_name and depth < len(parts) - 1
+                                                              and fnmatchcase(name, parts[depth])):
+                            stack.append((rel, depth + 1))
+                    elif entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+                        ok = fnmatchcase(name, parts[0]) if by_name else (
+                            depth == len(parts) - 1 and fnmatchcase(name, parts[-1]))
+                        if ok and name != MANIFEST:
+                            found.append(_Match("/".join(rel), entry.attrs.size or 0))
+                            if len(found) > limit:
+                                raise TooManyFiles(f"pattern {pattern!r} matches more than {limit} files")
             except asyncssh.SFTPNoSuchFile:
                 continue
-            for entry in entries:
-                name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-                if name in (".", ".."):
-                    continue
-                rel = [*prefix, name]
-                if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
-                    if (by_name and depth < MAX_DEPTH) or (not by_name and depth < len(parts) - 1
-                                                          and fnmatchcase(name, parts[depth])):
-                        stack.append((rel, depth + 1))
-                elif entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
-                    ok = fnmatchcase(name, parts[0]) if by_name else (
-                        depth == len(parts) - 1 and fnmatchcase(name, parts[-1]))
-                    if ok and name != MANIFEST:
-                        found.append(_Match("/".join(rel), entry.attrs.size or 0))
-                        if len(found) > limit:
-                            raise TooManyFiles(f"pattern {pattern!r} matches more than {limit} files")
     return sorted(found, key=lambda m: m.path)
 
 
