@@ -6,8 +6,16 @@ import uuid
 
 import asyncpg
 
-from shared.db.migrate import migrate
-from shared.db.records import Registration, Transition, apply_transitions, history, lookup, register
+from shared.db.migrate import connect_pool, migrate
+from shared.db.records import (
+    _TRANSITION_SQL,
+    Registration,
+    Transition,
+    apply_transitions,
+    history,
+    lookup,
+    register,
+)
 from shared.domain.records import RecordStatus
 from shared.settings import Settings
 
@@ -39,3 +47,27 @@ async def test_a_batch_applies_one_transition_per_record_and_says_which(stack_se
         assert len(await history(conn, ids[0])) == 1
     finally:
         await conn.close()
+
+
+async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings: Settings) -> None:
+    """The services' sessions plan a 500-record batch as key look-ups, not a scan of the registry
+    (a scan per batch made the transition's cost grow with the table)."""
+    pool = await connect_pool(stack_settings.pg_dsn.get_secret_value(), max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            ids = [f"db-{uuid.uuid4().hex[:12]}" for _ in range(30_000)]
+            await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+            await conn.execute("ANALYZE fiscal_records")
+            batch = ids[:500]
+            n = len(batch)
+            async with conn.transaction():
+                plan = "\n".join(r[0] for r in await conn.fetch(
+                    "EXPLAIN " + _TRANSITION_SQL, batch, ["downloading"] * n, ["pending"] * n,
+                    [None] * n, [None] * n, [None] * n, ["{}"] * n))
+            assert "Seq Scan on fiscal_records" not in plan, plan
+            assert "fiscal_records_pkey" in plan, plan
+            found = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN SELECT record_id FROM fiscal_records WHERE record_id = ANY($1::text[])", batch))
+            assert "Seq Scan" not in found, found
+    finally:
+        await pool.close()
