@@ -144,14 +144,10 @@ async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition
     if not items:
         return []
     # One transition per record per batch: a batch with two for the same record applies the first.
-    seen: set[str] = set()
-    batch: list[Transition] = []
-    chosen: set[int] = set()  # identities: dataclass equality would make membership O(n) per item
+    first: dict[str, Transition] = {}
     for t in items:
-        if t.record_id not in seen:
-            seen.add(t.record_id)
-            batch.append(t)
-            chosen.add(id(t))
+        first.setdefault(t.record_id, t)
+    batch = list(first.values())
     async with conn.transaction():
         rows = await conn.fetch(
             _TRANSITION_SQL,
@@ -178,7 +174,8 @@ async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition
                 [t.trace_id for t in audit],
                 [t.idempotency_key for t in audit],
             )
-    return [t.record_id in applied and id(t) in chosen for t in items]
+    # By identity: an equal second submission for the same record did not apply.
+    return [t.record_id in applied and first[t.record_id] is t for t in items]
 
 
 async def history(conn: asyncpg.Connection | asyncpg.Pool, record_id: str) -> list[dict[str, Any]]:
