@@ -65,6 +65,19 @@ class Settings(BaseSettings):
         "(0 disables)."
     )
     reject_ratio_window: int = Field(200, ge=10, description="Recent messages the reject ratio is measured over.")
+    redrive_lease_s: float = Field(
+        600.0, gt=0, description="A record not in a final state whose last transition is older than this is "
+        "stalled (its messages may have been lost): a job that contains it, the reconciler or `fiscalflow records "
+        "redrive` re-drive it from download. Longer than the longest wait in a stage's backlog, or healthy records "
+        "get a (harmless, wasted) second pass."
+    )
+    redrive_interval_s: float = Field(
+        60.0, ge=0, description="How often the ingest stage's reconciler looks for stalled records (0: never)."
+    )
+    redrive_max: int = Field(
+        5, ge=1, description="Re-drives of one record before it is rejected as REDRIVE_EXHAUSTED (a record that "
+        "stalls again and again needs a person, not a loop)."
+    )
     shutdown_grace_s: float = Field(20.0, gt=0, description="Seconds to drain in-flight work on SIGTERM.")
     http_host: str = Field("127.0.0.1", description="Bind address of every service's HTTP port.")
     metrics_port: int = Field(0, description="Port of /metrics, /healthz, /readyz (0: pick a free port).")

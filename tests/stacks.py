@@ -115,3 +115,35 @@ class Services:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+
+def db_rows(settings: Settings, sql: str, *args: object) -> list[dict[str, object]]:
+    """Rows of one query on the stack's database (a short-lived connection)."""
+    import asyncio
+
+    import asyncpg
+
+    async def q() -> list[dict[str, object]]:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(q())
+
+
+def archive_keys(settings: Settings) -> list[str]:
+    """Every archived object's key in the stack's bucket (claim-check staging objects excluded)."""
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = botocore.session.get_session().create_client(
+        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key.get_secret_value(),
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        config=Config(s3={"addressing_style": "path"}))
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
+        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/")]
+    return keys

@@ -29,6 +29,7 @@ from shared.domain.messages import DocumentRef, DownloadTask
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
+from shared.runtime import headers as H
 from shared.runtime.tracing import current_trace_id
 from shared.s3 import S3Store
 from shared.settings import Settings
@@ -102,7 +103,7 @@ class DownloadStage:
         applied = await self._transitions.submit(Transition(
             record_id=task.record_id, to_status=RecordStatus.DOWNLOADED, allowed_from=_DOWNLOADABLE,
             stage="download", actor=self.actor, idempotency_key=f"{task.record_id}:downloaded:{got.sha256}:"
-            f"{msg.headers.get('ff-replay-count', '0')}",
+            f"{H.pass_key(msg.headers)}",
             detail={"sha256": got.sha256, "size": got.size, "claim_key": claim_key},
             trace_id=current_trace_id() or None, fields={"sha256": got.sha256, "size": str(got.size)},
         ))

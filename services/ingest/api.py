@@ -81,6 +81,10 @@ class JobView(BaseModel):
     completed_at: str | None
     callback_url: str | None
     source: dict[str, Any] | None
+    stalled: int = Field(0, description="Members not in a final state with no transition for longer than the "
+                         "re-drive lease (FISCALFLOW_REDRIVE_LEASE_S): their messages may have been lost. "
+                         "Submitting a job with them again, the reconciler or `fiscalflow records redrive` "
+                         "re-drives them.")
 
 
 @dataclass
@@ -191,7 +195,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
 
     @app.get("/api/v1/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 422))
     async def get_job(job_id: uuid.UUID) -> JobView:
-        status = await jobs.job_status(ctx.db, str(job_id))
+        status = await jobs.job_status(ctx.db, str(job_id), ctx.settings.redrive_lease_s)
         if status is None:
             raise HTTPException(404, f"no job {job_id}")
         return JobView(**status.to_json())

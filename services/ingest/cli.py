@@ -15,6 +15,9 @@ import typer
 from shared.domain.records import Priority
 
 job_app = typer.Typer(no_args_is_help=True, help="Submit jobs to the ingest HTTP API and follow them.")
+records_app = typer.Typer(no_args_is_help=True, help="Records in the registry: find and re-drive stalled ones.")
+
+_AGE = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _ids(values: list[str]) -> list[str]:
@@ -193,9 +196,86 @@ def job_show(
                f"{st['finished']}/{st['record_count']} finished ({st['progress']:.0%})")
     for status, n in sorted(st["counts"].items()):
         typer.echo(f"  {status:<12} {n}")
+    if st.get("stalled"):
+        typer.echo(f"  {st['stalled']} record(s) stalled (no transition for longer than the re-drive lease); "
+                   f"`fiscalflow records redrive --job {st['job_id']}` sends them through again")
+
+
+def _age_s(text: str) -> float:
+    """``90s``, ``5m``, ``2h``, ``1d`` or plain seconds."""
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * _AGE[t[-1]] if t and t[-1] in _AGE else float(t)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an age like 90s, 5m, 2h", param_hint="--older-than") from None
+
+
+@records_app.command("redrive")
+def records_redrive(
+    job: Annotated[str | None, typer.Option(help="Only this job's records.")] = None,
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Stalled = no transition for longer than this (90s, 5m, 2h); default: the "
+        "re-drive lease, FISCALFLOW_REDRIVE_LEASE_S.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be re-driven; send nothing.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 100_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Send stalled records (not final, no transition for longer than the lease) through the pipeline
+    again.  Each one is re-driven from download once (guarded by the lease, with an audit event);
+    a still-live twin of its earlier pass is harmless."""
+    from services.ingest.reconciler import redrive
+    from shared.db.migrate import connect_pool
+    from shared.db.stalled import stalled_records
+    from shared.runtime.kafka import AsyncProducer, producer_config
+    from shared.settings import Settings
+
+    s = Settings()
+    lease = _age_s(older_than) if older_than is not None else s.redrive_lease_s
+    if job is not None:
+        try:
+            job = str(uuid.UUID(job))
+        except ValueError:
+            raise typer.BadParameter(f"{job!r} is not a UUID", param_hint="--job") from None
+
+    async def run() -> tuple[list[Any], int]:
+        pool = await connect_pool(s.pg_dsn.get_secret_value(), max_size=1)
+        try:
+            found = await stalled_records(pool, lease, job, limit)
+        finally:
+            await pool.close()
+        if dry_run or not found:
+            return found, 0
+        producer = AsyncProducer(producer_config(s, "fiscalflow-cli-redrive"))
+        try:
+            return found, await redrive(producer, found, "cli", lease)
+        finally:
+            await asyncio.to_thread(producer.close)
+
+    found, sent = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps({"stalled": len(found), "sent": sent, "dry_run": dry_run, "lease_s": lease,
+                               "records": [{"record_id": r.record_id, "status": r.status, "job_id": r.job_id,
+                                            "last_transition": r.updated_at.isoformat(), "redrives": r.redrives}
+                                           for r in found]}, indent=2))
+        return
+    by_status: dict[str, int] = {}
+    for r in found:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    summary = ", ".join(f"{n} {st}" for st, n in sorted(by_status.items())) or "none"
+    typer.echo(f"{len(found)} stalled record(s) (no transition for {lease:.0f} s): {summary}")
+    for r in found[:20]:
+        typer.echo(f"  {r.record_id}  {r.status}  since {r.updated_at.isoformat(timespec='seconds')}"
+                   f"  re-driven {r.redrives}x" + (f"  job {r.job_id}" if r.job_id else ""))
+    if len(found) > 20:
+        typer.echo(f"  ... and {len(found) - 20} more")
+    if dry_run:
+        typer.echo("dry run: nothing sent")
+    elif found:
+        typer.echo(f"re-drive requested for {sent} record(s); the ingest stage sends each one to download again")
 
 
 def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("register")(register_manifest)
     app.add_typer(job_app, name="job")
+    app.add_typer(records_app, name="records")

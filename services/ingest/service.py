@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
@@ -22,6 +23,8 @@ from prometheus_client import Counter
 from services.download.service import build_pools
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor
+from services.ingest.periodic import Periodic
+from services.ingest.reconciler import Reconciler
 from services.ingest.requests import JOB_HEADER, parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
@@ -41,11 +44,16 @@ from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.ingest")
 
+REDRIVEN = Counter("fiscalflow_records_redriven_total", "Stalled records started again from download, by who "
+                   "asked (job, reconciler, cli).", ["by"])
 SKIPPED = Counter("fiscalflow_ingest_skipped_total", "Ingest requests not sent to download, by record status.",
                   ["status"])
 
 # Pending: first time; rejected: a replay or a resubmitted job; downloading: a redelivery.
 _STARTABLE = (RecordStatus.PENDING, RecordStatus.REJECTED, RecordStatus.DOWNLOADING)
+# Neither final nor waiting to start: a record some stage's message is carrying (or lost).
+_IN_FLIGHT = tuple(s for s in RecordStatus
+                   if not s.is_final and s not in (RecordStatus.PENDING, RecordStatus.REJECTED))
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -69,7 +77,7 @@ class IngestStage:
         self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._apply, 500, 0.005)
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._extras: list[LagMonitor] = []
+        self._extras: list[Periodic] = []
         self._producer: AsyncProducer | None = None
         self._sftp = build_pools(settings)
 
@@ -81,24 +89,69 @@ class IngestStage:
             raise PermanentError(ReasonCode.UNKNOWN_RECORD, f"record {req.record_id!r} is not registered")
         if req.job_id:
             await self._members.submit((req.job_id, req.record_id))
-        if row.status in (RecordStatus.ARCHIVED, RecordStatus.DUPLICATE,
-                          RecordStatus.DOWNLOADED, RecordStatus.VALIDATED):
+        if row.status in (RecordStatus.ARCHIVED, RecordStatus.DUPLICATE):
             SKIPPED.labels(row.status.value).inc()
             return []
-        # The original coordinates survive retries, so a retried message has the same audit key.
-        origin = (f"{msg.headers.get(H.ORIGIN_TOPIC, msg.topic)}:{msg.headers.get(H.ORIGIN_PARTITION, msg.partition)}"
-                  f":{msg.headers.get(H.ORIGIN_OFFSET, msg.offset)}")
-        applied = await self._transitions.submit(Transition(
-            record_id=row.record_id, to_status=RecordStatus.DOWNLOADING, allowed_from=_STARTABLE, stage="ingest",
-            actor=self.actor, idempotency_key=f"{row.record_id}:downloading:{origin}", job_id=req.job_id,
-            detail={"job_id": req.job_id, "priority": msg.priority}, trace_id=current_trace_id() or None,
-        ))
-        if not applied:  # another delivery moved it on between look-up and transition
+        stalled = self._stalled(row, msg)
+        if row.status not in _STARTABLE and not stalled:
+            # Downloaded and on its way through validate and store: those messages carry it.
+            SKIPPED.labels("in_flight").inc()
+            return []
+        redrive = self._redrive(row, msg, req.job_id) if stalled else None
+        transition = redrive or self._start(row, msg, req.job_id)
+        if not await self._transitions.submit(transition):  # another delivery moved it on meanwhile
             SKIPPED.labels("raced").inc()
             return []
         task = DownloadTask(record_id=row.record_id, job_id=req.job_id, region=row.region, path=row.remote_path,
                             expected_sha256=row.expected_sha256, size=row.size)
-        return [Emit(value=task.encode(), stage=Stage.DOWNLOAD, headers={JOB_HEADER: req.job_id} if req.job_id else {})]
+        headers = {JOB_HEADER: req.job_id} if req.job_id else {}
+        if redrive is not None:
+            headers[H.REDRIVE] = str(row.redrives + 1)
+        return [Emit(value=task.encode(), stage=Stage.DOWNLOAD, headers=headers)]
+
+    def _start(self, row: RecordRow, msg: Message, job_id: str | None) -> Transition:
+        # The original coordinates survive retries, so a retried message has the same audit key; a
+        # redelivered one finds the record downloading and sends its task again.
+        origin = (f"{msg.headers.get(H.ORIGIN_TOPIC, msg.topic)}:{msg.headers.get(H.ORIGIN_PARTITION, msg.partition)}"
+                  f":{msg.headers.get(H.ORIGIN_OFFSET, msg.offset)}")
+        return Transition(
+            record_id=row.record_id, to_status=RecordStatus.DOWNLOADING, allowed_from=_STARTABLE, stage="ingest",
+            actor=self.actor, idempotency_key=f"{row.record_id}:downloading:{origin}", job_id=job_id,
+            detail={"job_id": job_id, "priority": msg.priority}, trace_id=current_trace_id() or None,
+        )
+
+    def _lease_s(self, msg: Message) -> float:
+        """The reconciler and the CLI say which lease they selected a record by; a job uses the setting."""
+        try:
+            return max(1.0, float(msg.headers[H.REDRIVE_LEASE_S]))
+        except (KeyError, ValueError):
+            return self.settings.redrive_lease_s
+
+    def _stalled(self, row: RecordRow, msg: Message) -> bool:
+        """Not final, and no transition for longer than the lease: its messages may have been lost."""
+        if row.status in (RecordStatus.PENDING, RecordStatus.REJECTED) or row.updated_at is None:
+            return False
+        return (dt.datetime.now(dt.UTC) - row.updated_at).total_seconds() > self._lease_s(msg)
+
+    def _redrive(self, row: RecordRow, msg: Message, job_id: str | None) -> Transition:
+        """Start a stalled record again from download.  A still-live twin of its earlier pass is
+        harmless (every effect is idempotent on the record id); the lease guard lets one of two
+        racing re-drives apply; a record that stalls ``redrive_max`` times is rejected."""
+        if row.redrives >= self.settings.redrive_max:
+            raise PermanentError(ReasonCode.REDRIVE_EXHAUSTED,
+                                 f"record {row.record_id} stalled at {row.status} {row.redrives + 1} times; "
+                                 "its last error or the stage logs say why", {"status": row.status.value})
+        lease = self._lease_s(msg)
+        by = msg.headers.get(H.REDRIVE_BY) or "job"
+        REDRIVEN.labels(by).inc()
+        return Transition(
+            record_id=row.record_id, to_status=RecordStatus.DOWNLOADING, allowed_from=_IN_FLIGHT, stage="ingest",
+            actor=self.actor, idempotency_key=f"{row.record_id}:redriven:{row.attempts}", job_id=job_id,
+            reason="REDRIVEN", redrive_lease_s=lease, trace_id=current_trace_id() or None,
+            detail={"by": by, "job_id": job_id, "stalled_at": row.status.value, "lease_s": lease,
+                    "last_transition": row.updated_at.isoformat() if row.updated_at else None,
+                    "redrive": row.redrives + 1, "priority": msg.priority},
+        )
 
     # ------------------------------------------------------------------ batched statements
     async def _lookup(self, ids: list[str]) -> list[RecordRow | None]:
@@ -139,6 +192,9 @@ class IngestStage:
         lag = LagMonitor(s, self.spec.consumer_group, [self.spec.normal_topic, self.spec.priority_topic])
         # Job completion callbacks are the report service's (signed, retried): one sender only.
         self._extras = [lag]
+        if s.redrive_interval_s > 0:
+            self._extras.append(Reconciler(self.pool, self._producer, s.redrive_lease_s, s.redrive_interval_s,
+                                           lambda: lag.lag, self.namespace))
         for extra in self._extras:
             extra.start()
         app = create_app(IngestContext(s, self.pool, self._producer, self._sftp, lag, self.namespace))

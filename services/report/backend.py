@@ -21,9 +21,10 @@ Json = dict[str, Any]
 
 
 class ReportBackend:
-    def __init__(self, client: Client, pool: asyncpg.Pool) -> None:
+    def __init__(self, client: Client, pool: asyncpg.Pool, redrive_lease_s: float | None = None) -> None:
         self.client = client
         self.pool = pool
+        self.redrive_lease_s = redrive_lease_s  # a job view counts its members stalled longer than this
         self.sink = ClickHouseSink(client)
         # chDB is one in-process engine: every call goes through this one thread, off the event loop.
         self._ch = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
@@ -64,7 +65,7 @@ class ReportBackend:
         return await queries.record_with_history(self.pool, record_id)
 
     async def job(self, job_id: str) -> Json | None:
-        status = await jobs.job_status(self.pool, job_id)
+        status = await jobs.job_status(self.pool, job_id, self.redrive_lease_s)
         return status.to_json() if status is not None else None
 
     async def job_exists(self, job_id: str) -> bool:

@@ -72,7 +72,7 @@ class ReportService:
         s = self.settings
         self.pool = await connect_pool(s.pg_dsn.get_secret_value(), max_size=s.pg_pool_size)
         client = await asyncio.to_thread(connect, s.clickhouse_dsn())
-        self.backend = ReportBackend(client, self.pool)
+        self.backend = ReportBackend(client, self.pool, s.redrive_lease_s)
         await self.backend.ch(create_schema, client)
         await self.backend.ch(repair_derived, client)  # after a crash mid-insert (see repair_derived)
         secret = os.environ.get("FISCALFLOW_CALLBACK_SECRET") or s.api_token.get_secret_value()

@@ -27,6 +27,7 @@ class JobStatus:
     completed_at: str | None = None
     callback_url: str | None = None
     source: dict[str, Any] | None = None
+    stalled: int = 0  # members not final with no transition for longer than the re-drive lease
 
     @property
     def finished(self) -> int:
@@ -41,7 +42,7 @@ class JobStatus:
         return {"job_id": self.job_id, "status": self.status, "priority": self.priority,
                 "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
                 "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
-                "callback_url": self.callback_url, "source": self.source}
+                "callback_url": self.callback_url, "source": self.source, "stalled": self.stalled}
 
 
 async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence[str], priority: Priority,
@@ -72,23 +73,29 @@ async def add_members(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]
 
 
 _STATUS_SQL = """
-SELECT COALESCE(r.status, 'unknown') AS status, count(*) AS n
+SELECT COALESCE(r.status, 'unknown') AS status, count(*) AS n,
+       count(*) FILTER (WHERE r.status NOT IN ('archived', 'rejected', 'duplicate')
+                        AND r.updated_at < now() - make_interval(secs => $2)) AS stalled
 FROM job_records m LEFT JOIN fiscal_records r USING (record_id)
 WHERE m.job_id = $1 GROUP BY 1
 """
 
 
-async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str) -> JobStatus | None:
+async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str,
+                     lease_s: float | None = None) -> JobStatus | None:
+    """The job's state derived from its members; ``lease_s``: also count its stalled members."""
     job = await conn.fetchrow(
         "SELECT job_id::text, priority, callback_url, source, status, created_at, completed_at"
         " FROM jobs WHERE job_id = $1", job_id)
     if job is None:
         return None
-    counts = {r["status"]: int(r["n"]) for r in await conn.fetch(_STATUS_SQL, job_id)}
+    rows = await conn.fetch(_STATUS_SQL, job_id, float(lease_s) if lease_s is not None else 1e12)
+    counts = {r["status"]: int(r["n"]) for r in rows}
     total = sum(counts.values())
     st = JobStatus(job_id=job["job_id"], status="running", priority=job["priority"], record_count=total,
                    counts=counts, created_at=job["created_at"].isoformat(), callback_url=job["callback_url"],
-                   source=json.loads(job["source"]) if job["source"] else None)
+                   source=json.loads(job["source"]) if job["source"] else None,
+                   stalled=sum(int(r["stalled"]) for r in rows))
     done = st.finished == total
     completed_at = job["completed_at"]
     if done and job["status"] != "completed":

@@ -7,6 +7,7 @@ nothing twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class RecordRow:
     tfd_uuid: str | None
     s3_key: str | None
     job_id: str | None
+    updated_at: dt.datetime | None = None  # when its last transition happened
+    redrives: int = 0
 
 
 @dataclass
@@ -48,6 +51,9 @@ class Transition:
     trace_id: str | None = None
     job_id: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    # A re-drive: applies only while the record's last transition is older than this many seconds
+    # (so of two re-drives racing for one stalled record, one applies), and counts in ``redrives``.
+    redrive_lease_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,24 +90,27 @@ async def register(conn: asyncpg.Connection, rows: Iterable[Registration]) -> in
 async def lookup(conn: asyncpg.Connection | asyncpg.Pool, record_ids: Sequence[str]) -> dict[str, RecordRow]:
     rows = await conn.fetch(
         "SELECT record_id, region, remote_path, expected_sha256, size, status, attempts, tfd_uuid, s3_key,"
-        " job_id::text FROM fiscal_records WHERE record_id = ANY($1::text[])",
+        " job_id::text, updated_at, redrives FROM fiscal_records WHERE record_id = ANY($1::text[])",
         list(record_ids),
     )
     return {
         r["record_id"]: RecordRow(r["record_id"], r["region"], r["remote_path"], r["expected_sha256"], r["size"],
-                                  RecordStatus(r["status"]), r["attempts"], r["tfd_uuid"], r["s3_key"], r["job_id"])
+                                  RecordStatus(r["status"]), r["attempts"], r["tfd_uuid"], r["s3_key"], r["job_id"],
+                                  r["updated_at"], r["redrives"])
         for r in rows
     }
 
 
 _TRANSITION_SQL = """
 WITH t AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[])
-        AS t(record_id, to_status, allowed, reason, last_error, job_id, fields)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
+                         $8::float8[])
+        AS t(record_id, to_status, allowed, reason, last_error, job_id, fields, lease_s)
 ),
 old AS (
     SELECT r.record_id, r.status FROM fiscal_records r JOIN t USING (record_id)
     WHERE r.status = ANY(string_to_array(t.allowed, ','))
+      AND (t.lease_s IS NULL OR r.updated_at < now() - make_interval(secs => t.lease_s))
     FOR UPDATE OF r
 ),
 upd AS (
@@ -111,6 +120,9 @@ upd AS (
         last_error = COALESCE(t.last_error, r.last_error),
         job_id = COALESCE(t.job_id, r.job_id),
         attempts = r.attempts + CASE WHEN t.to_status = 'downloading' THEN 1 ELSE 0 END,
+        -- re-drives of the current pass: a record started afresh (pending, rejected) has none yet
+        redrives = CASE WHEN t.lease_s IS NOT NULL THEN r.redrives + 1
+                        WHEN old.status IN ('pending', 'rejected') THEN 0 ELSE r.redrives END,
         tfd_uuid = COALESCE(t.fields->>'tfd_uuid', r.tfd_uuid),
         issuer_rfc = COALESCE(t.fields->>'issuer_rfc', r.issuer_rfc),
         issued_on = COALESCE((t.fields->>'issued_on')::date, r.issued_on),
@@ -158,6 +170,7 @@ async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition
             [t.last_error for t in batch],
             [t.job_id for t in batch],
             [json.dumps(t.fields) for t in batch],
+            [t.redrive_lease_s for t in batch],
         )
         applied = {r["record_id"]: r["from_status"] for r in rows}
         audit = [t for t in batch if t.record_id in applied]

@@ -50,7 +50,7 @@ class RejectionRecorder:
         self._batch: MicroBatcher[Transition, bool] = MicroBatcher(self._flush, 200, 0.01)
 
     async def __call__(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
-        replay = msg.headers.get(H.REPLAY_COUNT, "0")
+        replay = H.pass_key(msg.headers)
         status = status_for(reason)
         await self._batch.submit(Transition(
             record_id=msg.record_id, to_status=status, allowed_from=NOT_ARCHIVED, stage=self.stage,

@@ -17,6 +17,12 @@ FIRST_FAILURE_MS = "ff-first-failure-ms"
 LAST_FAILURE_MS = "ff-last-failure-ms"
 TRACE_ID = "ff-trace-id"
 REPLAY_COUNT = "ff-replay-count"
+# A re-drive of a stalled record: its generation travels with it through every stage, so each
+# stage's audit event of the new pass has a key of its own.
+REDRIVE = "ff-redrive"
+# Who asked for a re-drive (reconciler, cli) and the lease it used; a job resubmission sets neither.
+REDRIVE_BY = "ff-redrive-by"
+REDRIVE_LEASE_S = "ff-redrive-lease-s"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
@@ -36,3 +42,12 @@ def _text(v: str | bytes | None) -> str:
 
 def to_list(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in headers.items()]
+
+
+def pass_key(headers: dict[str, str]) -> str:
+    """Which pass of a record a message belongs to, for audit keys: its replay count, and its
+    re-drive generation once re-driven (each pass writes its own audit events, a redelivery
+    within a pass none)."""
+    replay = headers.get(REPLAY_COUNT, "0")
+    redrive = headers.get(REDRIVE)
+    return f"{replay}:r{redrive}" if redrive else replay

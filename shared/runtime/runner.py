@@ -455,7 +455,7 @@ class StageRunner:
         out = {k: v for k, v in msg.headers.items() if not k.startswith(H.PREFIX) and k not in
                (H.TRACEPARENT, H.TRACESTATE)}
         # The job id and other domain headers travel on; runtime headers are per hop.
-        for k in ("ff-job-id", H.REPLAY_COUNT):
+        for k in ("ff-job-id", H.REPLAY_COUNT, H.REDRIVE):
             if k in msg.headers:
                 out[k] = msg.headers[k]
         if msg.priority:

@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import botocore.session
 import httpx
 import pytest
-from botocore.config import Config
 
 from shared.bench_results import append_result
 from shared.dlq.reader import read_dead_letters
@@ -43,7 +41,7 @@ from shared.settings import Settings
 from shared.stack import LocalStack
 from shared.topics import DLQ, Stage
 from tests.chaos.conftest import REPORT
-from tests.stacks import isolated_settings, isolated_stack
+from tests.stacks import archive_keys, isolated_settings, isolated_stack
 
 pytestmark = pytest.mark.chaos
 
@@ -216,18 +214,6 @@ def _wait_settled(settings: Settings, timeout: float) -> dict[str, Any]:
     raise AssertionError(f"pipeline did not settle: {last}")
 
 
-def _s3_keys(settings: Settings) -> list[str]:
-    s3 = botocore.session.get_session().create_client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}))
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
-        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/")]
-    return keys
-
-
 def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_restarts() -> None:
     started = time.monotonic()
     rng = random.Random(SEED)
@@ -268,7 +254,7 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
                         if rows[rid]["reason"] != expected[rid]["reason"]}
         audit = Counter((r["record_id"], r["to_status"]) for r in _db(
             settings, "SELECT record_id, to_status FROM audit_events WHERE to_status IN ('archived', 'rejected')"))
-        keys = _s3_keys(settings)
+        keys = archive_keys(settings)
         letters: dict[str, list[Any]] = defaultdict(list)
         for dl in read_dead_letters(settings, DLQ, keep_values=False):
             letters[dl.record_id].append(dl)

@@ -18,10 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import botocore.session
 import httpx
 import pytest
-from botocore.config import Config
 from lxml import etree
 
 from shared.dlq.reader import read_dead_letters
@@ -32,7 +30,7 @@ from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
 from tests.e2e.otlp_sink import OtlpSink, Span
-from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.stacks import Services, archive_keys, isolated_settings, isolated_stack, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -180,18 +178,6 @@ def _api_groups(groups: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]
     return {(g["tipo"], g["moneda"]): [g["count"], Decimal(g["total"]), Decimal(g["total_mxn"])] for g in groups}
 
 
-def _s3_keys(settings: Settings) -> set[str]:
-    s3 = botocore.session.get_session().create_client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}))
-    keys: set[str] = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
-        keys.update(o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/"))
-    return keys
-
-
 def _counts(settings: Settings) -> dict[str, Any]:
     report = f"http://127.0.0.1:{settings.report_port}"
     days = [(START + dt.timedelta(days=d)).isoformat() for d in range(DAYS + 1)]
@@ -201,7 +187,7 @@ def _counts(settings: Settings) -> dict[str, Any]:
                   for d in days},
         "issuers": httpx.get(f"{report}/api/v1/reports/issuers", params={"from": days[0], "to": days[-1]},
                              timeout=30).json(),
-        "s3": len(_s3_keys(settings)),
+        "s3": len(archive_keys(settings)),
         "pg": {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                           "GROUP BY 1")},
     }
@@ -223,7 +209,7 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
                 assert rows[rid]["reason"] == e["reason"], (rid, e["reason"], rows[rid]["reason"])
 
     # One S3 object per archived record, at the key the record names.
-    keys = _s3_keys(settings)
+    keys = set(archive_keys(settings))
     assert len(keys) == len(valid)
     assert {rows[rid]["s3_key"] for rid in valid} == keys
 

@@ -34,6 +34,9 @@ TEST_ENV = {
     "FISCALFLOW_BROKER_STORAGE": "memory",
     "FISCALFLOW_INGEST_PORT": str(28080 + _OFF),
     "FISCALFLOW_REPORT_PORT": str(28081 + _OFF),
+    # One database serves every integration test: an ingest stage's reconciler would re-drive
+    # other tests' records into its own test's topics.  Tests of the reconciler turn it on.
+    "FISCALFLOW_REDRIVE_INTERVAL_S": "0",
 }
 
 

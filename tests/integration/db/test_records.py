@@ -63,7 +63,7 @@ async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings
             async with conn.transaction():
                 plan = "\n".join(r[0] for r in await conn.fetch(
                     "EXPLAIN " + _TRANSITION_SQL, batch, ["downloading"] * n, ["pending"] * n,
-                    [None] * n, [None] * n, [None] * n, ["{}"] * n))
+                    [None] * n, [None] * n, [None] * n, ["{}"] * n, [None] * n))
             assert "Seq Scan on fiscal_records" not in plan, plan
             assert "fiscal_records_pkey" in plan, plan
             found = "\n".join(r[0] for r in await conn.fetch(
