@@ -20,14 +20,22 @@ async def blank_db(stack_settings: Settings) -> AsyncIterator[asyncpg.Connection
     dsn = stack_settings.pg_dsn.get_secret_value()
     name = f"ff_migrations_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
     conn = await asyncpg.connect(urlunsplit(urlsplit(dsn)._replace(path=f"/{name}")))
     try:
         yield conn
     finally:
         await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
+        # A connection of its own: the server may have been restarted meanwhile (the machine's
+        # PostgreSQL is shared), and the database must not outlive the test.
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 async def _apply_up_to(conn: asyncpg.Connection, last: int) -> None:
