@@ -85,7 +85,6 @@ def schema() -> dict[str, Any]:
                                               "annotations": {"type": "object"}}},
             "kafka": {"type": "object", "required": ["bootstrapServers"], "additionalProperties": False,
                       "properties": {"bootstrapServers": {"type": "string", "minLength": 1},
-                                     "transactions": {"type": "boolean"},
                                      "sessionTimeoutMs": {"type": "integer", "minimum": 1000},
                                      "fetchWaitMaxMs": {"type": "integer", "minimum": 0}}},
             "topics": {"type": "object", "additionalProperties": False,

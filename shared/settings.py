@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     partitions_validate: int = Field(4, ge=1, description="Partitions of the validate topics.")
     partitions_store: int = Field(4, ge=1, description="Partitions of the store topics.")
     partitions_report: int = Field(2, ge=1, description="Partitions of fiscal.stored (report input).")
-    partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter, parking, events topics.")
+    partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter and parking topics.")
     session_timeout_ms: int = Field(
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
     )
@@ -48,9 +48,6 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         250, ge=10, description="How often a stage commits its consumed offsets (each commit is a write per "
         "partition on the broker; a crash redelivers at most this much, handled idempotently)."
-    )
-    kafka_transactions: bool = Field(
-        False, description="Transactional consume-produce (only on Apache Kafka; never relied on alone)."
     )
 
     # --- stage runtime ----------------------------------------------------------------------

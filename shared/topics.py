@@ -23,7 +23,6 @@ PREFIX = "fiscal"
 DLQ = f"{PREFIX}.dlq"
 PARKING = f"{PREFIX}.parking"
 STORED = f"{PREFIX}.stored"
-EVENTS = f"{PREFIX}.events"
 
 
 def input_topic(stage: Stage) -> str:
@@ -61,7 +60,7 @@ def all_topics(partitions: dict[Stage, int], shared_partitions: int) -> list[Top
     """Every topic the pipeline uses, with its partition count.
 
     A stage's normal, priority and retry topics share its partition count: its
-    parallelism.  The dead-letter, parking and events topics use ``shared_partitions``.
+    parallelism.  The dead-letter and parking topics use ``shared_partitions``.
     """
     specs: list[TopicSpec] = []
     for stage in Stage:
@@ -69,7 +68,7 @@ def all_topics(partitions: dict[Stage, int], shared_partitions: int) -> list[Top
         specs.append(TopicSpec(input_topic(stage), n))
         specs.append(TopicSpec(priority_topic(stage), n))
         specs.append(TopicSpec(retry_topic(stage), n))
-    for name in (DLQ, PARKING, EVENTS):
+    for name in (DLQ, PARKING):
         specs.append(TopicSpec(name, shared_partitions))
     # fiscal.stored is the report stage's input: already added above.
     return specs

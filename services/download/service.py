@@ -108,7 +108,7 @@ class DownloadStage:
             trace_id=current_trace_id() or None, fields={"sha256": got.sha256, "size": str(got.size)},
         ))
         if not applied:
-            SKIPPED.inc()  # validated or archived meanwhile: the later stages already have it
+            SKIPPED.inc()  # archived (or a duplicate) meanwhile: the later stages already have it
             return []
         ref = DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,
                           sha256=got.sha256, size=got.size, xml=None if claim_key else got.data, claim_key=claim_key)

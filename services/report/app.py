@@ -43,8 +43,8 @@ def to_events(batch: Sequence[EventT[Any]], dlq_topic: str) -> list[Event]:
         msg = ev.message
         value = ev.value if isinstance(ev.value, bytes) else bytes(ev.value or b"")
         if msg.topic == dlq_topic:
-            out.append(parse_dead_letter(ev.key if isinstance(ev.key, bytes) else None, value,
-                                         _headers(msg.headers), int(msg.timestamp * 1000)))
+            out.append(parse_dead_letter(msg.topic, msg.partition, msg.offset, round(msg.timestamp * 1000),
+                                         ev.key if isinstance(ev.key, bytes) else None, value, _headers(msg.headers)))
             EVENTS.labels("dead_letter").inc()
             continue
         parsed = parse_stored(value)

@@ -1,5 +1,6 @@
 """What the report stage reads, as typed rows: archived documents (fiscal.stored) and dead letters
-(fiscal.dlq, whose headers carry the reason).  Pure: no Kafka, no ClickHouse."""
+(fiscal.dlq, whose headers carry the reason, decoded by shared/dlq/model.py like ``fiscalflow
+dlq`` does, so both agree on which messages are one dead letter).  Pure: no Kafka, no ClickHouse."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-import orjson
 from pydantic import ValidationError
 
+from shared.dlq import model as dlq
 from shared.domain.messages import StoredEvent
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
@@ -47,6 +48,7 @@ class Archived:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    letter_id: str  # a redelivered copy has the same one (shared/dlq/model.py letter_id)
     record_id: str
     stage: str
     reason: str
@@ -64,7 +66,7 @@ class DeadLetter:
 
     def row(self) -> list[object]:
         return [self.record_id, self.stage, self.reason, self.error, self.details, self.origin_topic, self.attempt,
-                self.job_id, self.failed_at, self.version]
+                self.job_id, self.failed_at, self.version, self.letter_id]
 
 
 Event = Archived | DeadLetter
@@ -92,24 +94,11 @@ def parse_stored(value: bytes) -> Archived | None:
                     s3_key=ev.s3_key, archived_at=at, version=_ms(at))
 
 
-def parse_dead_letter(key: bytes | None, value: bytes, headers: dict[str, str], timestamp_ms: int) -> DeadLetter:
+def parse_dead_letter(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes,
+                      headers: dict[str, str]) -> DeadLetter:
     """Dead letters keep the original value; the runtime's headers say why."""
-    record_id = key.decode("utf-8", "replace") if key else ""
-    job_id = headers.get("ff-job-id", "")
-    if not job_id:
-        try:
-            body = orjson.loads(value)
-            job_id = str(body.get("job_id") or "") if isinstance(body, dict) else ""
-        except orjson.JSONDecodeError:
-            pass
-    last = headers.get(H.LAST_FAILURE_MS, "")
-    version = int(last) if last.isdigit() else timestamp_ms
-    try:
-        attempt = int(headers.get(H.ATTEMPT, "0") or 0)
-    except ValueError:
-        attempt = 0
-    return DeadLetter(record_id=record_id, stage=headers.get(H.STAGE, ""),
-                      reason=headers.get(H.REASON, "") or ReasonCode.MALFORMED_MESSAGE,
-                      error=headers.get(H.ERROR_MESSAGE, ""), details=headers.get(H.DETAILS, ""),
-                      origin_topic=headers.get(H.ORIGIN_TOPIC, ""), attempt=attempt, job_id=job_id,
-                      failed_at=dt.datetime.fromtimestamp(version / 1000, dt.UTC), version=version)
+    d = dlq.DeadLetter.from_kafka(topic, partition, offset, timestamp_ms, key, value, headers)
+    return DeadLetter(letter_id=d.letter_id, record_id=d.record_id, stage=d.stage,
+                      reason=d.reason or ReasonCode.MALFORMED_MESSAGE, error=d.error,
+                      details=headers.get(H.DETAILS, ""), origin_topic=d.origin_topic, attempt=d.attempts,
+                      job_id=d.job_id or "", failed_at=d.failed_at, version=d.failed_at_ms)

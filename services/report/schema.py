@@ -12,7 +12,8 @@ queries read a few thousand pre-summed rows instead of scanning a million (bench
 - ``record_outcomes``: each record's final outcome; a changed outcome (a rejected record replayed
   and archived) is written as a cancelling row (sign -1) plus the new one, in one insert.
 - ``status_counts``: records per (outcome, reason), the sum of those signs.
-- ``dead_letters``: the latest dead letter of each record, with its reason.
+- ``dead_letters``: every dead letter once (``letter_id``: a redelivered copy is the same dead
+  letter, shared/dlq/model.py), with its reason.
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS dead_letters (
         record_id String, stage LowCardinality(String), reason LowCardinality(String), error String,
         details String, origin_topic String, attempt UInt32, job_id String,
-        failed_at DateTime64(3, 'UTC'), version UInt64
-    ) ENGINE = ReplacingMergeTree(version) ORDER BY record_id""",
+        failed_at DateTime64(3, 'UTC'), version UInt64, letter_id String
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (record_id, letter_id)""",
 ]
+
+# A dead_letters table from before letter_id was ordered by record id alone (its merges kept one
+# row per record): the column joins the sorting key, which ClickHouse allows only for a column
+# added in the same ALTER.  Rows from before get letter_id '' and stay one per record.
+DEAD_LETTERS_UPGRADE = ("ALTER TABLE dead_letters ADD COLUMN letter_id String,"
+                        " MODIFY ORDER BY (record_id, letter_id)")
 
 ARCHIVED_COLUMNS = ["record_id", "uuid", "issuer_rfc", "receiver_rfc", "day", "fecha", "tipo", "moneda",
                     "tipo_cambio", "total", "total_mxn", "job_id", "s3_key", "archived_at", "version"]
 OUTCOME_COLUMNS = ["record_id", "outcome", "reason", "job_id", "sign", "version"]
 DEAD_LETTER_COLUMNS = ["record_id", "stage", "reason", "error", "details", "origin_topic", "attempt", "job_id",
-                       "failed_at", "version"]
+                       "failed_at", "version", "letter_id"]

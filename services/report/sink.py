@@ -16,7 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from services.report.events import ARCHIVED, Archived, DeadLetter, Event
-from services.report.schema import ARCHIVED_COLUMNS, DDL, DEAD_LETTER_COLUMNS, OUTCOME_COLUMNS
+from services.report.schema import ARCHIVED_COLUMNS, DDL, DEAD_LETTER_COLUMNS, DEAD_LETTERS_UPGRADE, OUTCOME_COLUMNS
 
 log = logging.getLogger("fiscalflow.report.sink")
 
@@ -31,6 +31,10 @@ def connect(dsn: str) -> Client:
 def create_schema(client: Client) -> None:
     for stmt in DDL:
         client.command(stmt)
+    has_letter_id = client.query("SELECT count() FROM system.columns WHERE database = currentDatabase()"
+                                 " AND table = 'dead_letters' AND name = 'letter_id'").result_rows[0][0]
+    if not has_letter_id:
+        client.command(DEAD_LETTERS_UPGRADE)
 
 
 # The summing tables and how to recompute each from its base table: (table, check, rebuild).
@@ -101,9 +105,13 @@ class ClickHouseSink:
 
     def write(self, events: Sequence[Event]) -> Written:
         """Insert what is new in ``events`` (in order; a redelivered event adds nothing)."""
+        dead = self._new_dead_letters([e for e in events if isinstance(e, DeadLetter)])
+        # A dead letter already written (a copy a killed stage wrote again, or this stage reading
+        # it again) is not an event at all: it must not move the record's outcome either.
+        new_dead = {id(d) for d in dead}
+        events = [e for e in events if isinstance(e, Archived) or id(e) in new_dead]
         archived = self._new_archived([e for e in events if isinstance(e, Archived)])
         outcome_rows = self._outcome_rows(events)
-        dead = [e for e in events if isinstance(e, DeadLetter)]
         # Order matters only for speed: each table's check-then-insert is idempotent on its own.
         if archived:
             self.client.insert("archived", [a.row() for a in archived], column_names=ARCHIVED_COLUMNS)
@@ -122,6 +130,20 @@ class ClickHouseSink:
             parameters={"days": sorted({a.day for a in unique}), "uuids": [a.uuid for a in unique]},
         ).result_rows}
         return [a for a in unique if a.uuid not in present]
+
+    def _new_dead_letters(self, items: list[DeadLetter]) -> list[DeadLetter]:
+        """Each dead letter once: the first copy in the batch, if the table does not hold it."""
+        if not items:
+            return []
+        first: dict[str, DeadLetter] = {}
+        for d in items:
+            first.setdefault(d.letter_id, d)
+        unique = list(first.values())
+        present = {r[0] for r in self.client.query(
+            "SELECT letter_id FROM dead_letters WHERE record_id IN %(ids)s AND letter_id IN %(letters)s",
+            parameters={"ids": sorted({d.record_id for d in unique}), "letters": [d.letter_id for d in unique]},
+        ).result_rows}
+        return [d for d in unique if d.letter_id not in present]
 
     def _current(self, record_ids: list[str]) -> dict[str, _Outcome]:
         rows = self.client.query(

@@ -1,8 +1,11 @@
 """``fiscalflow dlq``: list, show, count and replay dead letters.
 
 Every sub-command reads the dead-letter topic from its beginning to its current end, without a
-consumer group (nothing is committed), and takes the same filters.  Exit status: 0 done,
-1 something failed (a replay the broker did not take, an unreachable broker), 2 usage errors.
+consumer group (nothing is committed), and takes the same filters.  A dead letter written more
+than once (a stage killed before committing its input redoes it) is one dead letter everywhere:
+listed, counted and replayed once, its copies' positions shown with it (model.letter_id).
+Exit status: 0 done, 1 something failed (a replay the broker did not take, an unreachable
+broker), 2 usage errors.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def _settings() -> Settings:
 
 
 def _read(namespace: str, keep_values: bool) -> list[DeadLetter]:
-    """All dead letters in failure order (the broker's timestamp, then position)."""
+    """All dead letters, each once, in failure order (the broker's timestamp, then position)."""
+    from shared.dlq.model import collapse_copies
     from shared.dlq.reader import DeadLetterTopicMissing, read_dead_letters
     from shared.topics import DLQ
 
@@ -83,7 +87,7 @@ def _read(namespace: str, keep_values: bool) -> list[DeadLetter]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     letters.sort(key=lambda d: (d.dlq_timestamp_ms, d.dlq_partition, d.dlq_offset))
-    return letters
+    return collapse_copies(letters)
 
 
 def _echo_json(obj: Any) -> None:
@@ -111,11 +115,12 @@ def list_(stage: StageOpt = None, reason: ReasonOpt = None, job: JobOpt = None, 
     from rich.table import Table
 
     table = Table(title=f"{len(letters)} dead letters", title_justify="left")
-    for col in ("position", "record", "stage", "reason", "attempts", "replays", "failed at (UTC)", "job", "error"):
+    for col in ("position", "record", "stage", "reason", "attempts", "replays", "failed at (UTC)", "job", "error",
+                "copies"):
         table.add_column(col, overflow="fold")
     for dl in letters:
         table.add_row(dl.position, dl.record_id, dl.stage, dl.reason, str(dl.attempts), str(dl.replay_count),
-                      _when(dl.failed_at), dl.job_id or "", dl.error[:80])
+                      _when(dl.failed_at), dl.job_id or "", dl.error[:80], " ".join(dl.copies))
     Console().print(table)
 
 
@@ -130,8 +135,9 @@ def show(target: Annotated[str, typer.Argument(help="A record id, or PARTITION:O
     the details, and the start of the message."""
     flt = _filter(stage, reason, job, record, records_file, since, until, limit)
     m = re.fullmatch(r"(\d+):(\d+)", target)
+    # A copy's position shows the dead letter it is a copy of.
     letters = [dl for dl in flt.select(_read(namespace, keep_values=True))
-               if (m and (dl.dlq_partition, dl.dlq_offset) == (int(m.group(1)), int(m.group(2))))
+               if (m and f"{int(m.group(1))}:{int(m.group(2))}" in (dl.position, *dl.copies))
                or (not m and dl.record_id == target)]
     if not letters:
         typer.echo(f"no dead letter matches {target}", err=True)
@@ -161,7 +167,7 @@ def _print_letter(dl: DeadLetter, preview: str) -> None:
         ("reason", dl.reason), ("error", dl.error), ("attempts", str(dl.attempts)),
         ("first failure", _when(dl.first_failure)), ("last failure", _when(dl.last_failure)),
         ("replays", str(dl.replay_count)), ("job", dl.job_id or ""), ("trace", dl.trace_id),
-        ("value", f"{dl.value_size} bytes"),
+        ("value", f"{dl.value_size} bytes"), ("copies", " ".join(dl.copies) or "none"),
     ):
         facts.add_row(name, value)
     headers = Table("header", "value", title="headers", title_justify="left")
@@ -179,7 +185,8 @@ def _print_letter(dl: DeadLetter, preview: str) -> None:
 def stats(stage: StageOpt = None, reason: ReasonOpt = None, job: JobOpt = None, record: RecordOpt = None,
           records_file: RecordsFileOpt = None, since: SinceOpt = None, until: UntilOpt = None,
           limit: LimitOpt = None, json: JsonOpt = False, namespace: NamespaceOpt = "") -> None:
-    """Count dead letters by stage and reason."""
+    """Count dead letters by stage and reason (a redelivered copy counts once; ``copies`` says
+    how many were folded in)."""
     flt = _filter(stage, reason, job, record, records_file, since, until, limit)
     letters = flt.select(_read(namespace, keep_values=False))
     groups: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
@@ -188,7 +195,8 @@ def stats(stage: StageOpt = None, reason: ReasonOpt = None, job: JobOpt = None, 
     rows = [{"stage": s, "reason": r, "count": len(g), "records": len({d.record_id for d in g}),
              "oldest": min(d.failed_at for d in g).isoformat(), "newest": max(d.failed_at for d in g).isoformat()}
             for (s, r), g in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
-    total = {"count": len(letters), "records": len({d.record_id for d in letters})}
+    total = {"count": len(letters), "records": len({d.record_id for d in letters}),
+             "copies": sum(len(d.copies) for d in letters)}
     if json:
         _echo_json({"total": total, "groups": rows})
         return
@@ -196,7 +204,9 @@ def stats(stage: StageOpt = None, reason: ReasonOpt = None, job: JobOpt = None, 
     from rich.table import Table
 
     table = Table("stage", "reason", "dead letters", "records", "oldest (UTC)", "newest (UTC)",
-                  title=f"{total['count']} dead letters of {total['records']} records", title_justify="left")
+                  title=f"{total['count']} dead letters of {total['records']} records"
+                  + (f" ({total['copies']} redelivered copies not counted)" if total["copies"] else ""),
+                  title_justify="left")
     for r in rows:
         table.add_row(str(r["stage"]), str(r["reason"]), str(r["count"]), str(r["records"]),
                       str(r["oldest"])[:19], str(r["newest"])[:19])

@@ -18,16 +18,10 @@ from shared.dlq.model import DeadLetter
 # A claim older than this that was never confirmed belongs to a run that died: take it over.
 CLAIM_TIMEOUT_S = 600
 
-Position = tuple[str, int, int]  # (dlq topic, partition, offset)
-
-
-def position(dl: DeadLetter) -> Position:
-    return (dl.dlq_topic, dl.dlq_partition, dl.dlq_offset)
-
 
 def idempotency_key(dl: DeadLetter) -> str:
-    """One audit event per dead letter, however often it is replayed (timestamp: see the ledger)."""
-    return f"dlq:{dl.dlq_topic}:{dl.dlq_partition}:{dl.dlq_offset}:{dl.dlq_timestamp_ms}"
+    """One audit event per dead letter (its identity: a copy is the same), however often replayed."""
+    return f"dlq:{dl.letter_id}"
 
 
 @dataclass(frozen=True)
@@ -39,40 +33,30 @@ class LedgerEntry:
     current_status: str | None  # fiscal_records.status when planned; None: not a registered record
 
 
+# Rows are keyed by letter_id: a copy of a dead letter replayed before conflicts with its row.
 _CLAIM_SQL = """
-INSERT INTO dlq_replays AS r (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp_ms, record_id, action,
+INSERT INTO dlq_replays AS r (letter_id, dlq_topic, dlq_partition, dlq_offset, dlq_timestamp_ms, record_id, action,
                               target_topic, replay_count, state, actor)
-SELECT t.*, 'claimed', $9
-FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[]) AS t
-ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO UPDATE SET
-    dlq_timestamp_ms = EXCLUDED.dlq_timestamp_ms, record_id = EXCLUDED.record_id, action = EXCLUDED.action,
-    target_topic = EXCLUDED.target_topic, replay_count = EXCLUDED.replay_count, state = 'claimed',
-    actor = EXCLUDED.actor, claimed_at = now(), sent_at = NULL
-WHERE r.dlq_timestamp_ms <> EXCLUDED.dlq_timestamp_ms OR r.record_id <> EXCLUDED.record_id
-   OR (r.state = 'claimed' AND r.claimed_at < now() - make_interval(secs => $10))
-RETURNING r.dlq_topic, r.dlq_partition, r.dlq_offset
+SELECT t.*, 'claimed', $10
+FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+            $9::int[]) AS t
+ON CONFLICT (letter_id) DO UPDATE SET
+    dlq_topic = EXCLUDED.dlq_topic, dlq_partition = EXCLUDED.dlq_partition, dlq_offset = EXCLUDED.dlq_offset,
+    dlq_timestamp_ms = EXCLUDED.dlq_timestamp_ms, action = EXCLUDED.action, target_topic = EXCLUDED.target_topic,
+    replay_count = EXCLUDED.replay_count, state = 'claimed', actor = EXCLUDED.actor, claimed_at = now(),
+    sent_at = NULL
+WHERE r.state = 'claimed' AND r.claimed_at < now() - make_interval(secs => $11)
+RETURNING r.letter_id
 """
 
 _DONE_SQL = """
-SELECT r.dlq_topic, r.dlq_partition, r.dlq_offset
-FROM dlq_replays r
-JOIN unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS t(topic, p, o, ts, rid)
-  ON r.dlq_topic = t.topic AND r.dlq_partition = t.p AND r.dlq_offset = t.o
-WHERE r.dlq_timestamp_ms = t.ts AND r.record_id = t.rid
-  AND (r.state = 'sent' OR r.claimed_at >= now() - make_interval(secs => $6))
+SELECT letter_id FROM dlq_replays
+WHERE letter_id = ANY($1::text[]) AND (state = 'sent' OR claimed_at >= now() - make_interval(secs => $2))
 """
 
-_CONFIRM_SQL = """
-UPDATE dlq_replays r SET state = 'sent', sent_at = now()
-FROM unnest($1::text[], $2::int[], $3::bigint[]) AS t(topic, p, o)
-WHERE r.dlq_topic = t.topic AND r.dlq_partition = t.p AND r.dlq_offset = t.o
-"""
+_CONFIRM_SQL = "UPDATE dlq_replays SET state = 'sent', sent_at = now() WHERE letter_id = ANY($1::text[])"
 
-_RELEASE_SQL = """
-DELETE FROM dlq_replays r
-USING unnest($1::text[], $2::int[], $3::bigint[]) AS t(topic, p, o)
-WHERE r.dlq_topic = t.topic AND r.dlq_partition = t.p AND r.dlq_offset = t.o AND r.state = 'claimed'
-"""
+_RELEASE_SQL = "DELETE FROM dlq_replays WHERE letter_id = ANY($1::text[]) AND state = 'claimed'"
 
 _AUDIT_SQL = """
 INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, trace_id, idempotency_key)
@@ -82,8 +66,8 @@ ON CONFLICT (idempotency_key) DO NOTHING
 """
 
 
-def _positions(letters: Sequence[DeadLetter]) -> tuple[list[str], list[int], list[int]]:
-    return ([d.dlq_topic for d in letters], [d.dlq_partition for d in letters], [d.dlq_offset for d in letters])
+def _ids(letters: Sequence[DeadLetter]) -> list[str]:
+    return [d.letter_id for d in letters]
 
 
 class ReplayLedger:
@@ -96,25 +80,26 @@ class ReplayLedger:
                                      list(record_ids))
         return {r["record_id"]: r["status"] for r in rows}
 
-    async def already_replayed(self, letters: Sequence[DeadLetter]) -> set[Position]:
-        """Dead letters sent before, or being sent right now by another run."""
+    async def already_replayed(self, letters: Sequence[DeadLetter]) -> set[str]:
+        """The letter ids of dead letters sent before, or being sent right now by another run."""
         if not letters:
             return set()
-        rows = await self.conn.fetch(_DONE_SQL, *_positions(letters), [d.dlq_timestamp_ms for d in letters],
-                                     [d.record_id for d in letters], CLAIM_TIMEOUT_S)
-        return {(r[0], r[1], r[2]) for r in rows}
+        rows = await self.conn.fetch(_DONE_SQL, _ids(letters), CLAIM_TIMEOUT_S)
+        return {r[0] for r in rows}
 
-    async def claim(self, entries: Sequence[LedgerEntry]) -> set[Position]:
-        """Claim entries for this run; returns those claimed (the others are another run's or done)."""
+    async def claim(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """Claim entries for this run; returns the letter ids claimed (the others are another
+        run's or done)."""
         if not entries:
             return set()
         letters = [e.letter for e in entries]
         rows = await self.conn.fetch(
-            _CLAIM_SQL, *_positions(letters), [d.dlq_timestamp_ms for d in letters], [d.record_id for d in letters],
+            _CLAIM_SQL, _ids(letters), [d.dlq_topic for d in letters], [d.dlq_partition for d in letters],
+            [d.dlq_offset for d in letters], [d.dlq_timestamp_ms for d in letters], [d.record_id for d in letters],
             [e.action for e in entries], [e.target_topic for e in entries], [e.replay_count for e in entries],
             self.actor, CLAIM_TIMEOUT_S,
         )
-        return {(r[0], r[1], r[2]) for r in rows}
+        return {r[0] for r in rows}
 
     async def confirm(self, entries: Sequence[LedgerEntry]) -> None:
         """Mark entries sent and write their audit events, in one transaction."""
@@ -122,7 +107,7 @@ class ReplayLedger:
             return
         letters = [e.letter for e in entries]
         async with self.conn.transaction():
-            await self.conn.execute(_CONFIRM_SQL, *_positions(letters))
+            await self.conn.execute(_CONFIRM_SQL, _ids(letters))
             await self.conn.execute(
                 _AUDIT_SQL,
                 [d.record_id for d in letters],
@@ -140,13 +125,14 @@ class ReplayLedger:
     async def release(self, entries: Sequence[LedgerEntry]) -> None:
         """Give back claims whose messages the broker did not take, so a later run sends them."""
         if entries:
-            await self.conn.execute(_RELEASE_SQL, *_positions([e.letter for e in entries]))
+            await self.conn.execute(_RELEASE_SQL, _ids([e.letter for e in entries]))
 
 
 def _detail(e: LedgerEntry) -> dict[str, Any]:
     d = e.letter
     return {
-        "dead_letter": {"topic": d.dlq_topic, "partition": d.dlq_partition, "offset": d.dlq_offset},
+        "dead_letter": {"topic": d.dlq_topic, "partition": d.dlq_partition, "offset": d.dlq_offset,
+                        "letter_id": d.letter_id},
         "origin_topic": d.origin_topic, "target_topic": e.target_topic, "replay_count": e.replay_count,
         "failed_stage": d.stage, "failed_reason": d.reason,
     }

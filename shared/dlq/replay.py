@@ -5,7 +5,8 @@ dead letter is replayed, so a record that failed again after an earlier replay (
 is never sent back from an older failure.  Then, per dead letter:
 
 * its record is archived → skipped (it is done; replaying would only be counted again);
-* it was replayed before (the ledger) → skipped;
+* it was replayed before (the ledger, keyed by the letter's identity, so a redelivered copy of
+  a dead letter replayed before is skipped too) → skipped;
 * its replay count + 1 exceeds the limit → sent to the parking topic with reason REPLAY_LIMIT;
 * otherwise → sent to its origin topic (normal or priority lane), or to ``--to STAGE``'s input,
   with the same key and value, its domain headers, and ``ff-replay-count`` + 1.
@@ -23,7 +24,7 @@ from enum import StrEnum
 from confluent_kafka import Message as KafkaMessage
 
 from shared.dlq.filters import DeadLetterFilter
-from shared.dlq.ledger import LedgerEntry, ReplayLedger, position
+from shared.dlq.ledger import LedgerEntry, ReplayLedger
 from shared.dlq.model import JOB_ID, DeadLetter
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
@@ -167,7 +168,7 @@ async def plan(letters: list[DeadLetter], superseded: list[DeadLetter], ledger: 
         count = d.replay_count + 1
         if status == RecordStatus.ARCHIVED:
             out.append(PlannedReplay(d, Outcome.SKIPPED_ARCHIVED, current_status=status))
-        elif position(d) in done:
+        elif d.letter_id in done:
             out.append(PlannedReplay(d, Outcome.SKIPPED_ALREADY_REPLAYED, current_status=status))
         elif count > opts.max_replays:
             out.append(PlannedReplay(d, Outcome.PARKED, opts.ns(PARKING), d.replay_count, status))
@@ -220,12 +221,12 @@ async def execute(items: list[PlannedReplay], ledger: ReplayLedger, producer: As
     pacer = Pacer(opts.rate)
     for start in range(0, len(to_send), chunk_size):
         chunk = to_send[start:start + chunk_size]
-        entries = {position(i.letter): LedgerEntry(i.letter, i.outcome.value, i.target_topic, i.replay_count,
+        entries = {i.letter.letter_id: LedgerEntry(i.letter, i.outcome.value, i.target_topic, i.replay_count,
                                                    i.current_status) for i in chunk}
         claimed = await ledger.claim(list(entries.values()))
         sending: list[tuple[PlannedReplay, asyncio.Future[KafkaMessage]]] = []
         for item in chunk:
-            if position(item.letter) not in claimed:  # another run replayed it meanwhile
+            if item.letter.letter_id not in claimed:  # another run replayed it meanwhile
                 skipped = PlannedReplay(item.letter, Outcome.SKIPPED_ALREADY_REPLAYED,
                                         current_status=item.current_status)
                 summary.add(skipped)
@@ -242,8 +243,8 @@ async def execute(items: list[PlannedReplay], ledger: ReplayLedger, producer: As
         results = await asyncio.gather(*(f for _, f in sending), return_exceptions=True)
         ok = [i for (i, _), r in zip(sending, results, strict=True) if not isinstance(r, BaseException)]
         failed = [i for (i, _), r in zip(sending, results, strict=True) if isinstance(r, BaseException)]
-        await ledger.confirm([entries[position(i.letter)] for i in ok])
-        await ledger.release([entries[position(i.letter)] for i in failed])
+        await ledger.confirm([entries[i.letter.letter_id] for i in ok])
+        await ledger.release([entries[i.letter.letter_id] for i in failed])
         for i in ok:
             summary.add(i)
         for i in failed:

@@ -9,7 +9,6 @@ class RecordStatus(StrEnum):
     PENDING = "pending"
     DOWNLOADING = "downloading"
     DOWNLOADED = "downloaded"
-    VALIDATED = "validated"
     ARCHIVED = "archived"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"

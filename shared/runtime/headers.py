@@ -9,6 +9,9 @@ PRIORITY = "ff-priority"  # "1" keeps a record on the priority lane through retr
 ORIGIN_TOPIC = "ff-origin-topic"
 ORIGIN_PARTITION = "ff-origin-partition"
 ORIGIN_OFFSET = "ff-origin-offset"
+# The input's broker timestamp: with the origin position it names one stored message, even where
+# the local broker's memory storage reuses offsets after a restart (dead-letter identity).
+ORIGIN_TIMESTAMP_MS = "ff-origin-timestamp-ms"
 STAGE = "ff-stage"
 REASON = "ff-reason"
 ERROR_MESSAGE = "ff-error"

@@ -29,7 +29,8 @@ class Message:
 @dataclass(slots=True)
 class Emit:
     """An output message. ``stage`` = the stage whose input lane receives it (priority kept
-    by the runtime); ``topic`` overrides it for side topics (events)."""
+    by the runtime); ``topic`` names any other topic instead (no stage uses one today; the
+    runtime's tests and benchmark do)."""
 
     value: bytes
     stage: Stage | None = None

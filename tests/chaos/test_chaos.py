@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from shared.bench_results import append_result
+from shared.dlq.model import collapse_copies
 from shared.dlq.reader import read_dead_letters
 from shared.domain.reasons import ReasonCode
 from shared.issuers.generator import InvoiceGenerator
@@ -255,8 +256,9 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
         audit = Counter((r["record_id"], r["to_status"]) for r in _db(
             settings, "SELECT record_id, to_status FROM audit_events WHERE to_status IN ('archived', 'rejected')"))
         keys = archive_keys(settings)
+        raw_letters = list(read_dead_letters(settings, DLQ, keep_values=False))
         letters: dict[str, list[Any]] = defaultdict(list)
-        for dl in read_dead_letters(settings, DLQ, keep_values=False):
+        for dl in collapse_copies(raw_letters):  # each dead letter once, as `fiscalflow dlq` counts
             letters[dl.record_id].append(dl)
         replicas = stack.status().replicas
         restarts = sum(r.restarts for r in replicas)
@@ -264,14 +266,19 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
         # "Exactly one dead letter" under at-least-once delivery: a replica killed after its
         # dead letter was acknowledged but before the input's offset was committed handles that
         # input again and writes the same dead letter a second time; only broker transactions
-        # could prevent that, and the local broker's are unsound (LOCAL-INFRA.md).  So the DLQ
-        # topic may hold a record's dead letter more than once, but every copy must be the same
-        # verdict: one (stage, reason) per record, the record's planted defect.  What users see is
-        # exactly one: one rejected row and one rejection audit event per record in PostgreSQL,
-        # one count in the report (its dead_letters table is keyed by record).  A valid record
-        # must have no dead letter at all, and no transient fault may be a verdict.
+        # could prevent that, and the local broker's are unsound (docs/decisions/0006).  So the
+        # DLQ topic may hold a dead letter more than once; every reader folds the copies into one
+        # (same letter_id: record, stage, origin, replay count), and every dead letter of a record
+        # must be the same verdict: one (stage, reason) per record, its planted defect.  What
+        # users see is exactly one: one rejected row and one rejection audit event per record in
+        # PostgreSQL, one count in the report.  A valid record must have no dead letter at all,
+        # and no transient fault may be a verdict.  A record with more than one dead letter after
+        # folding failed again on a second input message (an upstream stage killed after its
+        # output, before its commit, sent the record on twice): reported, not a failure.
         verdicts = {rid: {(d.stage, d.reason) for d in ds} for rid, ds in letters.items()}
-        dlq_copies = sum(len(ds) for ds in letters.values()) - len(letters)
+        unique_letters = sum(len(ds) for ds in letters.values())
+        dlq_copies = len(raw_letters) - unique_letters
+        refailed = sum(1 for ds in letters.values() if len(ds) > 1)
         transient = {rid: v for rid, v in verdicts.items() if any(r in TRANSIENT_REASONS for _, r in v)}
 
         lost = (len(valid - archived) + len(invalid - rejected) + len(set(expected) - set(rows))
@@ -284,10 +291,12 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
 
         table = "\n".join([
             "| records | valid | invalid | kills | replica restarts | broker restarts | lost | duplicated "
-            "| DLQ redelivered copies | transient dead letters | generation s | run s (submit → settled) | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| dead letters (copies folded) | records with 2+ dead letters | transient dead letters "
+            "| generation s | run s (submit → settled) | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| {len(expected):,} (generated {COUNT:,}) | {len(valid):,} | {len(invalid):,} | {len(chaos.kills)} "
-            f"| {restarts} | {len(chaos.broker_restarts)} | {lost} | {duplicated} | {dlq_copies} | {len(transient)} "
+            f"| {restarts} | {len(chaos.broker_restarts)} | {lost} | {duplicated} | {unique_letters} ({dlq_copies}) "
+            f"| {refailed} | {len(transient)} "
             f"| {gen_s:.1f} | {run_s:.1f} | {wall_s:.1f} |",
         ])
         details = (f"seed {SEED}; kills at progress " + ", ".join(f"{s}@{p:.0%}" for p, s, _ in chaos.kills)

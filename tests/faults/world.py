@@ -24,7 +24,7 @@ import botocore.session
 import httpx
 from botocore.config import Config
 
-from shared.dlq.model import DeadLetter
+from shared.dlq.model import DeadLetter, collapse_copies
 from shared.dlq.reader import read_dead_letters
 from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from shared.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
@@ -114,7 +114,8 @@ class World:
     def dead_letters(self, ids: list[str] | set[str]) -> dict[str, list[DeadLetter]]:
         wanted = set(ids)
         out: dict[str, list[DeadLetter]] = defaultdict(list)
-        for dl in read_dead_letters(self.settings, DLQ, keep_values=False):
+        # Each dead letter once, redelivered copies folded in, as `fiscalflow dlq` shows them.
+        for dl in collapse_copies(read_dead_letters(self.settings, DLQ, keep_values=False)):
             if dl.record_id in wanted:
                 out[dl.record_id].append(dl)
         return dict(out)

@@ -110,10 +110,22 @@ class DlqWorld:
         return [f"dlq-{run}-{i}" for i in range(n)]
 
     def dead_letter(self, record_id: str, stage: Stage = Stage.VALIDATE, reason: str = "INVALID_CFDI",
-                    priority: bool = False, value: bytes | None = None, **kw: Any) -> None:
+                    priority: bool = False, value: bytes | None = None, **kw: Any) -> tuple[bytes, dict[str, str]]:
+        """Produce a dead letter; returns its value and headers (for ``redeliver``)."""
         origin = self.topic(priority_topic(stage) if priority else input_topic(stage))
         body = value if value is not None else json.dumps({"record_id": record_id, "v": 1}).encode()
-        produce(self.settings, self.dlq, [(record_id, body, dead_letter_headers(origin, stage.value, reason, **kw))])
+        headers = dead_letter_headers(origin, stage.value, reason, **kw)
+        produce(self.settings, self.dlq, [(record_id, body, headers)])
+        return body, headers
+
+    def redeliver(self, record_id: str, letter: tuple[bytes, dict[str, str]]) -> None:
+        """The same dead letter again, as a stage killed before committing its input writes it on
+        redoing that input: same value and origin, new failure time and trace."""
+        body, headers = letter
+        later = int(time.time() * 1000) + 1
+        again = {**headers, "ff-first-failure-ms": str(later), "ff-last-failure-ms": str(later),
+                 "ff-trace-id": uuid.uuid4().hex, "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+        produce(self.settings, self.dlq, [(record_id, body, again)])
 
     def cli(self, *args: str) -> Any:
         ns = ["--namespace", self.ns] if self.ns else []

@@ -39,7 +39,7 @@ def test_list_and_stats_select_by_record_stage_reason_job_and_time(shared_dlq: D
     assert len(w.json_lines("list", *mine, "--limit", "2")) == 2
 
     stats = w.json_lines("stats", *mine)[0]
-    assert stats["total"] == {"count": 4, "records": 4}
+    assert stats["total"] == {"count": 4, "records": 4, "copies": 0}
     counts = {(g["stage"], g["reason"]): g["count"] for g in stats["groups"]}
     assert counts == {("validate", "INVALID_CFDI"): 2, ("download", "CHECKSUM_MISMATCH"): 1,
                       ("download", "RETRIES_EXHAUSTED"): 1}
@@ -77,3 +77,24 @@ def test_show_by_record_and_by_position_prints_every_header(shared_dlq: DlqWorld
     for text in ("ff-origin-topic", "x-source", '"rules"', "<cfdi:Comprobante", "INVALID_CFDI"):
         assert text in pretty.stdout
     assert w.cli("show", a + "-nope").exit_code == 1
+
+
+def test_a_redelivered_dead_letter_is_listed_and_counted_once(shared_dlq: DlqWorld) -> None:
+    w = shared_dlq
+    a, b = w.ids(2)
+    letter = w.dead_letter(a, Stage.VALIDATE, "INVALID_CFDI")
+    w.redeliver(a, letter)
+    w.redeliver(a, letter)
+    w.dead_letter(b, Stage.VALIDATE, "INVALID_CFDI")
+    mine = [f"--record={a}", f"--record={b}"]
+
+    stats = w.json_lines("stats", *mine)[0]
+    assert stats["total"] == {"count": 2, "records": 2, "copies": 2}
+    assert [(g["stage"], g["reason"], g["count"]) for g in stats["groups"]] == [("validate", "INVALID_CFDI", 2)]
+    (row,) = w.json_lines("list", f"--record={a}")
+    assert len(row["copies"]) == 2 and row["letter_id"]
+    # A copy's position shows the dead letter it is a copy of.
+    (by_copy,) = w.json_lines("show", row["copies"][-1])
+    assert by_copy["record_id"] == a and by_copy["dlq_offset"] == row["dlq_offset"]
+    table = w.cli("stats", *mine)
+    assert table.exit_code == 0 and "2 redelivered copies not counted" in table.stdout

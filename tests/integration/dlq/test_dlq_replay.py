@@ -111,6 +111,27 @@ def test_only_the_latest_dead_letter_of_a_record_is_replayed(isolated: DlqWorld)
     assert s2["replayed"] == 0 and s2["skipped_superseded"] == 1
 
 
+def test_a_redelivered_dead_letter_is_replayed_once(isolated: DlqWorld) -> None:
+    w = isolated
+    r, other = w.ids(2)
+    letter = w.dead_letter(r, Stage.VALIDATE, "INVALID_CFDI", value=b"<xml once/>")
+    w.redeliver(r, letter)
+    _, summary = _summary(w, f"--record={r}")
+    assert summary["replayed"] == 1 and summary["skipped_superseded"] == 0
+    (m,) = read_to_end(w.settings, w.topic(input_topic(Stage.VALIDATE)), {r})
+    assert m.value() == b"<xml once/>" and headers_of(m)["ff-replay-count"] == "1"
+    assert len(_audit(w, [r])) == 1
+
+    # A copy written after the replay (the killed stage came back late) is the letter replayed.
+    w.redeliver(r, letter)
+    w.dead_letter(other)
+    _, again = _summary(w, f"--record={r}", f"--record={other}")
+    assert again["replayed"] == 1 and again["skipped_already_replayed"] == 1
+    sent = read_to_end(w.settings, w.topic(input_topic(Stage.VALIDATE)), {r, other})
+    assert sorted(x.key() for x in sent) == sorted([r.encode(), other.encode()])
+    assert len(_audit(w, [r])) == 1
+
+
 def test_archived_records_are_skipped(isolated: DlqWorld) -> None:
     w = isolated
     done, todo = w.ids(2)

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import re
 import threading
 import uuid
 from collections import defaultdict
@@ -17,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from confluent_kafka import Producer
 
 from services.store.service import build_stage
 from shared.db.jobs import create_job
@@ -147,6 +150,54 @@ def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archiv
     by_status, by_reason = delta()
     assert (by_status["archived"], by_status["rejected"], by_status["duplicate"]) == (1, 1, 1)
     assert {k: v for k, v in by_reason.items() if v} == {"CHECKSUM_MISMATCH": 1, "DUPLICATE_UUID": 1}
+
+
+def _metric(report: ReportProc, sample: str) -> float:
+    m = re.search(rf"^{re.escape(sample)} (\S+)$", httpx.get(report.ops + "/metrics", timeout=10).text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_a_redelivered_dead_letter_counts_once_and_moves_no_outcome(report: ReportProc) -> None:
+    """The runtime writes a dead letter again when a stage is killed before committing its input:
+    the same origin and pass, new failure time and trace.  The report writes it once and its
+    rejection count stays one, even when the copy comes after the record's later failure."""
+    copied, moved_on, sentinel = _ids(3, "dlc")
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    before = report.get("/api/v1/reports/summary").json()["by_reason"]
+    rows = 'fiscalflow_report_rows_total{table="dead_letters"}'
+    rows_before = _metric(report, rows)
+
+    def letter(stage: str, reason: str, origin_offset: int, failed_ms: int, replays: int = 0) -> dict[str, str]:
+        return {"ff-origin-topic": report.topics.name(input_topic(Stage(stage))), "ff-origin-partition": "0",
+                "ff-origin-offset": str(origin_offset), "ff-origin-timestamp-ms": str(now_ms - 60_000),
+                "ff-stage": stage, "ff-reason": reason, "ff-error": "test", "ff-attempt": "1",
+                "ff-first-failure-ms": str(failed_ms), "ff-last-failure-ms": str(failed_ms),
+                "ff-trace-id": uuid.uuid4().hex, "ff-replay-count": str(replays)}
+
+    # One partition: the sentinel, written last, is materialised after everything before it.
+    p = Producer({"bootstrap.servers": report.topics.settings.bootstrap_servers})
+    for key, headers in [
+        (copied, letter("validate", "INVALID_CFDI", 7, now_ms)),
+        (copied, letter("validate", "INVALID_CFDI", 7, now_ms + 1_000)),  # redelivered copies
+        (copied, letter("validate", "INVALID_CFDI", 7, now_ms + 2_000)),
+        (moved_on, letter("download", "CHECKSUM_MISMATCH", 8, now_ms)),
+        (moved_on, letter("validate", "INVALID_CFDI", 9, now_ms + 1_000, replays=1)),  # replayed, failed again
+        (moved_on, letter("download", "CHECKSUM_MISMATCH", 8, now_ms + 5_000)),  # a late copy of the first
+        (sentinel, letter("store", "FILE_TOO_LARGE", 10, now_ms)),
+    ]:
+        p.produce(report.topics.name(DLQ), b"{}", key=key.encode(), partition=0,
+                  headers=[(k, v.encode()) for k, v in headers.items()])
+    assert p.flush(30) == 0
+
+    def delta() -> dict[str, int]:
+        now = report.get("/api/v1/reports/summary").json()["by_reason"]
+        return {k: now.get(k, 0) - before.get(k, 0) for k in {*now, *before} if now.get(k, 0) != before.get(k, 0)}
+
+    report.wait_until(lambda: delta().get("FILE_TOO_LARGE") == 1)
+    assert delta() == {"INVALID_CFDI": 2, "FILE_TOO_LARGE": 1}
+    # Four dead letters, each written once (rows are counted right after their batch is written).
+    report.wait_until(lambda: _metric(report, rows) - rows_before >= 4)
+    assert _metric(report, rows) - rows_before == 4
 
 
 def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: ReportProc) -> None:

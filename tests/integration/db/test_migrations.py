@@ -1,0 +1,62 @@
+"""Migrations on a database of their own on the real PostgreSQL: a registry from before a
+migration is carried over, and what a migration removed is refused afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from shared.db.migrate import migrate, migrations
+from shared.settings import Settings
+
+
+@pytest.fixture
+async def blank_db(stack_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A new, empty database next to the test stack's, dropped afterwards."""
+    dsn = stack_settings.pg_dsn.get_secret_value()
+    name = f"ff_migrations_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(urlunsplit(urlsplit(dsn)._replace(path=f"/{name}")))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+        # A connection of its own: the server may have been restarted meanwhile (the machine's
+        # PostgreSQL is shared), and the database must not outlive the test.
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _apply_up_to(conn: asyncpg.Connection, last: int) -> None:
+    """The migrations up to ``last`` as an older release applied them."""
+    await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                       " applied_at timestamptz NOT NULL DEFAULT now())")
+    for version, name, sql in migrations():
+        if version <= last:
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+
+
+async def test_validated_records_become_downloaded_and_the_status_is_refused(blank_db: asyncpg.Connection) -> None:
+    conn = blank_db
+    await _apply_up_to(conn, 20)
+    await conn.execute("INSERT INTO fiscal_records (record_id, region, remote_path, status) VALUES"
+                       " ('old-validated', 'north', 'a.xml', 'validated'), ('old-archived', 'north', 'b.xml',"
+                       " 'archived')")
+    applied = await migrate(conn)
+    assert "0030_no_validated_status.sql" in applied
+    rows = await conn.fetch("SELECT record_id, status FROM fiscal_records ORDER BY record_id")
+    assert [tuple(r) for r in rows] == [("old-archived", "archived"), ("old-validated", "downloaded")]
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute("UPDATE fiscal_records SET status = 'validated' WHERE record_id = 'old-archived'")
