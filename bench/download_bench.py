@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/download_bench.py [--count 10000] [--connections 1
 Starts its own sshd region (``.local-bench``, port 23201) with the stack's code, generates the
 invoices into it with the generator (all cores), fetches every file through the download stage's
 RegionPool and fetch() (the code the service runs, without Kafka or PostgreSQL), and appends a
-dated entry to bench/RESULTS.md.  Stops only the sshd it started.
+dated entry to the raw run log (.local/bench/RESULTS.md).  Stops only the sshd it started.
 """
 
 from __future__ import annotations

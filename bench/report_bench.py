@@ -10,7 +10,7 @@ the worst case for the summing tables (5x the rows per day).  Then times the ser
 functions (services/report/queries.py) through its ClickHouse thread, p50/p99, and the same
 answers computed from the base table with FINAL, to show what the summing tables buy.  The
 machine's load average is part of the note: on shared cores it moves p99 more than any change.
-Appends to bench/RESULTS.md.  Not a test.
+Appends to the raw run log (.local/bench/RESULTS.md).  Not a test.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 Generates invoices with the project's demo PKI (1–15 conceptos, the generator's mix of I/E/P),
 then runs each variant in its own process pinned to core 0 (``taskset -c 0`` when available) so the
-peak RSS is the validator's own, and appends the figures to bench/RESULTS.md.  Not a test.
+peak RSS is the validator's own, and appends the figures to the raw run log (.local/bench/RESULTS.md).  Not a test.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=1500, help="documents for the fast variant")
     ap.add_argument("--stock-count", type=int, default=200, help="documents for the stock-schema variant")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--no-record", action="store_true", help="do not append to the raw run log")
     ap.add_argument("--worker", choices=["fast", "stock"], help=argparse.SUPPRESS)
     ap.add_argument("--docs", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--pki", type=Path, help=argparse.SUPPRESS)

@@ -1,4 +1,9 @@
-"""Append a dated benchmark entry to bench/RESULTS.md: date, machine, commit, command, numbers."""
+"""Append a dated benchmark entry (date, machine, commit, command, numbers) to the raw run log.
+
+The raw log is ``<local dir>/bench/RESULTS.md`` (``FISCALFLOW_LOCAL_DIR``, default ``./.local``):
+out of git, so the README's commands, the tests, the demo and the benchmarks never change a
+tracked file.  bench/RESULTS.md is the history recorded before that, kept as it was.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ import os
 import subprocess
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "RESULTS.md"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def results_path() -> Path:
+    local = os.environ.get("FISCALFLOW_LOCAL_DIR") or str(REPO / ".local")
+    return Path(local) / "bench" / "RESULTS.md"
 
 
 def machine() -> str:
@@ -33,22 +43,26 @@ def machine() -> str:
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=RESULTS.parent.parent, check=False)
+                             cwd=REPO, check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=RESULTS.parent.parent, check=False).stdout.strip()
+                               text=True, cwd=REPO, check=False).stdout.strip()
         return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
     except OSError:
         return "unknown"
 
 
-def append_result(scenario: str, command: str, table: str, note: str = "") -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nEvery benchmark run, appended by the benchmark itself.\n")
+def append_result(scenario: str, command: str, table: str, note: str = "") -> Path:
+    """Append the entry; returns the log's path."""
+    results = results_path()
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if not results.exists():
+        results.write_text("# Benchmark runs\n\nEvery benchmark, chaos and demo run, appended by the run itself.\n")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     entry = [f"\n## {now} — {scenario}\n", f"- machine: {machine()}", f"- commit: {commit()}",
              f"- command: `{command}`"]
     if note:
         entry.append(f"- note: {note}")
     entry += ["", table, ""]
-    with RESULTS.open("a") as fh:
+    with results.open("a") as fh:
         fh.write("\n".join(entry))
+    return results

@@ -1,5 +1,6 @@
 """``fiscalflow bench SCENARIO``: the issue-8 benchmarks, each on an isolated stack of its own; each run
-prints its table and appends a dated entry (machine, commit, command, numbers, load) to bench/RESULTS.md."""
+prints its table and appends a dated entry (machine, commit, command, numbers, load) to
+the raw run log (.local/bench/RESULTS.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A scenario's table: printed, and appended (dated, machine, commit, command) to bench/RESULTS.md."""
+"""A scenario's table: printed, and appended (dated, machine, commit, command) to the raw run log
+(.local/bench/RESULTS.md)."""
 
 from __future__ import annotations
 
