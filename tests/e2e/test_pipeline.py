@@ -5,7 +5,6 @@ rejected one one dead letter with its reason, and a second run of the same jobs 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import itertools
@@ -17,11 +16,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-import botocore.session
 import httpx
 import pytest
-from botocore.config import Config
 from lxml import etree
 
 from shared.dlq.reader import read_dead_letters
@@ -31,6 +27,9 @@ from shared.issuers.pki import DemoPKI
 from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
+from tests.e2e.common import db as _db
+from tests.e2e.common import s3_keys as _s3_keys
+from tests.e2e.common import wait_jobs as _wait_jobs
 from tests.e2e.otlp_sink import OtlpSink, Span
 from tests.stacks import Services, isolated_settings, isolated_stack, service_env
 
@@ -116,27 +115,6 @@ def _submit(settings: Settings) -> list[str]:
     return jobs
 
 
-def _wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
-    api = f"http://127.0.0.1:{settings.ingest_port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs]
-        if all(s["status"] == "completed" for s in states):
-            return
-        time.sleep(1)
-    raise AssertionError(f"jobs not completed in {timeout} s: {states}")
-
-
-def _db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def q() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-    return asyncio.run(q())
-
-
 def _wait_settled(settings: Settings, timeout: float = 300) -> None:
     """Until no record is between stages and the report service has caught up with PostgreSQL."""
     deadline = time.monotonic() + timeout
@@ -178,18 +156,6 @@ def _expected_groups(docs: list[bytes]) -> dict[str, dict[tuple[str, str], list[
 
 def _api_groups(groups: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
     return {(g["tipo"], g["moneda"]): [g["count"], Decimal(g["total"]), Decimal(g["total_mxn"])] for g in groups}
-
-
-def _s3_keys(settings: Settings) -> set[str]:
-    s3 = botocore.session.get_session().create_client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}))
-    keys: set[str] = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
-        keys.update(o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/"))
-    return keys
 
 
 def _counts(settings: Settings) -> dict[str, Any]:
