@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import asyncpg
@@ -339,7 +342,31 @@ def test_every_lane_of_every_stage_reaches_the_archive_and_every_report_once(lan
     assert _read_keys(settings, STORED, prio | normal) == normal
 
 
-def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lanes) -> None:
+class _Callbacks(BaseHTTPRequestHandler):
+    """Job callbacks as a user's endpoint receives them: (arrival monotonic time, body)."""
+
+    received: list[tuple[float, dict[str, Any]]] = []  # noqa: RUF012 (reset by the test)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((time.monotonic(), json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def callbacks() -> Iterator[str]:
+    _Callbacks.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/done"
+    server.shutdown()
+
+
+def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lanes, callbacks: str) -> None:
     settings = lanes.settings
     gen = InvoiceGenerator(lanes.pki, seed=47, start=PRIORITY_DAY, days=1)
     invs = [gen.generate(i, defect=None) for i in range(PRIORITY_JOB)]
@@ -350,14 +377,26 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     t0 = time.monotonic()
     resp = httpx.post(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs", timeout=120,
                       headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"},
-                      json={"source": {"region": REGION, "pattern": "priority-job/*.xml"}, "priority": "high"})
+                      json={"source": {"region": REGION, "pattern": "priority-job/*.xml"}, "priority": "high",
+                            "callback_url": callbacks})
     assert resp.status_code == 202, resp.text
     assert resp.json()["record_count"] == PRIORITY_JOB
-    wait_jobs(settings, [resp.json()["job_id"]], timeout=300)
+    job_id = resp.json()["job_id"]
+    wait_jobs(settings, [job_id], timeout=300)
     completed = time.monotonic() - t0
     grown = _wait_for(lambda: _daily_count(settings, PRIORITY_DAY) - before, lambda n: n == PRIORITY_JOB,
                       f"the daily report of the priority job's day grew by {PRIORITY_JOB}", timeout=120)
-    print(f"\npriority job of {PRIORITY_JOB}: completed {completed:.1f} s, "
-          f"in the daily report {time.monotonic() - t0:.1f} s after submission")
+    in_report = time.monotonic() - t0
     assert grown == PRIORITY_JOB
-    assert _daily_count(settings, PRIORITY_DAY) - before == PRIORITY_JOB
+    # The job's callback: once, completed, every record archived (the report sends it when its
+    # batches touch the job; a job whose events it never read waited for the 10 s sweep).
+    deadline = time.monotonic() + 60
+    while not _Callbacks.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _Callbacks.received, "no job callback"
+    arrived, body = _Callbacks.received[0]
+    assert (body["job_id"], body["status"], body["counts"]) == (job_id, "completed", {"archived": PRIORITY_JOB})
+    print(f"\npriority job of {PRIORITY_JOB}: completed {completed:.1f} s, in the daily report {in_report:.1f} s "
+          "(incl. 2 s of steady polls), "
+          f"callback {arrived - t0:.1f} s after submission")
+    assert len(_Callbacks.received) == 1
