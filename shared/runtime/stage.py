@@ -75,7 +75,3 @@ class StageSpec:
     @property
     def dlq_topic(self) -> str:
         return self.ns(DLQ)
-
-    def input_topics(self) -> list[str]:
-        """Priority first: the runner drains it before the others."""
-        return [self.priority_topic, self.normal_topic, self.retry_topic]
