@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     partitions_download: int = Field(6, ge=1, description="Partitions of the download topics.")
     partitions_validate: int = Field(4, ge=1, description="Partitions of the validate topics.")
     partitions_store: int = Field(4, ge=1, description="Partitions of the store topics.")
-    partitions_report: int = Field(2, ge=1, description="Partitions of fiscal.stored (report input).")
+    partitions_report: int = Field(2, ge=1, description="Partitions of fiscal.stored and fiscal.stored.priority "
+                                   "(report input).")
     partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter and parking topics.")
     session_timeout_ms: int = Field(
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."

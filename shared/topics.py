@@ -21,7 +21,7 @@ class Stage(StrEnum):
 PREFIX = "fiscal"
 
 DLQ = f"{PREFIX}.dlq"
-PARKING = f"{PREFIX}.parking"
+PARKING = f"{PREFIX}.parking"  # dead letters past their replay limit, for an operator (shared/dlq)
 STORED = f"{PREFIX}.stored"
 
 
@@ -37,6 +37,10 @@ def priority_topic(stage: Stage) -> str:
 
 
 def retry_topic(stage: Stage) -> str:
+    """A StageRunner stage's retry lane.  The report stage has none: it is a faust app that retries
+    a failed write in place (nothing produces to ``fiscal.stored.retry``, so nothing may create it)."""
+    if stage is Stage.REPORT:
+        raise ValueError("the report stage has no retry topic")
     return f"{input_topic(stage)}.retry"
 
 
@@ -60,15 +64,16 @@ def all_topics(partitions: dict[Stage, int], shared_partitions: int) -> list[Top
     """Every topic the pipeline uses, with its partition count.
 
     A stage's normal, priority and retry topics share its partition count: its
-    parallelism.  The dead-letter and parking topics use ``shared_partitions``.
+    parallelism (the report stage reads fiscal.stored and fiscal.stored.priority; it has no retry
+    lane).  The dead-letter and parking topics use ``shared_partitions``.
     """
     specs: list[TopicSpec] = []
     for stage in Stage:
         n = partitions[stage]
         specs.append(TopicSpec(input_topic(stage), n))
         specs.append(TopicSpec(priority_topic(stage), n))
-        specs.append(TopicSpec(retry_topic(stage), n))
+        if stage is not Stage.REPORT:
+            specs.append(TopicSpec(retry_topic(stage), n))
     for name in (DLQ, PARKING):
         specs.append(TopicSpec(name, shared_partitions))
-    # fiscal.stored is the report stage's input: already added above.
     return specs

@@ -117,22 +117,6 @@ class Services:
                 p.wait(5)
 
 
-def db_rows(settings: Settings, sql: str, *args: object) -> list[dict[str, object]]:
-    """Rows of one query on the stack's database (a short-lived connection)."""
-    import asyncio
-
-    import asyncpg
-
-    async def q() -> list[dict[str, object]]:
-        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(q())
-
-
 def archive_keys(settings: Settings) -> list[str]:
     """Every archived object's key in the stack's bucket (claim-check staging objects excluded)."""
     import botocore.session

@@ -1,4 +1,9 @@
-"""Is the pipeline keeping up?  The ingest consumer group's lag, measured in the background.
+"""Is the pipeline keeping up?  The ingest stage's lag, measured in the background.
+
+Each topic's lag is measured in the group that reads it: the runtime reads the priority lane in a
+group of its own (``fiscalflow-ingest.priority``).  Measured in the normal group, whose offsets on
+the priority topic are never committed, every priority request ever published counted as lag, for
+good: past MAX_PIPELINE_LAG of them the API would refuse every job.
 
 The local broker under-reports end offsets (ListOffsets "latest" is the newest batch's base
 offset + 1), so this lag is a lower bound there; on Apache Kafka it is exact.
@@ -15,10 +20,9 @@ from shared.settings import Settings
 
 
 class LagMonitor(Periodic):
-    def __init__(self, settings: Settings, group: str, topics: list[str], interval_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, groups: dict[str, list[str]], interval_s: float = 5.0) -> None:
         self.settings = settings
-        self.group = group
-        self.topics = topics
+        self.groups = groups  # consumer group -> the topics it reads
         self.interval_s = interval_s
         self.lag = 0
 
@@ -26,11 +30,14 @@ class LagMonitor(Periodic):
         self.lag = await asyncio.to_thread(self.measure)
 
     def measure(self) -> int:
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": self.group,
+        return sum(self._group_lag(group, topics) for group, topics in self.groups.items())
+
+    def _group_lag(self, group: str, topics: list[str]) -> int:
+        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": group,
                       "enable.auto.commit": False})
         try:
             md = c.list_topics(timeout=5)
-            parts = [TopicPartition(t, p) for t in self.topics if t in md.topics for p in md.topics[t].partitions]
+            parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
             if not parts:
                 return 0
             total = 0

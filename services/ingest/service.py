@@ -189,7 +189,8 @@ class IngestStage:
         self.rejections = RejectionRecorder("ingest", self.pool, self.actor)
         self._producer = AsyncProducer(producer_config(s, f"fiscalflow-ingest-api-{socket.gethostname()}"))
         assert self.spec is not None
-        lag = LagMonitor(s, self.spec.consumer_group, [self.spec.normal_topic, self.spec.priority_topic])
+        lag = LagMonitor(s, {self.spec.consumer_group: [self.spec.normal_topic],
+                             self.spec.priority_group: [self.spec.priority_topic]})
         # Job completion callbacks are the report service's (signed, retried): one sender only.
         self._extras = [lag]
         if s.redrive_interval_s > 0:

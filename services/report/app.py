@@ -1,9 +1,14 @@
-"""The report stage as a faust-streaming app: one agent reads fiscal.stored and fiscal.dlq and
-hands batches (size or time, whichever first) to a callback.
+"""The report stage as a faust-streaming app: two agents hand batches (size or time, whichever
+first) to a callback — one reads the priority lane (fiscal.stored.priority: the store stage keeps
+a priority record on its lane), one fiscal.stored and fiscal.dlq.
+
+Priority first: the priority agent has a stream buffer of its own, so its events never queue
+behind a fiscal.stored backlog inside this process.  Both agents call the same callback, which
+serialises the writes (services/report/service.py): the sink's check-then-insert stays exact.
+All topics are read by one consumer group, the app id (faust subscribes one consumer to all).
 
 Local broker quirks (LOCAL-INFRA.md): ``producer_max_batch_size=1``, no exactly-once, no faust
 web server (the service serves its own API and ops port on 127.0.0.1), short session timeout.
-One agent instance is the single writer of every record it is assigned.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from services.report.events import Event, parse_dead_letter, parse_stored
 from services.report.metrics import EVENTS
 from shared.runtime import tracing
 from shared.settings import Settings
-from shared.topics import DLQ, STORED
+from shared.topics import DLQ, STORED, Stage, priority_topic
 
 log = logging.getLogger("fiscalflow.report.app")
 
@@ -65,22 +70,12 @@ def _span(ev: EventT[Any]) -> trace.Span:
         attributes={"fiscalflow.record_id": key, "messaging.destination.name": ev.message.topic})
 
 
-def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str = "") -> faust.App:
-    def ns(topic: str) -> str:
-        return f"{topic_namespace}.{topic}" if topic_namespace else topic
+def app_id(topic_namespace: str = "") -> str:
+    """The faust app id: also the consumer group of every topic the report reads."""
+    return f"{topic_namespace}-report" if topic_namespace else "fiscalflow-report"
 
-    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
-    session_s = settings.session_timeout_ms / 1000
-    app = faust.App(
-        f"{topic_namespace}-report" if topic_namespace else "fiscalflow-report",
-        broker=brokers, web_enabled=False, autodiscover=False, store="memory://",
-        producer_max_batch_size=1, processing_guarantee="at_least_once", topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
-        broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,
-    )
-    dlq = ns(DLQ)
-    topic = app.topic(ns(STORED), dlq, key_serializer="raw", value_serializer="raw")
 
+def _materialiser(on_batch: BatchHandler, dlq: str) -> Callable[[StreamT[Any]], AsyncIterator[None]]:
     async def materialise(stream: StreamT[Any]) -> AsyncIterator[None]:
         # take_events acks a batch only after this body returns; on_batch retries until written.
         assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
@@ -95,5 +90,28 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
                     span.end()
             yield None
 
-    app.agent(topic, name="materialise", concurrency=1)(materialise)
+    return materialise
+
+
+def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str = "") -> faust.App:
+    def ns(topic: str) -> str:
+        return f"{topic_namespace}.{topic}" if topic_namespace else topic
+
+    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    session_s = settings.session_timeout_ms / 1000
+    app = faust.App(
+        app_id(topic_namespace),
+        broker=brokers, web_enabled=False, autodiscover=False, store="memory://",
+        producer_max_batch_size=1, processing_guarantee="at_least_once", topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
+        broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,
+    )
+    dlq = ns(DLQ)
+    lanes = {
+        "materialise_priority": app.topic(ns(priority_topic(Stage.REPORT)), key_serializer="raw",
+                                          value_serializer="raw"),
+        "materialise": app.topic(ns(STORED), dlq, key_serializer="raw", value_serializer="raw"),
+    }
+    for name, topic in lanes.items():
+        app.agent(topic, name=name, concurrency=1)(_materialiser(on_batch, dlq))
     return app

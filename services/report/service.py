@@ -1,5 +1,5 @@
-"""The report service: a faust-streaming app materialising fiscal.stored and fiscal.dlq into
-ClickHouse, job completion callbacks, and the report HTTP API — one process.
+"""The report service: a faust-streaming app materialising fiscal.stored, fiscal.stored.priority
+and fiscal.dlq into ClickHouse, job completion callbacks, and the report HTTP API — one process.
 
 Not a StageRunner stage: ``fiscalflow service run report`` calls :func:`main`.  Ports, all on
 ``Settings.http_host`` (127.0.0.1 by default): the API on ``report_port``, /metrics /healthz
@@ -64,6 +64,11 @@ class ReportService:
         self._api_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._touched: set[str] = set()  # jobs with records in batches since the last check
+        # The app's two agents (priority lane, normal lane) share this: one batch written at a time,
+        # so the sink's read-then-insert dedup per record stays exact (a record can reach both lanes:
+        # a job resubmitted with another priority).  FIFO: a priority batch waits for at most the
+        # one normal batch being written, never for a backlog.
+        self._write_lock = asyncio.Lock()
         self.ops: OpsServer | None = None
         self.batches = 0
         self.last_error = ""
@@ -112,7 +117,12 @@ class ReportService:
         """Write a batch; retried until it is written (an unwritten batch is never acknowledged)."""
         if not events:
             return
-        assert self.backend is not None and self.callbacks is not None
+        async with self._write_lock:
+            await self._write(events)
+        self._touched.update(e.job_id for e in events if e.job_id)
+
+    async def _write(self, events: Sequence[Event]) -> None:
+        assert self.backend is not None
         delay = 0.2
         while True:
             started = time.perf_counter()
@@ -130,7 +140,6 @@ class ReportService:
         ROWS.labels("record_outcomes").inc(written.outcomes)
         ROWS.labels("dead_letters").inc(written.dead_letters)
         self.batches += 1
-        self._touched.update(e.job_id for e in events if e.job_id)
 
     async def _sweep(self) -> None:
         """Every JOB_CHECK_S: derive the touched jobs' states (completion, callbacks); every

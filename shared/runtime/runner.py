@@ -86,7 +86,7 @@ class StageRunner:
         client_id = f"fiscalflow-{self.stage}-{socket.gethostname()}-{self.replica_id}-{os.getpid()}"
         self.max_in_flight = spec.max_in_flight or settings.max_in_flight
         self._consumer = Consumer(consumer_config(settings, spec.consumer_group, client_id))
-        self._pconsumer = Consumer(consumer_config(settings, f"{spec.consumer_group}.priority", client_id + "-p"))
+        self._pconsumer = Consumer(consumer_config(settings, spec.priority_group, client_id + "-p"))
         self.producer = AsyncProducer(producer_config(settings, client_id))
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.stage}-consumer")
         self._offsets = OffsetTracker()
@@ -103,7 +103,7 @@ class StageRunner:
         self._paused_lanes = False
         self._paused_all = False
         self._priority_topic = spec.priority_topic
-        self._topics = [t for t in spec.input_topics() if t != self._priority_topic]
+        self._topics = spec.subscriptions()[spec.consumer_group]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_error: str = ""
         # Labelled metric children, resolved once: .labels() per message is measurable.

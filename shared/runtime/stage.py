@@ -45,7 +45,17 @@ class StageSpec:
 
     @property
     def consumer_group(self) -> str:
+        """The group of the normal and retry lanes."""
         return self.group_id or f"fiscalflow-{self.stage.value}"
+
+    @property
+    def priority_group(self) -> str:
+        """The priority lane's group: it has a consumer of its own (its own fetch queue)."""
+        return f"{self.consumer_group}.priority"
+
+    def subscriptions(self) -> dict[str, list[str]]:
+        """Consumer group -> the topics the runner subscribes it to (what lag metrics and KEDA watch)."""
+        return {self.consumer_group: [self.normal_topic, self.retry_topic], self.priority_group: [self.priority_topic]}
 
     def ns(self, topic: str) -> str:
         return f"{self.topic_namespace}.{topic}" if self.topic_namespace else topic
@@ -65,7 +75,3 @@ class StageSpec:
     @property
     def dlq_topic(self) -> str:
         return self.ns(DLQ)
-
-    def input_topics(self) -> list[str]:
-        """Priority first: the runner drains it before the others."""
-        return [self.priority_topic, self.normal_topic, self.retry_topic]

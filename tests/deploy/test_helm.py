@@ -6,17 +6,22 @@ more replicas than that, by hand or through KEDA, and must say so when values tr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from services.report.app import build_app
+from services.report.events import Event
+from shared.runtime.service import load_builder
 from shared.settings import Settings
 from shared.topics import Stage, all_topics, input_topic, priority_topic
 
@@ -224,6 +229,35 @@ def test_keda_scales_each_stage_on_its_group_lag_within_its_partitions(chart: An
         assert main["metadata"]["topic"] == input_topic(Stage(stage))
         assert int(main["metadata"]["lagThreshold"]) >= 1
         assert priority["metadata"]["topic"] == priority_topic(Stage(stage))
+
+
+def _consumed(stage: Stage) -> set[tuple[str, str]]:
+    """The (consumer group, topic) pairs a stage's code really consumes: a StageRunner stage's spec
+    as its service builds it (the runner subscribes exactly these), the report's faust app as the
+    service builds it (faust consumes every agent's topics in the group named by the app id)."""
+    settings = Settings()
+    if stage is Stage.REPORT:
+        async def no_batch(events: Sequence[Event]) -> None:
+            return None
+
+        app = build_app(settings, no_batch)
+        return {(app.conf.id, topic) for agent in app.agents.values() for topic in agent.channel.topics}
+    spec = asyncio.run(load_builder(stage)(settings))
+    return {(group, topic) for group, topics in spec.subscriptions().items() for topic in topics}
+
+
+@pytest.mark.parametrize("priority", [True, False], ids=["priority-trigger", "no-priority-trigger"])
+def test_keda_triggers_watch_consumer_groups_and_topics_the_code_consumes(chart: Any, priority: bool) -> None:
+    scaled = by_kind(manifests(render(chart, {"keda": {"enabled": True, "priorityTrigger": priority}})),
+                     "ScaledObject")
+    for stage in STAGES:
+        consumed = _consumed(Stage(stage))
+        watched = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"])
+                   for t in scaled[f"{RELEASE}-{stage}"]["spec"]["triggers"]}
+        assert watched <= consumed, (stage, watched - consumed)
+        # Both lanes a stage is fed on scale it: its input topic and (if asked for) its priority lane.
+        lanes = {input_topic(Stage(stage))} | ({priority_topic(Stage(stage))} if priority else set())
+        assert {topic for _, topic in watched} == lanes, stage
 
 
 def _write_values(tmp_path: Path, values: dict[str, Any]) -> Path:

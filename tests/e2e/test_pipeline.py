@@ -5,7 +5,6 @@ rejected one one dead letter with its reason, and a second run of the same jobs 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import itertools
@@ -17,7 +16,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from lxml import etree
@@ -29,8 +27,11 @@ from shared.issuers.pki import DemoPKI
 from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
+from tests.e2e.common import db as _db
+from tests.e2e.common import s3_keys as _s3_keys
+from tests.e2e.common import wait_jobs as _wait_jobs
 from tests.e2e.otlp_sink import OtlpSink, Span
-from tests.stacks import Services, archive_keys, isolated_settings, isolated_stack, service_env
+from tests.stacks import Services, isolated_settings, isolated_stack, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -114,27 +115,6 @@ def _submit(settings: Settings) -> list[str]:
     return jobs
 
 
-def _wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
-    api = f"http://127.0.0.1:{settings.ingest_port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs]
-        if all(s["status"] == "completed" for s in states):
-            return
-        time.sleep(1)
-    raise AssertionError(f"jobs not completed in {timeout} s: {states}")
-
-
-def _db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def q() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-    return asyncio.run(q())
-
-
 def _wait_settled(settings: Settings, timeout: float = 300) -> None:
     """Until no record is between stages and the report service has caught up with PostgreSQL."""
     deadline = time.monotonic() + timeout
@@ -187,7 +167,7 @@ def _counts(settings: Settings) -> dict[str, Any]:
                   for d in days},
         "issuers": httpx.get(f"{report}/api/v1/reports/issuers", params={"from": days[0], "to": days[-1]},
                              timeout=30).json(),
-        "s3": len(archive_keys(settings)),
+        "s3": len(_s3_keys(settings)),
         "pg": {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                           "GROUP BY 1")},
     }
@@ -209,7 +189,7 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
                 assert rows[rid]["reason"] == e["reason"], (rid, e["reason"], rows[rid]["reason"])
 
     # One S3 object per archived record, at the key the record names.
-    keys = set(archive_keys(settings))
+    keys = _s3_keys(settings)
     assert len(keys) == len(valid)
     assert {rows[rid]["s3_key"] for rid in valid} == keys
 

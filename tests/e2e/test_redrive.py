@@ -25,7 +25,8 @@ from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
 from shared.stack import LocalStack
 from shared.topics import Stage
-from tests.stacks import archive_keys, db_rows, isolated_settings, isolated_stack
+from tests.e2e.common import db
+from tests.stacks import archive_keys, isolated_settings, isolated_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -81,14 +82,14 @@ def _restart_broker_mid_job(stack: LocalStack, settings: Settings, job_id: str, 
 
 
 def _assert_all_final_once(settings: Settings, total: int) -> Counter[str]:
-    statuses = Counter(str(r["status"]) for r in db_rows(settings, "SELECT status FROM fiscal_records"))
+    statuses = Counter(str(r["status"]) for r in db(settings, "SELECT status FROM fiscal_records"))
     assert statuses == {"archived": total}, statuses
     keys = archive_keys(settings)
     assert len(keys) == len(set(keys)) == total  # one object per record: none archived twice
-    archived_events = Counter(str(r["record_id"]) for r in db_rows(
+    archived_events = Counter(str(r["record_id"]) for r in db(
         settings, "SELECT record_id FROM audit_events WHERE to_status = 'archived'"))
     assert len(archived_events) == total and set(archived_events.values()) == {1}
-    return Counter(str(r["by"]) for r in db_rows(
+    return Counter(str(r["by"]) for r in db(
         settings, "SELECT detail->>'by' AS by FROM audit_events WHERE reason = 'REDRIVEN'"))
 
 

@@ -46,6 +46,22 @@ app.kubernetes.io/component: {{ .stage }}
 {{- end }}
 
 {{/*
+The lag a stage's KEDA triggers watch, one "<consumer group> <topic>" per line: the groups the code
+uses.  A StageRunner stage reads its input in fiscalflow-<stage> and its priority lane in a group
+of its own, fiscalflow-<stage>.priority (shared/runtime/stage.py); the report (a faust app) reads
+every topic in one group, its app id fiscalflow-report (services/report/app.py).
+Call with (dict "stage" "validate" "priority" true).
+*/}}
+{{- define "fiscalflow.lagTriggers" -}}
+{{- $group := printf "fiscalflow-%s" .stage -}}
+{{- $topic := include "fiscalflow.inputTopic" .stage -}}
+{{ $group }} {{ $topic }}
+{{- if .priority }}
+{{ ternary $group (printf "%s.priority" $group) (eq .stage "report") }} {{ $topic }}.priority
+{{- end -}}
+{{- end }}
+
+{{/*
 Refuse values whose scaling could exceed a stage's partitions: a replica beyond the partition
 count has nothing to consume and never becomes ready.
 */}}

@@ -7,12 +7,13 @@ import uuid
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 
 from shared.db.migrate import connect_pool
 from shared.db.records import history, lookup, register
 from shared.domain.messages import DownloadTask, IngestRequest
 from shared.settings import Settings
-from shared.topics import DLQ, Stage
+from shared.topics import DLQ, Stage, priority_topic
 from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,34 @@ def test_unknown_ids_dead_letter_and_an_archived_record_is_skipped(stack_setting
         members = await pool.fetch("SELECT record_id FROM job_records WHERE job_id = $1", job_id)
         assert {m["record_id"] for m in members} == {archived, fresh}
         await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_handled_priority_requests_leave_no_ingest_lag(stack_settings: Settings) -> None:
+    """The API refuses every job while the ingest lag exceeds its bound: once the stage has handled
+    the priority lane's requests, they must not count as lag (the priority lane has its own group)."""
+    _, rows = write_batch(stack_settings, "south", 4)
+    ids = {r.record_id for r in rows}
+
+    async def scenario() -> None:
+        pool = await connect_pool(stack_settings.pg_dsn.get_secret_value())
+        async with pool.acquire() as conn:
+            await register(conn, registrations(rows))
+        await pool.close()
+        async with Pipeline(stack_settings, (Stage.INGEST,)) as pipe:
+            # The stage's own monitor, the one the API's 503 reads (spec.on_start is IngestStage.start).
+            monitor = pipe.runners[0].spec.on_start.__self__._extras[0]  # type: ignore[union-attr]
+            producer = Producer({"bootstrap.servers": stack_settings.bootstrap_servers})
+            for rid in sorted(ids):
+                producer.produce(pipe.topic(priority_topic(Stage.INGEST)), IngestRequest(record_id=rid).encode(),
+                                 rid.encode())
+                assert producer.flush(30) == 0  # one batch each: the local broker's end offsets are then exact
+            assert set(await pipe.read(priority_topic(Stage.DOWNLOAD), ids)) == ids
+            deadline = asyncio.get_running_loop().time() + 20
+            while (lag := await asyncio.to_thread(monitor.measure)) != 0:
+                assert asyncio.get_running_loop().time() < deadline, f"ingest lag stays {lag}"
+                await asyncio.sleep(0.2)
 
     asyncio.run(scenario())
 

@@ -29,7 +29,7 @@ from shared.domain.records import Priority, RecordStatus
 from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from shared.runtime.runner import StageRunner
 from shared.settings import Settings
-from shared.topics import DLQ, STORED, Stage, input_topic
+from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import ReportProc
 from tests.integration.store.harness import stored, validated
 
@@ -198,6 +198,44 @@ def test_a_redelivered_dead_letter_counts_once_and_moves_no_outcome(report: Repo
     # Four dead letters, each written once (rows are counted right after their batch is written).
     report.wait_until(lambda: _metric(report, rows) - rows_before >= 4)
     assert _metric(report, rows) - rows_before == 4
+
+
+def test_a_priority_event_is_counted_before_a_fiscal_stored_backlog(
+        report: ReportProc, generator: InvoiceGenerator) -> None:
+    """The store stage keeps a priority record on fiscal.stored.priority: the report counts it at
+    once, not after the backlog of fiscal.stored (and then the backlog, each event once)."""
+    backlog = 20_000
+    filler = generator.generate(700, defect=None)
+    urgent = next(inv for inv in (generator.generate(701 + i, defect=None) for i in range(50))
+                  if inv.fecha[:10] != filler.fecha[:10])  # the urgent day grows by the urgent event only
+    day = urgent.fecha[:10]
+
+    def archived() -> int:
+        return int(report.get("/api/v1/reports/summary").json()["by_status"]["archived"])
+
+    def daily() -> int:
+        return sum(g["count"] for g in report.get("/api/v1/reports/daily", date=day).json()["groups"])
+
+    before, day_before = archived(), daily()
+    now = dt.datetime.now(dt.UTC).isoformat()
+    # One invoice under many record ids: each is a record outcome to write (the summary counts them).
+    body = stored("{rid}", filler, now).encode()
+    report.topics.produce(STORED, [(rid, body.replace(b"{rid}", rid.encode())) for rid in _ids(backlog, "bl")])
+    (urgent_id,) = _ids(1, "urgent")
+    report.topics.produce(priority_topic(Stage.REPORT), [(urgent_id, stored(urgent_id, urgent, now).encode())])
+    behind: list[int] = []
+
+    def urgent_counted() -> bool:
+        if daily() != day_before + 1:
+            return False
+        behind.append(before + backlog + 1 - archived())
+        return True
+
+    report.wait_until(urgent_counted, timeout=60)
+    assert behind[0] > 0, "the priority event was counted only after the whole backlog"
+    report.wait_until(lambda: archived() == before + backlog + 1, timeout=180)
+    assert daily() == day_before + 1
+    print(f"\npriority event counted with {behind[0]:,} of {backlog:,} backlog events still unwritten")
 
 
 def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: ReportProc) -> None:

@@ -48,7 +48,7 @@ class Topics:
     def create(cls, settings: Settings) -> Topics:
         t = cls(settings, "t" + uuid.uuid4().hex[:10])
         names = [input_topic(Stage.STORE), priority_topic(Stage.STORE), retry_topic(Stage.STORE), STORED, DLQ,
-                 priority_topic(Stage.REPORT), retry_topic(Stage.REPORT)]
+                 priority_topic(Stage.REPORT)]
         ensure_topics(settings.bootstrap_servers, [TopicSpec(t.name(n), 2) for n in names])
         return t
 

@@ -1,0 +1,50 @@
+"""Helpers of the end-to-end modules: PostgreSQL queries, the archive bucket's keys, job waits, and
+the environment that lets the services trust the demo PKI's documents."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared.issuers.pki import DemoPKI
+from shared.settings import Settings
+from tests.stacks import archive_keys
+
+
+def db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def q() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+    return asyncio.run(q())
+
+
+def s3_keys(settings: Settings) -> set[str]:
+    """Every archive object's key (claim checks under staging/ are not archives)."""
+    return set(archive_keys(settings))
+
+
+def wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
+    api = f"http://127.0.0.1:{settings.ingest_port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs]
+        if all(s["status"] == "completed" for s in states):
+            return
+        time.sleep(1)
+    raise AssertionError(f"jobs not completed in {timeout} s: {states}")
+
+
+def demo_trust(pki: DemoPKI, stamps: Path) -> dict[str, str]:
+    """Service environment trusting the demo CA and its PAC (stamp certificates copied to ``stamps``)."""
+    for cert in pki.stamp_certs_dir.iterdir():
+        shutil.copy(cert, stamps / cert.name)
+    return {"FISCALFLOW_TRUST_CA": f"demo={pki.ca_cert}", "FISCALFLOW_STAMP_CERTS": str(stamps)}
