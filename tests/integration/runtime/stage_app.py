@@ -2,9 +2,9 @@
 
 Behaviour is driven by each message's JSON value, so one handler covers every scenario:
 ``{"id": ..., "sleep_ms": 10, "permanent": true, "transient": 2}`` — sleep, fail permanently,
-or fail transiently on the first N attempts (or while the file ``fail_while`` names exists).  Every handled record is written to an idempotent
-PostgreSQL sink (one row per record; ``deliveries`` counts redeliveries) and emitted to
-``<ns>.out``.
+or fail transiently on the first N attempts (or while the file ``fail_while`` names exists).
+Every handled record is written to an idempotent PostgreSQL sink (one row per record;
+``deliveries`` counts redeliveries) and emitted to ``<ns>.out``.
 
     python tests/integration/runtime/stage_app.py NAMESPACE [--max-in-flight N]
 """
@@ -46,7 +46,8 @@ def build(ns: str, settings: Settings, pool: asyncpg.Pool, max_in_flight: int | 
             await asyncio.sleep(body["sleep_ms"] / 1000)
         if body.get("permanent"):
             raise PermanentError("TEST_PERMANENT", f"record {body['id']} is poison", {"why": "test"})
-        if body.get("fail_while") and os.path.exists(body["fail_while"]):  # a downstream down until the test says
+        # A downstream that is down until the test removes the file.
+        if body.get("fail_while") and await asyncio.to_thread(os.path.exists, body["fail_while"]):
             raise TransientError(f"{body['fail_while']} exists", downstream=body.get("downstream", "testsink"))
         if msg.attempt < int(body.get("transient", 0)):
             raise TransientError(f"attempt {msg.attempt} fails", downstream=body.get("downstream", "testsink"))
