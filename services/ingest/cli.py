@@ -192,7 +192,7 @@ def _follow(base: str, job_id: str) -> None:
             paused = {(b["stage"], b["replica"], b["host"]): _blocked_line(b)
                       for b in blocked if b["state"] == "paused"}
             for key in paused.keys() - paused_seen:
-                progress.console.print(f"[yellow]{escape(paused[key])}[/] (waiting: it resumes by itself)",
+                progress.console.print(f"[yellow]{escape(paused[key])}[/] (still waiting)",
                                        highlight=False)
             paused_seen = set(paused)
             time.sleep(0.5)
