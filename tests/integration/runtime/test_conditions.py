@@ -12,6 +12,7 @@ import pytest
 
 from shared.db import conditions
 from shared.db.migrate import migrate
+from shared.runtime.condition import REFRESH_S
 from tests.integration.runtime.conftest import Namespace
 from tests.integration.runtime.test_runtime import _readyz
 
@@ -72,3 +73,24 @@ def test_a_paused_replica_publishes_the_downstream_and_clears_it_when_it_resumes
     down.unlink()
     assert len(namespace.wait_sink(count, timeout=60)) == count
     assert _wait_rows(namespace, lambda rs: not rs, timeout=15) == [], "a resumed stage is no longer reported"
+
+
+def test_a_replica_killed_while_halted_stops_looking_halted_once_its_row_is_stale(namespace: Namespace) -> None:
+    namespace.produce([{"id": f"bad{i}", "permanent": True} for i in range(100)])
+    stage = namespace.stage("--max-in-flight", "4", env={"FISCALFLOW_REJECT_RATIO_WINDOW": "20",
+                                                         "FISCALFLOW_REJECT_RATIO_THRESHOLD": "0.5",
+                                                         "FISCALFLOW_REPLICA_ID": "k"})
+    assert [r.state for r in _wait_rows(namespace, lambda rs: bool(rs), timeout=30)] == ["halted"]
+    stage.kill()  # no chance to clear its row
+    killed = time.monotonic()
+    assert _wait_rows(namespace, lambda rs: not rs, timeout=conditions.STALE_AFTER_S + 10) == []
+    gone_after = time.monotonic() - killed
+    assert gone_after > conditions.STALE_AFTER_S - 2 * REFRESH_S, "it vanished because it was stale, not deleted"
+
+    async def raw() -> int:
+        conn = await asyncpg.connect(namespace.settings.pg_dsn.get_secret_value())
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM stage_conditions WHERE namespace = $1", namespace.ns))
+        finally:
+            await conn.close()
+    assert asyncio.run(raw()) == 1, "the row is still there: readers ignore it"
