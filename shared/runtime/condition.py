@@ -26,6 +26,7 @@ State = Literal["", "halted", "paused"]
 CHECK_S = 0.5  # how often the runner's condition is looked at (a method call: cheap)
 REFRESH_S = 5.0  # a standing condition is written again this often
 PUBLISH_TIMEOUT_S = 5.0  # a hook call that hangs (PostgreSQL down) must not hold the reporter
+CLEAR_ON_STOP_TIMEOUT_S = 2.0  # nor a shutdown for long: an uncleared row goes stale by itself
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ConditionReporter:
         self._stage, self._replica, self._host, self._namespace = identity
         self._current = current
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
     def start(self) -> None:
         if self._hook is not None and self._task is None:
@@ -72,7 +74,7 @@ class ConditionReporter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        await self._publish(Condition(), datetime.now(UTC))
+        await self._publish(Condition(), datetime.now(UTC), CLEAR_ON_STOP_TIMEOUT_S)
 
     async def _run(self) -> None:
         published: Condition | None = None  # None: nothing written yet, so the first turn clears
@@ -88,12 +90,16 @@ class ConditionReporter:
                 published, last_write = now, time.monotonic()
             await asyncio.sleep(CHECK_S)
 
-    async def _publish(self, c: Condition, since: datetime) -> bool:
+    async def _publish(self, c: Condition, since: datetime, timeout_s: float = PUBLISH_TIMEOUT_S) -> bool:
         assert self._hook is not None
         sc = StageCondition(self._stage, self._replica, self._host, self._namespace, c.state, c.reason, since)
         try:
-            await asyncio.wait_for(self._hook(sc), PUBLISH_TIMEOUT_S)
-            return True
+            await asyncio.wait_for(self._hook(sc), timeout_s)
         except Exception as exc:  # the store is down (maybe the very cause of a pause): try again next turn
-            log.debug("stage condition not published: %s", exc)
+            # Once per outage, not twice a second.
+            log.log(logging.DEBUG if self._failing else logging.WARNING, "stage condition %r not published: %r",
+                    c.state or "clear", exc)
+            self._failing = True
             return False
+        self._failing = False
+        return True
