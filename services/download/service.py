@@ -21,6 +21,7 @@ from services.download.claims import put_claim
 from services.download.fetch import fetch
 from services.download.pool import RegionPool
 from shared.db.batcher import MicroBatcher
+from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.migrate import connect_pool
 from shared.db.records import Transition
@@ -133,4 +134,5 @@ async def build_stage(settings: Settings) -> StageSpec:
     capacity = settings.sftp_max_connections * settings.sftp_requests_per_connection * max(1, len(stage.pools))
     return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of, on_start=stage.start,
                      on_stop=stage.stop, on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+                     on_condition=condition_hook(lambda: stage.pool),
                      max_in_flight=min(settings.max_in_flight, capacity))

@@ -69,6 +69,17 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
+class BlockedStage(BaseModel):
+    stage: str
+    replica: str
+    host: str
+    state: str = Field(description="halted: needs an operator (fix the cause, restart the stage); "
+                       "paused: a downstream is down, resumes by itself.")
+    reason: str
+    since: str
+    updated_at: str
+
+
 class JobView(BaseModel):
     job_id: str
     status: str
@@ -85,6 +96,9 @@ class JobView(BaseModel):
                          "re-drive lease (FISCALFLOW_REDRIVE_LEASE_S): their messages may have been lost. "
                          "Submitting a job with them again, the reconciler or `fiscalflow records redrive` "
                          "re-drives them.")
+    blocked_stages: list[BlockedStage] = Field(
+        default_factory=list, description="Halted or paused replicas of the stages this job's unfinished "
+        "records still need: why it does not move.")
 
 
 @dataclass
@@ -198,6 +212,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
         status = await jobs.job_status(ctx.db, str(job_id), ctx.settings.redrive_lease_s)
         if status is None:
             raise HTTPException(404, f"no job {job_id}")
+        status = await jobs.with_blocked_stages(ctx.db, status, ctx.namespace())
         return JobView(**status.to_json())
 
     return app

@@ -130,7 +130,8 @@ def job_submit(
     pattern: Annotated[str | None, typer.Option(help="Glob under the region root, e.g. '*.xml'.")] = None,
     priority: Annotated[Priority, typer.Option(help="high: the priority lane.")] = Priority.NORMAL,
     callback_url: Annotated[str | None, typer.Option(help="POSTed the job's status when it completes.")] = None,
-    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar until it completes.")] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar until it completes; exit 3 "
+                                       "at once if a stage it needs is halted.")] = False,
 ) -> None:
     """Submit a job: record ids (--ids) or a region's files matching a pattern (--region --pattern)."""
     import httpx
@@ -155,12 +156,26 @@ def job_submit(
         _follow(base, accepted["job_id"])
 
 
+# `job submit --wait` exit codes: 0 the job completed, 1 the API refused or failed, 3 a stage the
+# job needs is halted (an operator must fix the cause and restart the stage; waiting cannot help).
+EXIT_HALTED = 3
+
+
+def _blocked_line(b: dict[str, Any]) -> str:
+    """A halted or paused replica of a stage the job still needs, and why."""
+    return f"stage {b['stage']} {b['state'].upper()} (replica {b['replica']} on {b['host']}, since {b['since']}): " \
+           f"{b['reason']}"
+
+
 def _follow(base: str, job_id: str) -> None:
     import httpx
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
+    paused_seen: set[tuple[str, str, str]] = set()
+    halted: list[str] = []
     with httpx.Client(timeout=30) as client, Progress(*columns) as progress:
         task = progress.add_task("job", total=None, job=job_id[:8], counts="")
         while True:
@@ -172,7 +187,24 @@ def _follow(base: str, job_id: str) -> None:
             progress.update(task, total=st["record_count"], completed=st["finished"], counts=counts)
             if st["status"] == "completed":
                 break
+            blocked = st.get("blocked_stages") or []
+            halted = [_blocked_line(b) for b in blocked if b["state"] == "halted"]
+            if halted:
+                break
+            # A pause ends by itself (the downstream comes back): say so once, keep waiting.
+            paused = {(b["stage"], b["replica"], b["host"]): _blocked_line(b)
+                      for b in blocked if b["state"] == "paused"}
+            for key in paused.keys() - paused_seen:
+                progress.console.print(f"[yellow]{escape(paused[key])}[/] (still waiting)",
+                                       highlight=False)
+            paused_seen = set(paused)
             time.sleep(0.5)
+    if halted:
+        for line in halted:
+            typer.echo(f"job {job_id}: {line}", err=True)
+        typer.echo(f"job {job_id} cannot finish until an operator fixes the cause and restarts the halted stage "
+                   f"(its records wait in Kafka); then follow it with `fiscalflow job show {job_id}`.", err=True)
+        raise typer.Exit(EXIT_HALTED)
     typer.echo(json.dumps({"job_id": job_id, "status": st["status"], "counts": st["counts"]}))
 
 
@@ -181,7 +213,7 @@ def job_show(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """A job's status, record count and counts per outcome."""
+    """A job's status, record count, counts per outcome, and the halted or paused stages it waits on."""
     import httpx
 
     base, _ = _api()
@@ -199,6 +231,8 @@ def job_show(
     if st.get("stalled"):
         typer.echo(f"  {st['stalled']} record(s) stalled (no transition for longer than the re-drive lease); "
                    f"`fiscalflow records redrive --job {st['job_id']}` sends them through again")
+    for b in st.get("blocked_stages") or []:
+        typer.echo(f"  ! {_blocked_line(b)}")
 
 
 def _age_s(text: str) -> float:

@@ -28,6 +28,7 @@ from services.ingest.reconciler import Reconciler
 from services.ingest.requests import JOB_HEADER, parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
+from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.migrate import connect_pool
 from shared.db.records import RecordRow, Transition, lookup
@@ -231,6 +232,7 @@ class IngestStage:
 async def build_stage(settings: Settings) -> StageSpec:
     stage = IngestStage(settings)
     spec = StageSpec(stage=Stage.INGEST, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.record_rejection, ready_check=stage.ready)
+                     on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+                     on_condition=condition_hook(lambda: stage.pool))
     stage.spec = spec
     return spec

@@ -20,6 +20,7 @@ from services.store.archive import ArchiveObject, BadFacts, build_archive_object
 from services.store.bucket import ArchiveBucket, PutOutcome
 from shared.db.archive import ArchivedRow, ArchiveResult, archive, archived_by_uuid
 from shared.db.batcher import MicroBatcher
+from shared.db.conditions import condition_hook
 from shared.db.migrate import connect_pool
 from shared.db.records import Transition, lookup
 from shared.db.rejections import DB_ERRORS as PG_DOWN
@@ -165,5 +166,5 @@ async def build_stage(settings: Settings, topic_namespace: str = "") -> StageSpe
     stage = StoreStage(settings)
     return StageSpec(stage=Stage.STORE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
                      on_dead_letter=stage.rejections, ready_check=stage.ready,
-                     topic_namespace=topic_namespace,
+                     on_condition=condition_hook(lambda: stage.pool), topic_namespace=topic_namespace,
                      group_id=f"{topic_namespace}-store" if topic_namespace else None)

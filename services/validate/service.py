@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
+from shared.db.conditions import condition_hook
 from shared.db.migrate import connect_pool
 from shared.db.rejections import RejectionRecorder
 from shared.documents import receive_document
@@ -88,4 +89,4 @@ async def build_stage(settings: Settings) -> StageSpec:
     stage = ValidateStage(settings, build_validator(settings))
     return StageSpec(stage=Stage.VALIDATE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
                      on_dead_letter=stage.rejections, ready_check=stage.ready,
-                     max_in_flight=min(settings.max_in_flight, 64))
+                     on_condition=condition_hook(lambda: stage.pool), max_in_flight=min(settings.max_in_flight, 64))

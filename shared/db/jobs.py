@@ -10,10 +10,20 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import conditions
 from shared.domain.records import FINAL_STATUSES, Priority, RecordStatus
+from shared.topics import Stage
 
 # A member with no registry row was dead-lettered as UNKNOWN_RECORD by the ingest stage: final.
 UNKNOWN = "unknown"
+
+# The stages a record in each unfinished status still has to pass (the report stage is not one:
+# a job is complete once its records' statuses are final).
+STAGES_AHEAD: dict[str, tuple[Stage, ...]] = {
+    RecordStatus.PENDING: (Stage.INGEST, Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE),
+    RecordStatus.DOWNLOADING: (Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE),
+    RecordStatus.DOWNLOADED: (Stage.VALIDATE, Stage.STORE),
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,12 @@ class JobStatus:
     callback_url: str | None = None
     source: dict[str, Any] | None = None
     stalled: int = 0  # members not final with no transition for longer than the re-drive lease
+    # Halted or paused replicas of the stages this job's unfinished records still need.
+    blocked_stages: list[conditions.StageConditionRow] = field(default_factory=list)
+
+    @property
+    def stages_needed(self) -> set[str]:
+        return {st.value for status, n in self.counts.items() if n for st in STAGES_AHEAD.get(status, ())}
 
     @property
     def finished(self) -> int:
@@ -42,7 +58,8 @@ class JobStatus:
         return {"job_id": self.job_id, "status": self.status, "priority": self.priority,
                 "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
                 "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
-                "callback_url": self.callback_url, "source": self.source, "stalled": self.stalled}
+                "callback_url": self.callback_url, "source": self.source, "stalled": self.stalled,
+                "blocked_stages": [c.to_json() for c in self.blocked_stages]}
 
 
 async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence[str], priority: Priority,
@@ -105,6 +122,16 @@ async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str,
             " WHERE job_id = $1 RETURNING completed_at", job_id, total)
     return JobStatus(**{**st.__dict__, "status": "completed" if done else "running",
                         "completed_at": completed_at.isoformat() if completed_at else None})
+
+
+async def with_blocked_stages(conn: asyncpg.Connection | asyncpg.Pool, st: JobStatus,
+                              namespace: str = "") -> JobStatus:
+    """``st`` with the halted or paused replicas of the stages it still needs: why it does not move."""
+    needed = st.stages_needed
+    if not needed:
+        return st
+    blocked = [c for c in await conditions.current(conn, namespace) if c.stage in needed]
+    return JobStatus(**{**st.__dict__, "blocked_stages": blocked})
 
 
 async def awaiting_callback(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 100) -> list[str]:

@@ -41,6 +41,7 @@ from shared.runtime import headers as H
 from shared.runtime import metrics as M
 from shared.runtime import tracing
 from shared.runtime.breaker import BreakerBoard, BreakerState, CircuitBreaker
+from shared.runtime.condition import Condition, ConditionReporter
 from shared.runtime.errors import PermanentError, TransientError
 from shared.runtime.kafka import AsyncProducer, consumer_config, producer_config
 from shared.runtime.message import Emit, Message
@@ -116,6 +117,8 @@ class StageRunner:
         self._outcomes: collections.deque[int] = collections.deque(maxlen=settings.reject_ratio_window)
         self.halted: str = ""
         self.last_dead_letter: str = ""
+        self._conditions = ConditionReporter(spec.on_condition, (self.stage, self.replica_id, socket.gethostname(),
+                                             spec.topic_namespace), self.condition)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, install_signals: bool = True) -> None:
@@ -125,6 +128,7 @@ class StageRunner:
                 self._loop.add_signal_handler(sig, self.stop)
         if self.spec.on_start:
             await self.spec.on_start()
+        self._conditions.start()
         await self._k(
             self._consumer.subscribe, self._topics, on_assign=self._on_assign,
             on_revoke=self._on_revoke, on_lost=self._on_lost,
@@ -164,6 +168,7 @@ class StageRunner:
         await self._k(self._pconsumer.close)
         await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
         self._kexec.shutdown(wait=False)
+        await self._conditions.stop()  # before on_stop: the hook may need what on_stop closes
         if self.spec.on_stop:
             await self.spec.on_stop()
         self._stopped.set()
@@ -657,6 +662,17 @@ class StageRunner:
     # ------------------------------------------------------------------ introspection
     def ready(self) -> bool:
         return bool(self.assignment) and not self._stopping.is_set() and not self.halted
+
+    def condition(self) -> Condition:
+        """Halted (until restarted), paused (while a stage-wide downstream's breaker is not closed), or ""."""
+        if self.halted:
+            return Condition("halted", self.halted)
+        down = sorted(b.name for b in self.breakers.breakers.values()
+                      if b.state is not BreakerState.CLOSED and self._stage_wide(b))
+        if down:
+            return Condition("paused", f"paused: {', '.join(down)} down (last error: {self.last_error}); "
+                             "resumes by itself when it answers again")
+        return Condition()
 
     def status(self) -> dict[str, Any]:
         return {

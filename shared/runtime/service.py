@@ -52,7 +52,10 @@ def _readiness(runner: StageRunner, spec: StageSpec) -> Callable[[], Awaitable[t
             except Exception:
                 deps_ok = False
         status = runner.status()
-        return runner.ready() and deps_ok, {"dependencies": deps_ok, **status}
+        condition = runner.condition()
+        # "condition": halted or paused and why, in one place (`fiscalflow stack status` shows it).
+        return runner.ready() and deps_ok, {"dependencies": deps_ok, **status,
+                                            "condition": {"state": condition.state, "reason": condition.reason}}
 
     return ready
 

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.runtime.condition import ConditionHook
 from shared.runtime.message import Emit, Message
 from shared.topics import DLQ, Stage, input_topic, priority_topic, retry_topic
 
@@ -35,6 +36,9 @@ class StageSpec:
     on_start: Hook | None = None
     on_stop: Hook | None = None
     on_dead_letter: DeadLetterHook | None = None
+    # Called when the replica halts, pauses or resumes, and periodically while it stays so
+    # (shared/runtime/condition.py): services publish it where the job API can read it.
+    on_condition: ConditionHook | None = None
     # Ready-check of the stage's own dependencies (for /readyz).
     ready_check: Callable[[], Awaitable[bool]] | None = None
     group_id: str | None = None  # default: fiscalflow-<stage>

@@ -76,7 +76,8 @@ def down() -> None:
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Per component and per service replica: state, address, pid."""
+    """Per component and per service replica: state, address, pid; a replica halted, paused or
+    not ready says why (from its /readyz)."""
     from shared.stack import LocalStack
 
     st = LocalStack().status()
@@ -84,6 +85,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         typer.echo(json.dumps(st.to_json(), indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"fiscalflow local stack ({st.local_dir})")
@@ -93,10 +95,19 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     for c in st.components:
         table.add_row(c.name, f"[{colour[c.state]}]{c.state}[/]" + (" (external)" if c.external else ""),
                       c.address, str(c.pid or ""), c.log)
+    shown = {"halted": "red", "no answer": "red", "paused": "yellow", "not ready": "yellow"}
     for r in st.replicas:
-        table.add_row(f"  {r.name}", f"[{colour[r.state]}]{r.state}[/]" + (f" ({r.restarts} restarts)"
-                      if r.restarts else ""), r.address, str(r.pid or ""), r.log)
-    Console().print(table)
+        state = f"[{colour[r.state]}]{r.state}[/]"
+        if r.condition in shown:
+            state += f", [bold {shown[r.condition]}]{r.condition}[/]"
+        table.add_row(f"  {r.name}", state + (f" ({r.restarts} restarts)" if r.restarts else ""),
+                      r.address, str(r.pid or ""), r.log)
+    console = Console()
+    console.print(table)
+    for r in st.replicas:  # the reasons are too long for a column
+        if r.condition in shown:
+            console.print(f"[bold {shown[r.condition]}]{r.name} {r.condition}[/]: {escape(r.reason)}",
+                          highlight=False)
 
 
 def _component_command(action: str) -> None:

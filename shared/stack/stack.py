@@ -19,6 +19,7 @@ from shared.stack.broker import Broker
 from shared.stack.clickhouse import ClickHouseDir
 from shared.stack.component import Component, ComponentError, StackContext, port_open, split_hostport
 from shared.stack.postgres import Postgres
+from shared.stack.probe import probe_all
 from shared.stack.s3 import S3Identities, S3Server
 from shared.stack.services import Services, desired_replicas, replica_key, replica_ops_url, state_file
 from shared.stack.sftp import SftpRegion
@@ -49,6 +50,9 @@ class ReplicaStatus:
     address: str = ""  # the replica's ops URL (/metrics, /healthz, /readyz) once it reported one
     log: str = ""
     restarts: int = 0
+    # What a running replica's /readyz says: ready, halted, paused, not ready, or no answer.
+    condition: str = ""
+    reason: str = ""
 
 
 @dataclass
@@ -153,6 +157,9 @@ class LocalStack:
                 name=key, stage=stage.value, replica=n, state=rst, pid=rec.pid if rec else None,
                 address=replica_ops_url(self.settings, key, rec.pid if rec else None), log=rec.log if rec else "",
                 restarts=rec.restarts if rec else 0))
+        asked = [r for r in out.replicas if r.state == "running" and r.address]
+        for r, (condition, reason) in zip(asked, probe_all([r.address for r in asked]), strict=True):
+            r.condition, r.reason = condition, reason
         return out
 
     # --- internals -------------------------------------------------------------------------

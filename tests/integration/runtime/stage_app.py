@@ -2,9 +2,9 @@
 
 Behaviour is driven by each message's JSON value, so one handler covers every scenario:
 ``{"id": ..., "sleep_ms": 10, "permanent": true, "transient": 2}`` — sleep, fail permanently,
-or fail transiently on the first N attempts.  Every handled record is written to an idempotent
-PostgreSQL sink (one row per record; ``deliveries`` counts redeliveries) and emitted to
-``<ns>.out``.
+or fail transiently on the first N attempts (or while the file ``fail_while`` names exists).
+Every handled record is written to an idempotent PostgreSQL sink (one row per record;
+``deliveries`` counts redeliveries) and emitted to ``<ns>.out``.
 
     python tests/integration/runtime/stage_app.py NAMESPACE [--max-in-flight N]
 """
@@ -22,6 +22,8 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
+from shared.db.conditions import condition_hook
+from shared.db.migrate import connect_pool
 from shared.logs import setup_logging
 from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
 from shared.runtime.service import run_stage
@@ -44,6 +46,9 @@ def build(ns: str, settings: Settings, pool: asyncpg.Pool, max_in_flight: int | 
             await asyncio.sleep(body["sleep_ms"] / 1000)
         if body.get("permanent"):
             raise PermanentError("TEST_PERMANENT", f"record {body['id']} is poison", {"why": "test"})
+        # A downstream that is down until the test removes the file.
+        if body.get("fail_while") and await asyncio.to_thread(os.path.exists, body["fail_while"]):
+            raise TransientError(f"{body['fail_while']} exists", downstream=body.get("downstream", "testsink"))
         if msg.attempt < int(body.get("transient", 0)):
             raise TransientError(f"attempt {msg.attempt} fails", downstream=body.get("downstream", "testsink"))
         await pool.execute(
@@ -54,12 +59,12 @@ def build(ns: str, settings: Settings, pool: asyncpg.Pool, max_in_flight: int | 
         return [Emit(value=msg.value, topic="out")]
 
     return StageSpec(stage=Stage.VALIDATE, handler=handle, topic_namespace=ns, group_id=f"{ns}-group",
-                     max_in_flight=max_in_flight)
+                     max_in_flight=max_in_flight, on_condition=condition_hook(lambda: pool))
 
 
 async def amain(ns: str, max_in_flight: int | None) -> None:
     settings = Settings()
-    pool = await asyncpg.create_pool(settings.pg_dsn.get_secret_value(), min_size=1, max_size=8)
+    pool = await connect_pool(settings.pg_dsn.get_secret_value(), max_size=8)  # migrated: stage_conditions
     await pool.execute(SINK_DDL)
     try:
         await run_stage(build(ns, settings, pool, max_in_flight), settings)
