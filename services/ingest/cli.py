@@ -176,6 +176,7 @@ def _follow(base: str, job_id: str) -> None:
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
     paused_seen: set[tuple[str, str, str]] = set()
     halted: list[str] = []
+    stalled_said = False
     with httpx.Client(timeout=30) as client, Progress(*columns) as progress:
         task = progress.add_task("job", total=None, job=job_id[:8], counts="")
         while True:
@@ -198,6 +199,12 @@ def _follow(base: str, job_id: str) -> None:
                 progress.console.print(f"[yellow]{escape(paused[key])}[/] (still waiting)",
                                        highlight=False)
             paused_seen = set(paused)
+            if st.get("stalled") and not stalled_said:
+                # Messages lost (e.g. a broker restart): the reconciler re-drives them, or do it now.
+                progress.console.print(f"[yellow]{st['stalled']} record(s) stalled[/] (no transition for longer "
+                                       f"than the re-drive lease); `fiscalflow records redrive --job {job_id}` "
+                                       "sends them through again (still waiting)", highlight=False)
+                stalled_said = True
             time.sleep(0.5)
     if halted:
         for line in halted:
