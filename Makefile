@@ -5,7 +5,7 @@ FF    := $(VENV)/bin/fiscalflow
 
 .PHONY: demo test lint unit integration bench install clean-local
 
-$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+$(STAMP): pyproject.toml tooling/pyproject.toml constraints.txt scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 	touch $(STAMP)
 

@@ -22,9 +22,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.record import append_result
-from shared.bench.harness import cpu_seconds
-from shared.stack import LocalStack
 from tests.stacks import isolated_settings, isolated_stack
+from tooling.bench.harness import cpu_seconds
+from tooling.stack import LocalStack
 
 
 def main() -> None:

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from services.download.fetch import fetch
-from services.download.pool import RegionPool
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
-from shared.stack import LocalStack
+from shared.sftp.pool import RegionPool
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
+from tooling.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/ is not an installed package: record.py is imported beside us

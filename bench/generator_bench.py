@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.record import append_result  # noqa: E402
-from shared.issuers.generator import InvoiceGenerator  # noqa: E402
-from shared.issuers.pki import DemoPKI  # noqa: E402
+from tooling.issuers.generator import InvoiceGenerator  # noqa: E402
+from tooling.issuers.pki import DemoPKI  # noqa: E402
 
 
 def main() -> None:

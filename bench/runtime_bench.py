@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=1000, help="the no-op case's max in flight")
     args = ap.parse_args()
     settings = Settings(fetch_wait_max_ms=20)
-    # As every service does (shared/runtime/service.py): the process's tracer provider, so the
+    # As every service does (services/registry.py): the process's tracer provider, so the
     # per-message span costs what it costs in a stage.
     setup_tracing("fiscalflow-bench-runtime", settings.otlp_endpoint)
     noop = asyncio.run(run_case(settings, args.messages, 0.0, args.in_flight, 4, args.pad))

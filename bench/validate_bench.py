@@ -44,7 +44,7 @@ def _read_docs(path: Path) -> list[bytes]:
 def worker(mode: str, docs_path: Path, pki_dir: Path, runs: int) -> None:
     """One variant in this process: build, warm up, time ``runs`` passes, report JSON on stdout."""
     from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore
-    from shared.issuers.pki import DemoPKI
+    from tooling.issuers.pki import DemoPKI
 
     docs = _read_docs(docs_path)
     pki = DemoPKI.load(pki_dir)
@@ -88,8 +88,8 @@ def main() -> None:
         worker(args.worker, args.docs, args.pki, args.runs)
         return
 
-    from shared.issuers.generator import InvoiceGenerator
-    from shared.issuers.pki import DemoPKI
+    from tooling.issuers.generator import InvoiceGenerator
+    from tooling.issuers.pki import DemoPKI
 
     with tempfile.TemporaryDirectory(prefix="validate-bench-") as tmp:
         tmpdir = Path(tmp)

@@ -25,5 +25,7 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
     || { echo "fiscalflow needs Python 3.11 (found $("$PYTHON" --version))" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+# The product with its dev tools, and the tooling (local stack, demo issuers, demo, bench): a
+# distribution of its own, so the product image carries the product only.
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]' -e ./tooling
 echo "ready: .venv/bin/fiscalflow"

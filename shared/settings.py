@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     )
     sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per SFTP channel.")
     sftp_server_latency_ms: int = Field(
-        0, ge=0, description="Local stack only: > 0 runs each region as a slow issuer (`shared/stack/slow_sftp.py`, "
+        0, ge=0, description="Local stack only: > 0 runs each region as a slow issuer (`tooling/stack/slow_sftp.py`, "
         "this delay per file served) instead of sshd.")
     sftp_server_max_connections: int = Field(
         10, ge=1, description="Local stack only: connections a slow issuer accepts (more are dropped).")

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from shared.settings import PROJECT_ROOT, Settings
-from shared.stack.component import settings_env
 from shared.topics import Stage
+from tooling.stack.component import settings_env
 
 SLOT_OFFSET = int(os.environ.get("FISCALFLOW_TEST_SLOT", "0") or 0) * 100
 FISCALFLOW = str(Path(sys.executable).parent / "fiscalflow")
@@ -44,7 +44,7 @@ def isolated_settings(name: str, offset: int, **overrides: object) -> Settings:
 @contextmanager
 def isolated_stack(settings: Settings) -> Iterator[Settings]:
     """A fresh stack (its directory wiped, its database dropped) for the duration of the block."""
-    from shared.stack import LocalStack
+    from tooling.stack import LocalStack
 
     stack = LocalStack(settings)
     if settings.local_dir.exists():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import asyncssh
 
-from services.download.pool import PoolUnavailable, RegionPool
 from shared.domain.reasons import ReasonCode
 from shared.runtime import PermanentError, TransientError
+from shared.sftp.paths import safe_relative
+from shared.sftp.pool import PoolUnavailable, RegionPool
 
 BLOCK = 256 * 1024
 FETCH_TIMEOUT_S = 60.0
@@ -25,14 +25,6 @@ class Fetched:
     @property
     def size(self) -> int:
         return len(self.data)
-
-
-def safe_relative(path: str) -> str:
-    """Paths are relative to the region root; absolute paths and ``..`` could leave it."""
-    p = PurePosixPath(path)
-    if not path or p.is_absolute() or path.startswith("\\") or ".." in p.parts or "\\" in path:
-        raise PermanentError(ReasonCode.PATH_OUTSIDE_ROOT, f"path {path!r} is not inside the region root")
-    return p.as_posix()
 
 
 async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int | None = None) -> Fetched:

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from services.download.claims import put_claim
 from services.download.fetch import fetch
-from services.download.pool import RegionPool
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
@@ -34,6 +33,7 @@ from shared.runtime import headers as H
 from shared.runtime.tracing import current_trace_id
 from shared.s3 import S3Store
 from shared.settings import Settings
+from shared.sftp.pool import build_pools
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.download")
@@ -43,15 +43,6 @@ BYTES = Counter("fiscalflow_download_bytes_total", "Bytes downloaded, by region.
 
 # A replayed dead letter arrives for a rejected record; a redelivery for an already downloaded one.
 _DOWNLOADABLE = (RecordStatus.PENDING, RecordStatus.DOWNLOADING, RecordStatus.DOWNLOADED, RecordStatus.REJECTED)
-
-
-def build_pools(settings: Settings) -> dict[str, RegionPool]:
-    return {
-        region: RegionPool(region, host, port, settings.sftp_user, settings.sftp_key_path(),
-                           settings.known_hosts_path(), settings.sftp_max_connections,
-                           settings.sftp_requests_per_connection, settings.sftp_channels_per_connection)
-        for region, (host, port) in settings.regions().items()
-    }
 
 
 def region_of(msg: Message) -> str | None:

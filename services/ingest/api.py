@@ -21,7 +21,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.download.pool import PoolUnavailable, RegionPool
 from services.ingest.backpressure import LagMonitor
 from services.ingest.publisher import publish
 from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
@@ -32,6 +31,7 @@ from shared.http_errors import error_body, error_responses, install_error_handle
 from shared.runtime.kafka import AsyncProducer, DeliveryError
 from shared.runtime.memory import trim_heap
 from shared.settings import Settings
+from shared.sftp.pool import PoolUnavailable, RegionPool
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_JOB_RECORDS = 100_000

@@ -13,9 +13,9 @@ import json
 import re
 from collections.abc import Iterable
 
-from services.download.fetch import safe_relative
 from shared.db.records import Registration
 from shared.runtime import PermanentError
+from shared.sftp.paths import safe_relative
 
 REQUIRED = ("record_id", "region", "path", "sha256")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")

@@ -20,7 +20,6 @@ import asyncpg
 import uvicorn
 from prometheus_client import Counter
 
-from services.download.service import build_pools
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor
 from services.ingest.periodic import Periodic
@@ -41,6 +40,7 @@ from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer, producer_config
 from shared.runtime.tracing import current_trace_id
 from shared.settings import Settings
+from shared.sftp.pool import build_pools
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.ingest")

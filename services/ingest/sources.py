@@ -16,8 +16,8 @@ from pathlib import PurePosixPath
 
 import asyncssh
 
-from services.download.pool import RegionPool
 from shared.db.records import Registration
+from shared.sftp.pool import RegionPool
 
 MANIFEST = "MANIFEST.csv"
 MAX_DEPTH = 8

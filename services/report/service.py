@@ -189,5 +189,5 @@ async def run(settings: Settings, topic_namespace: str = "") -> None:
 
 
 def main(settings: Settings) -> None:
-    """Entry point of ``fiscalflow service run report`` (see shared/runtime/service.py)."""
+    """Entry point of ``fiscalflow service run report`` (see services/registry.py)."""
     asyncio.run(run(settings, os.environ.get("FISCALFLOW_TOPIC_NAMESPACE", "")))

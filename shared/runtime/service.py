@@ -1,34 +1,23 @@
-"""Run one stage replica as a process: settings, logging, tracing, ops port, the runner."""
+"""Run one stage replica: its ops port (metrics, health, readiness), runtime info, the runner.
+
+Which service a stage runs is decided outside shared/ (services/registry.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.logs import setup_logging
-from shared.runtime.memory import release_free_heap
 from shared.runtime.ops import OpsServer
 from shared.runtime.runner import StageRunner
 from shared.runtime.stage import StageSpec
-from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.service")
-
-StageBuilder = Callable[[Settings], Awaitable[StageSpec]]
-
-
-def load_builder(stage: Stage) -> StageBuilder:
-    """Each service exposes ``build_stage(settings) -> StageSpec`` in ``services/<stage>/service.py``."""
-    module = importlib.import_module(f"services.{stage.value}.service")
-    builder: StageBuilder = module.build_stage
-    return builder
 
 
 async def run_stage(spec: StageSpec, settings: Settings, install_signals: bool = True) -> None:
@@ -70,19 +59,3 @@ def _write_runtime_info(settings: Settings, stage: Stage, replica: str, port: in
     except OSError:  # read-only filesystem in a container: the log line says it
         pass
 
-
-def main(stage: Stage) -> None:
-    settings = Settings()
-    setup_logging(settings.log_level, service=stage.value)
-    setup_tracing(f"fiscalflow-{stage.value}", settings.otlp_endpoint)
-    module = importlib.import_module(f"services.{stage.value}.service")
-    if hasattr(module, "main"):  # a service that is not a StageRunner stage (report: a faust app)
-        module.main(settings)
-        return
-
-    async def _main() -> None:
-        spec = await load_builder(stage)(settings)
-        release_free_heap()
-        await run_stage(spec, settings)
-
-    asyncio.run(_main())

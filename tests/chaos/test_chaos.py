@@ -31,18 +31,18 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.bench_results import append_result
 from shared.dlq.model import collapse_copies
 from shared.dlq.reader import read_dead_letters
 from shared.domain.reasons import ReasonCode
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
-from shared.stack import LocalStack
 from shared.topics import DLQ, Stage
 from tests.chaos.conftest import REPORT
 from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tooling.bench_results import append_result
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.chaos
 
@@ -233,7 +233,7 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
     with isolated_stack(settings):
         t0 = time.monotonic()
         # The supervisor's replicas trust the stack's demo PKI when no trust is configured
-        # (shared/stack/services.py demo_trust_env): generate with that same PKI.
+        # (tooling/stack/services.py demo_trust_env): generate with that same PKI.
         expected = _generate(settings, DemoPKI.ensure(settings.pki_dir()))
         gen_s = time.monotonic() - t0
         stack = LocalStack(settings)

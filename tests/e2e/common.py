@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
 from tests.stacks import archive_keys
+from tooling.issuers.pki import DemoPKI
 
 
 def db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:

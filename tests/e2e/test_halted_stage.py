@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from services.ingest.cli import EXIT_HALTED
-from shared.issuers.pki import DemoPKI
-from shared.stack import LocalStack
-from shared.stack.probe import PROBE_TIMEOUT_S
 from shared.topics import Stage
 from tests.stacks import FISCALFLOW, isolated_settings, isolated_stack, service_env
+from tooling.issuers.pki import DemoPKI
+from tooling.stack import LocalStack
+from tooling.stack.probe import PROBE_TIMEOUT_S
 
 pytestmark = pytest.mark.e2e
 

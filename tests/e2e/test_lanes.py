@@ -32,16 +32,16 @@ from shared.db.records import Registration, register
 from shared.dlq.reader import read_dead_letters
 from shared.domain.messages import DocumentRef, DownloadTask, IngestRequest, ValidatedDocument
 from shared.domain.reasons import ReasonCode
-from shared.issuers.defects import Defect
-from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
-from shared.issuers.output import batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic, retry_topic
 from tests.e2e.common import db, demo_trust, s3_keys, wait_jobs
 from tests.integration.store.harness import facts_of
 from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tooling.issuers.defects import Defect
+from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
+from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,6 @@ import pytest
 from lxml import etree
 
 from shared.dlq.reader import read_dead_letters
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
@@ -32,6 +29,9 @@ from tests.e2e.common import s3_keys as _s3_keys
 from tests.e2e.common import wait_jobs as _wait_jobs
 from tests.e2e.otlp_sink import OtlpSink, Span
 from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
 
 pytestmark = pytest.mark.e2e
 

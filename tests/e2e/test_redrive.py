@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.output import batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
-from shared.stack import LocalStack
 from shared.topics import Stage
 from tests.e2e.common import db
 from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.issuers.output import ManifestRow, batch_dir, merge_manifest
 from tests.faults.world import World
+from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from shared.stack import LocalStack
 from tests.faults.world import World
+from tooling.stack import LocalStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

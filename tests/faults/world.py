@@ -26,12 +26,12 @@ from botocore.config import Config
 
 from shared.dlq.model import DeadLetter, collapse_copies
 from shared.dlq.reader import read_dead_letters
-from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
-from shared.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.settings import Settings
 from shared.topics import DLQ
 from tests.stacks import FISCALFLOW, SLOT_OFFSET, Services, isolated_settings, isolated_stack, service_env
+from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
+from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
 
 SLOT = SLOT_OFFSET // 100 or ""
 SECRETS = {

@@ -42,7 +42,7 @@ TEST_ENV = {
 
 def _fresh_stack(local_dir: Path, settings: Settings) -> None:
     """Stop what a crashed earlier session left running (by its state file), then start clean."""
-    from shared.stack import LocalStack
+    from tooling.stack import LocalStack
 
     if local_dir.exists():
         LocalStack(settings).down()
@@ -52,7 +52,7 @@ def _fresh_stack(local_dir: Path, settings: Settings) -> None:
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """Settings of the running test stack (broker, PostgreSQL, S3, SFTP regions; no services)."""
-    from shared.stack import LocalStack
+    from tooling.stack import LocalStack
 
     with pytest.MonkeyPatch.context() as mp:
         for name in [n for n in os.environ if n.startswith("FISCALFLOW_")]:

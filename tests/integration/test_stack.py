@@ -18,14 +18,14 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from shared.runtime.admin import partition_counts
 from shared.settings import PROJECT_ROOT, Settings
-from shared.stack import ComponentStatus, LocalStack
-from shared.stack.component import port_open, split_hostport
-from shared.stack.process import ProcessHandle, spawn
-from shared.stack.s3 import BROKER_BUCKET, S3Identity, s3_client
-from shared.stack.services import REPLICA_COMMAND_ENV
-from shared.stack.state import ProcessRecord
 from shared.topics import Stage, all_topics
 from tests.integration.conftest import SLOT_OFFSET as _SLOT_OFFSET
+from tooling.stack import ComponentStatus, LocalStack
+from tooling.stack.component import port_open, split_hostport
+from tooling.stack.process import ProcessHandle, spawn
+from tooling.stack.s3 import BROKER_BUCKET, S3Identity, s3_client
+from tooling.stack.services import REPLICA_COMMAND_ENV
+from tooling.stack.state import ProcessRecord
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from botocore.config import Config
 
 import services.ingest.api as ingest_api
 from shared.settings import PROJECT_ROOT, Settings
-from shared.stack.s3 import BROKER_BUCKET
 from tests.faults.world import SECRETS, World
+from tooling.stack.s3 import BROKER_BUCKET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -10,17 +10,17 @@ import asyncssh
 import pytest
 
 from services.download.fetch import fetch
-from services.download.pool import RegionPool
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
 from shared.domain.messages import DocumentRef, IngestRequest
-from shared.issuers.defects import Defect
 from shared.runtime import PermanentError, TransientError
 from shared.s3 import S3Store
 from shared.settings import Settings
-from shared.stack import LocalStack
+from shared.sftp.pool import RegionPool
 from shared.topics import DLQ, Stage
 from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
+from tooling.issuers.defects import Defect
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from services.download.pool import RegionPool
-from shared.stack.component import port_open
+from shared.sftp.pool import RegionPool
+from tooling.stack.component import port_open
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def slow_issuer(tmp_path: Path) -> tuple[int, Path, Path]:
     (tmp_path / "authorized").write_bytes(client_key.export_public_key())
     port = _free_port()
     (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.stack.slow_sftp", "--port", str(port), "--root", str(root),
+    proc = subprocess.Popen([sys.executable, "-m", "tooling.stack.slow_sftp", "--port", str(port), "--root", str(root),
                              "--host-key", str(tmp_path / "host"), "--authorized-keys", str(tmp_path / "authorized"),
                              "--user", "issuer", "--latency-ms", "50", "--max-connections", "3"])
     deadline = time.monotonic() + 20

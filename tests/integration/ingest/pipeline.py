@@ -15,15 +15,15 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import Message as KafkaMessage
 
 from shared.db.records import Registration
-from shared.issuers.defects import Defect
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
-from shared.issuers.pki import DemoPKI
 from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
 from shared.runtime.stage import StageSpec
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, TopicSpec, all_topics, input_topic
+from tooling.issuers.defects import Defect
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
+from tooling.issuers.pki import DemoPKI
 
 
 def write_batch(settings: Settings, region: str, count: int, defects: Iterable[Defect | None] = (),

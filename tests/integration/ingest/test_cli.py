@@ -22,7 +22,7 @@ from tests.integration.ingest.pipeline import Pipeline, write_batch
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "shared.cli.main"]
+CLI = [sys.executable, "-m", "services.cli"]
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

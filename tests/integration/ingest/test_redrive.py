@@ -101,5 +101,5 @@ def test_records_redrive_lists_a_jobs_stalled_records_and_sends_them_to_ingest(s
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
                           timeout=120, env=os.environ)

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
 from shared.settings import PROJECT_ROOT, Settings
 from tests.integration.store.harness import Topics
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ def report(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
            "FISCALFLOW_LOCAL_DIR": str(tmp), "FISCALFLOW_CALLBACK_BASE_S": "0.2",
            "FISCALFLOW_REPORT_FLUSH_S": "0.2"}
     log = tmp / "report.log"
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "service", "run", "report"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "service", "run", "report"], env=env,
                             cwd=PROJECT_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     rp = ReportProc(topics, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ops_port}", proc, log)
     try:

@@ -26,12 +26,12 @@ from services.store.service import build_stage
 from shared.db.jobs import create_job
 from shared.db.records import Registration, Transition, apply_transitions, register
 from shared.domain.records import Priority, RecordStatus
-from shared.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import ReportProc
 from tests.integration.store.harness import stored, validated
+from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 
 pytestmark = pytest.mark.integration
 
@@ -330,7 +330,7 @@ def test_the_cli_prints_the_api_as_tables_or_json(report: ReportProc) -> None:
     env = {**os.environ, "FISCALFLOW_REPORT_PORT": report.api.rsplit(":", 1)[1]}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli.main", "report", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "services.cli", "report", *args], env=env,
                               capture_output=True, text=True, timeout=60)
 
     out = cli("summary", "--json")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 
 @pytest.fixture(scope="session")

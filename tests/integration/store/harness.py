@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Message, Producer
 
 from shared.domain.messages import CfdiFacts, StoredEvent, ValidatedDocument
-from shared.issuers.generator import GeneratedInvoice
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, TopicSpec, input_topic, priority_topic, retry_topic
+from tooling.issuers.generator import GeneratedInvoice
 
 
 def facts_of(inv: GeneratedInvoice, uuid_override: str | None = None) -> CfdiFacts:

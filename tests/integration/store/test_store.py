@@ -19,13 +19,13 @@ from shared.db.migrate import connect_pool
 from shared.db.records import Registration, Transition, register
 from shared.domain.messages import StoredEvent
 from shared.domain.records import RecordStatus
-from shared.issuers.generator import InvoiceGenerator
 from shared.runtime.runner import StageRunner
 from shared.s3 import S3Store
 from shared.settings import Settings
-from shared.stack import LocalStack
 from shared.topics import DLQ, STORED, Stage, input_topic
 from tests.integration.store.harness import Topics, validated
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from services.validate.service import build_stage
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
 from shared.domain.messages import DocumentRef, ValidatedDocument
-from shared.issuers.defects import Defect
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
 from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, input_topic
+from tooling.issuers.defects import Defect
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 pytestmark = pytest.mark.integration
 

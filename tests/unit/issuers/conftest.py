@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 
 from shared.cfdi.sat_files import cfdv40_xsd, sat_site, tfd_xsd
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.issuers.cli import app
-from shared.issuers.output import MANIFEST_HEADER
+from tooling.issuers.cli import app
+from tooling.issuers.output import MANIFEST_HEADER
 
 
 @pytest.fixture()

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
 from shared.cfdi.cadena import cadena_original
-from shared.issuers.defects import Defect
-from shared.issuers.generator import InvoiceGenerator
+from tooling.issuers.defects import Defect
+from tooling.issuers.generator import InvoiceGenerator
 
 
 def _sello_ok(doc: etree._Element) -> bool:
@@ -71,7 +71,7 @@ def test_transport_defects_keep_a_good_document(generator: InvoiceGenerator, def
 
 
 def test_bad_fraction_is_roughly_respected(pki: object) -> None:
-    from shared.issuers.pki import DemoPKI
+    from tooling.issuers.pki import DemoPKI
 
     assert isinstance(pki, DemoPKI)
     generator = InvoiceGenerator(pki, seed=2, bad_fraction=0.2)

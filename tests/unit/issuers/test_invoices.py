@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
 from shared.cfdi.cadena import cadena_original, tfd_cadena
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
-from shared.issuers.rfc import is_valid_rfc
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
+from tooling.issuers.rfc import is_valid_rfc
 
 NS = {"cfdi": "http://www.sat.gob.mx/cfd/4", "tfd": "http://www.sat.gob.mx/TimbreFiscalDigital",
       "pago20": "http://www.sat.gob.mx/Pagos20"}

@@ -12,7 +12,7 @@ import pytest
 from shared.db import conditions
 from shared.db.jobs import JobStatus
 from shared.runtime import condition as C
-from shared.stack.probe import condition_of
+from tooling.stack.probe import condition_of
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 """Fixtures of the validator suite: SAT's public test material (read in place, never copied) and
-the project's own demo PKI + generated invoices (shared/issuers), re-sealed after each mutation."""
+the project's own demo PKI + generated invoices (tooling/issuers), re-sealed after each mutation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from lxml import etree
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 SHARED_CFDI = (Path(__file__).resolve().parents[3] / ".." / "shared" / "cfdi").resolve()
 

@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from services.validate import cli
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -73,7 +73,7 @@ def test_fiscalflow_entry_point_with_env_defaults(pki: DemoPKI, generator: Invoi
     (tmp_path / "one.xml").write_bytes(generator.generate(0, defect=None).xml)
     env = {**os.environ, "FISCALFLOW_TRUST_CA": f"{pki.ca_cert}:{pki.ca_cert}",  # ':'-separated sources
            "FISCALFLOW_STAMP_CERTS": str(pki.stamp_certs_dir)}
-    proc = subprocess.run([sys.executable, "-m", "shared.cli.main", "validate", str(tmp_path)], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "validate", str(tmp_path)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     line = _lines(proc.stdout)[0]

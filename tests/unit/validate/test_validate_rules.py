@@ -17,9 +17,9 @@ from lxml import etree
 
 from services.validate.cfdi import CfdiValidator, RunDuplicates, StampCertStore, TrustStore, ValidationResult, Verdict
 from shared.cfdi.cadena import cadena_original, tfd_cadena
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
-from shared.issuers.sealing import sign
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
+from tooling.issuers.sealing import sign
 
 C = "{http://www.sat.gob.mx/cfd/4}"
 TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"

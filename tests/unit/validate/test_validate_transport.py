@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from services.validate.cfdi import CfdiValidator, ValidationResult, Verdict
-from shared.issuers.generator import InvoiceGenerator
+from tooling.issuers.generator import InvoiceGenerator
 
 Check = Callable[[bytes], ValidationResult]
 

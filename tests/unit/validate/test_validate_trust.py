@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, Verdict
-from shared.issuers.generator import InvoiceGenerator
-from shared.issuers.pki import DemoPKI
+from tooling.issuers.generator import InvoiceGenerator
+from tooling.issuers.pki import DemoPKI
 
 
 def test_production_ca_is_trusted_by_default() -> None:

@@ -1,0 +1,1 @@
+"""SFTP adapter: per-region connection pools to the issuers' servers (download fetches, ingest lists)."""

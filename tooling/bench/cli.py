@@ -1,0 +1,110 @@
+"""``fiscalflow bench SCENARIO``: the issue-8 benchmarks, each on an isolated stack of its own; each run
+prints its table and appends a dated entry (machine, commit, command, numbers, load) to
+the raw run log (.local/bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: each scenario on its own isolated local stack.")
+
+Count = Annotated[int | None, typer.Option("--count", "-n", help="Invoices (default: the scenario's full size).")]
+Replicas = Annotated[list[str] | None, typer.Option("--replicas", help="STAGE=N, repeatable.")]
+
+
+def _recorded(name: str, fn: Callable[[], None]) -> None:
+    """Run a scenario; a failed run is recorded too (briefly), then the error is raised."""
+    try:
+        fn()
+    except Exception as exc:
+        from tooling.bench.output import command_line
+        from tooling.bench_results import append_result
+
+        append_result(f"bench {name} — FAILED", command_line(), f"{type(exc).__name__}: {str(exc)[:500]}")
+        raise
+
+
+def _replicas(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        stage, _, n = item.partition("=")
+        out[stage] = int(n)
+    return out
+
+
+@app.command("seed-scenario")
+def seed_scenario(count: Count = None, replicas: Replicas = None) -> None:
+    """50,000 invoices from three slow issuers (500 ms per file, ≤ 10 connections), whole pipeline."""
+    from tooling.bench import seed
+
+    _recorded("seed-scenario", lambda: seed.run(count or 50_000, _replicas(replicas)))
+
+
+@app.command()
+def throughput(count: Count = None, replicas: Replicas = None) -> None:
+    """100,000 invoices from local issuers, whole pipeline, all on this machine."""
+    from tooling.bench import throughput as tp
+
+    _recorded("throughput", lambda: tp.run(count or 100_000, _replicas(replicas)))
+
+
+@app.command()
+def stages(count: Count = None) -> None:
+    """Each stage alone on a pre-filled input topic."""
+    from tooling.bench import stages as st
+
+    _recorded("stages", lambda: st.run(count or 10_000))
+
+
+@app.command("ingest-api")
+def ingest_api(count: Count = None) -> None:
+    """Record ids accepted per second by the HTTP API, and straight to the topic."""
+    from tooling.bench import ingest_api as ia
+
+    _recorded("ingest-api", lambda: ia.run(count or 200_000))
+
+
+@app.command()
+def latency(samples: Annotated[int, typer.Option(help="Records per measurement.")] = 50,
+            backlog: Annotated[int, typer.Option(help="Backlog for the priority measurement.")] = 50_000) -> None:
+    """End-to-end latency of single records: idle, and priority under a backlog."""
+    from tooling.bench import latency as la
+
+    _recorded("latency", lambda: la.run(samples, backlog))
+
+
+@app.command()
+def scaling(validate_count: Annotated[int, typer.Option(help="Records per validate configuration.")] = 10_000,
+            download_count: Annotated[int, typer.Option(help="Records per download configuration.")] = 3_000) -> None:
+    """validate with 1 and 2 replicas; download with 1 and 3 replicas against slow issuers."""
+    from tooling.bench import scaling as sc
+
+    _recorded("scaling", lambda: sc.run(validate_count, download_count))
+
+
+@app.command()
+def memory(count: Count = None) -> None:
+    """Steady-state RSS per stage process under load."""
+    from tooling.bench import memory as me
+
+    _recorded("memory", lambda: me.run(count or 10_000))
+
+
+@app.command("all")
+def run_all() -> None:
+    """Every scenario, full size, one after another (about 40 minutes on 2 cores)."""
+    # The two whole-pipeline targets first: they matter most and take longest (~7 and ~14 minutes).
+    scenarios: list[tuple[str, Callable[[], None]]] = [
+        ("seed-scenario", lambda: seed_scenario(None, None)), ("throughput", lambda: throughput(None, None)),
+        ("ingest-api", lambda: ingest_api(None)), ("latency", lambda: latency(50, 50_000)),
+        ("stages", lambda: stages(None)), ("scaling", lambda: scaling(10_000, 3_000)),
+        ("memory", lambda: memory(None))]
+    for name, fn in scenarios:
+        typer.echo(f"== bench {name}")
+        try:
+            fn()
+        except Exception as exc:  # one failed scenario must not hide the others' numbers (already recorded)
+            typer.echo(f"bench {name} failed: {exc}", err=True)

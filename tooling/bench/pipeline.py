@@ -1,0 +1,89 @@
+"""The whole pipeline on N corpus invoices: one job per region through the ingest API (listing the
+region over SFTP, registering, publishing), every stage running, done when every job completed and
+the report service has read an event for every finished record.  Used by seed, throughput, memory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tooling.bench.harness import PIPELINE, POLL_S, BenchStack, cpu_tree_seconds, machine_cpu_seconds, rss_mb
+
+
+@dataclass
+class PipelineRun:
+    count: int
+    completed: bool
+    wall_s: float  # first job submitted -> last record finished and read by the report service
+    jobs_s: float  # first job submitted -> every job completed (records final in PostgreSQL)
+    finished: int
+    outcomes: dict[str, int]
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    infra: dict[str, dict[str, float]] = field(default_factory=dict)
+    start_s: float = 0.0
+
+
+def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = None,
+                 timeout: float = 1800) -> PipelineRun:
+    placed = b.place(count)
+    start_s = b.stages(PIPELINE, replicas)
+    infra = b.infra_pids()
+    infra_cpu0 = {name: cpu_tree_seconds(pid) for name, pid in infra.items()}
+    machine0 = machine_cpu_seconds()
+    b.sample()
+    t0 = time.monotonic()
+    jobs = [b.submit({"source": {"region": region, "pattern": "bench/*.xml"}}) for region in placed.per_region]
+    ok, status = b.follow_jobs(jobs, timeout)
+    jobs_s = time.monotonic() - t0
+    finished = sum(int(s["finished"]) for s in status.values())
+    # The report materialises asynchronously: the run ends when it has read every finished record.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and b.sample().get("report", 0) < finished:
+        time.sleep(POLL_S)
+    wall_s = time.monotonic() - t0
+    machine_s = machine_cpu_seconds() - machine0
+    outcomes: dict[str, int] = {}
+    for s in status.values():
+        for k, v in s["counts"].items():
+            outcomes[k] = outcomes.get(k, 0) + int(v)
+    run = PipelineRun(placed.count, ok, wall_s, jobs_s, finished, outcomes, start_s=start_s)
+    for stage in PIPELINE:
+        run.stages[stage.value] = b.stage_figures(stage.value)
+    for name, pid in infra.items():
+        run.infra[name] = {"cpu_s": cpu_tree_seconds(pid) - infra_cpu0[name], "rss_peak_mb": rss_mb(pid, peak=True)}
+    # Everything the machine did meanwhile: the processes above plus the harness, the kernel, and
+    # whatever else runs here (so a quiet machine is what makes it this pipeline's cost).
+    run.infra["machine, all processes"] = {"cpu_s": machine_s, "rss_peak_mb": 0.0}
+    return run
+
+
+def stage_rows(run: PipelineRun) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for stage, f in run.stages.items():
+        if not f:
+            rows.append([stage, "-", "-", "-", "-", "-"])
+            continue
+        rows.append([f"{stage} ×{int(f['replicas'])}", f"{int(f['docs']):,}", f"{f['docs_per_s']:,.0f}",
+                     f"{f['cpu_per_1000']:.2f}", f"{f['rss_steady_mb']:.0f}", f"{f['rss_peak_mb']:.0f}"])
+    for name, f in run.infra.items():
+        rows.append([name, "", "", f"{f['cpu_s'] / max(run.finished, 1) * 1000:.2f}", "",
+                     f"{f['rss_peak_mb']:.0f}" if f["rss_peak_mb"] else ""])
+    return rows
+
+
+# Servers' CPU includes their child processes (sshd's sessions, PostgreSQL's backends); the last
+# row is the whole machine's busy CPU over the run, so the rows above it should nearly add up to it.
+STAGE_HEADERS = ["process", "messages", "docs/s (first→last message)", "CPU s / 1,000 docs",
+                 "steady RSS MB (median under load)", "peak RSS MB"]
+
+
+def summary_row(run: PipelineRun, target_s: float) -> list[Any]:
+    met = "met" if run.completed and run.wall_s <= target_s else "NOT met"
+    return [f"{run.count:,}", f"{run.finished:,}", f"{run.wall_s:.1f}", f"{run.jobs_s:.1f}",
+            f"{run.finished / max(run.wall_s, 1e-9):.0f}", f"≤ {target_s:.0f} s: {met}",
+            ", ".join(f"{k} {v}" for k, v in sorted(run.outcomes.items()))]
+
+
+SUMMARY_HEADERS = ["invoices", "records finished", "wall s (submit → report read all)", "jobs s",
+                   "records/s", "target", "outcomes"]
