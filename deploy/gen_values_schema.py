@@ -87,7 +87,8 @@ def schema() -> dict[str, Any]:
                       "properties": {"bootstrapServers": {"type": "string", "minLength": 1},
                                      "transactions": {"type": "boolean"},
                                      "sessionTimeoutMs": {"type": "integer", "minimum": 1000},
-                                     "fetchWaitMaxMs": {"type": "integer", "minimum": 0}}},
+                                     "fetchWaitMaxMs": {"type": "integer", "minimum": 0},
+                                     "messageMaxBytes": {"type": "integer", "minimum": 4096}}},
             "topics": {"type": "object", "additionalProperties": False,
                        "required": ["create", "replicationFactor", "sharedPartitions"],
                        "properties": {
