@@ -355,62 +355,60 @@ class StageRunner:
             attributes={"fiscalflow.record_id": msg.record_id, "messaging.destination.name": msg.topic,
                         "fiscalflow.attempt": msg.attempt},
         ) as span:
+            key_breaker = self._key_breaker(msg)
+            if key_breaker is not None and not key_breaker.allow():
+                # The message's own downstream is known to be down: wait for it without an attempt.
+                await self._to_retry(msg, delay_s=key_breaker.next_probe_in() + random.uniform(0.1, 0.5),
+                                     downstream=key_breaker.name, count_attempt=False)
+                return
+            probe = key_breaker is not None and key_breaker.state is BreakerState.HALF_OPEN
+            await self._pass_stage_gate()
+            started = time.perf_counter()
             try:
-                await self._handle_in(msg, span)
+                emits = await self.spec.handler(msg)
+            except PermanentError as exc:
+                await self._reject(msg, span, exc.reason, exc.message, exc.details)
+                return
+            except TransientError as exc:
+                span.set_attribute("fiscalflow.outcome", "retry")
+                downstream = exc.downstream or "unknown"
+                M.FAILED.labels(self.stage, "TRANSIENT").inc()
+                breaker = self._breaker_for_failure(msg, exc.downstream)
+                was_probe = probe or (breaker is not None and breaker.state is not BreakerState.CLOSED)
+                if breaker is not None:
+                    breaker.record_failure()
+                    self._publish_breaker(breaker)
+                    self._update_stage_gate()
+                self.last_error = f"{downstream}: {exc}"
+                await self._retry_or_exhaust(msg, str(exc), downstream, ReasonCode.RETRIES_EXHAUSTED,
+                                             count_attempt=not was_probe)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an input the handler did not foresee
+                log.exception("handler crashed on record %s", msg.record_id)
+                M.FAILED.labels(self.stage, ReasonCode.HANDLER_CRASHED).inc()
+                await self._retry_or_exhaust(msg, f"{type(exc).__name__}: {exc}", "handler",
+                                             ReasonCode.HANDLER_CRASHED, count_attempt=True)
+                return
+            finally:
+                self._m_latency.observe(time.perf_counter() - started)
+            if key_breaker is not None and key_breaker.state is not BreakerState.CLOSED:
+                key_breaker.record_success()
+                self._publish_breaker(key_breaker)
+            self._close_stage_breakers_on_success()
+            try:
+                await self._emit(msg, emits or ())
             except MessageTooLarge as exc:
-                # An output (or the retry copy) the producer or the broker refused for its size:
-                # retrying cannot make it fit, so the input is a dead letter now and the partition
-                # moves on, instead of the input holding its partition's commit back forever.
+                # Refused for its size by the producer or the broker: no retry can make it fit, so
+                # the input is a dead letter now and the partition moves on (retried as an outage,
+                # it held its partition's commit back forever).
                 log.error("%s: %s; dead-lettering the input", msg.record_id, exc)
                 await self._reject(msg, span, ReasonCode.MESSAGE_TOO_LARGE, str(exc), exc.details)
-
-    async def _handle_in(self, msg: Message, span: trace.Span) -> None:
-        key_breaker = self._key_breaker(msg)
-        if key_breaker is not None and not key_breaker.allow():
-            # The message's own downstream is known to be down: wait for it without an attempt.
-            await self._to_retry(msg, delay_s=key_breaker.next_probe_in() + random.uniform(0.1, 0.5),
-                                 downstream=key_breaker.name, count_attempt=False)
-            return
-        probe = key_breaker is not None and key_breaker.state is BreakerState.HALF_OPEN
-        await self._pass_stage_gate()
-        started = time.perf_counter()
-        try:
-            emits = await self.spec.handler(msg)
-        except PermanentError as exc:
-            await self._reject(msg, span, exc.reason, exc.message, exc.details)
-            return
-        except TransientError as exc:
-            span.set_attribute("fiscalflow.outcome", "retry")
-            downstream = exc.downstream or "unknown"
-            M.FAILED.labels(self.stage, "TRANSIENT").inc()
-            breaker = self._breaker_for_failure(msg, exc.downstream)
-            was_probe = probe or (breaker is not None and breaker.state is not BreakerState.CLOSED)
-            if breaker is not None:
-                breaker.record_failure()
-                self._publish_breaker(breaker)
-                self._update_stage_gate()
-            self.last_error = f"{downstream}: {exc}"
-            await self._retry_or_exhaust(msg, str(exc), downstream, ReasonCode.RETRIES_EXHAUSTED,
-                                         count_attempt=not was_probe)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or an input the handler did not foresee
-            log.exception("handler crashed on record %s", msg.record_id)
-            M.FAILED.labels(self.stage, ReasonCode.HANDLER_CRASHED).inc()
-            await self._retry_or_exhaust(msg, f"{type(exc).__name__}: {exc}", "handler",
-                                         ReasonCode.HANDLER_CRASHED, count_attempt=True)
-            return
-        finally:
-            self._m_latency.observe(time.perf_counter() - started)
-        if key_breaker is not None and key_breaker.state is not BreakerState.CLOSED:
-            key_breaker.record_success()
-            self._publish_breaker(key_breaker)
-        self._close_stage_breakers_on_success()
-        await self._emit(msg, emits or ())
-        self._count_outcome(rejected=False)
-        span.set_attribute("fiscalflow.outcome", "ok")
-        self._m_ok.inc()
+                return
+            self._count_outcome(rejected=False)
+            span.set_attribute("fiscalflow.outcome", "ok")
+            self._m_ok.inc()
 
     async def _reject(self, msg: Message, span: trace.Span, reason: str, message: str,
                       details: dict[str, Any]) -> None:
