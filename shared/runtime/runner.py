@@ -8,6 +8,8 @@ One :class:`StageRunner` per process.  Guarantees:
 * a transient failure never blocks its partition: the message moves to the stage's retry
   topic with a due time and the partition goes on;
 * a permanent failure is a dead letter at once, key and value unchanged, with headers;
+* an output over the Kafka message limit (refused by the producer or the broker) is a
+  permanent failure of its input (``MESSAGE_TOO_LARGE``), never retried: no retry makes it fit;
 * an open circuit breaker defers (per-message downstream) or pauses (stage-wide downstream)
   work instead of burning attempts;
 * priority records overtake a backlog: the priority topic has its own consumer (so its own
@@ -43,7 +45,7 @@ from shared.runtime import tracing
 from shared.runtime.breaker import BreakerBoard, BreakerState, CircuitBreaker
 from shared.runtime.condition import Condition, ConditionReporter
 from shared.runtime.errors import PermanentError, TransientError
-from shared.runtime.kafka import AsyncProducer, consumer_config, producer_config
+from shared.runtime.kafka import AsyncProducer, DeliveryError, consumer_config, producer_config
 from shared.runtime.message import Emit, Message
 from shared.runtime.offsets import OffsetTracker
 from shared.runtime.stage import StageSpec
@@ -63,8 +65,34 @@ class OutputNotDelivered(Exception):
     """The broker did not acknowledge an output: the input stays uncommitted."""
 
 
+class MessageTooLarge(OutputNotDelivered):
+    """An output was refused for its size: permanent.  (An OutputNotDelivered, so that wherever it
+    is not turned into a dead letter it still holds its input back rather than losing it.)"""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def delivery_failure(sent: Sequence[tuple[str, int]], results: Sequence[object],
+                     limit: int) -> OutputNotDelivered | None:
+    """What failed deliveries mean: ``MessageTooLarge`` (permanent) when any output was refused for
+    its size, else ``OutputNotDelivered`` (an outage: hold the input, try again), else None."""
+    for (topic, size), r in zip(sent, results, strict=True):
+        if isinstance(r, DeliveryError) and r.too_large:
+            return MessageTooLarge(f"a {size}-byte message to {topic} is over the message limit ({limit} bytes): {r}",
+                                   {"size": size, "limit": limit, "topic": topic})
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return OutputNotDelivered(str(errors[0])) if errors else None
+
+
+def _size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """A message's size as a producer counts it (key, value, header names and values)."""
+    return len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
 
 
 def _fetch(consumer: Consumer, limit: int, timeout: float) -> list[KafkaMessage]:
@@ -344,17 +372,7 @@ class StageRunner:
             try:
                 emits = await self.spec.handler(msg)
             except PermanentError as exc:
-                span.set_attribute("fiscalflow.outcome", "dead_letter")
-                M.FAILED.labels(self.stage, exc.reason).inc()
-                try:
-                    await self._record_rejection(msg, exc.reason, exc.message, exc.details)
-                except Exception as hook_exc:  # the state store is down: retry, never lose the reject
-                    await self._retry_or_exhaust(msg, f"recording the rejection failed: {hook_exc}", "postgres",
-                                                 ReasonCode.RETRIES_EXHAUSTED, count_attempt=True)
-                    return
-                await self._dead_letter(msg, exc.reason, exc.message, exc.details)
-                M.PROCESSED.labels(self.stage, "dead_letter").inc()
-                self._count_outcome(rejected=True)
+                await self._reject(msg, span, exc.reason, exc.message, exc.details)
                 return
             except TransientError as exc:
                 span.set_attribute("fiscalflow.outcome", "retry")
@@ -384,10 +402,33 @@ class StageRunner:
                 key_breaker.record_success()
                 self._publish_breaker(key_breaker)
             self._close_stage_breakers_on_success()
-            await self._emit(msg, emits or ())
+            try:
+                await self._emit(msg, emits or ())
+            except MessageTooLarge as exc:
+                # Refused for its size by the producer or the broker: no retry can make it fit, so
+                # the input is a dead letter now and the partition moves on (retried as an outage,
+                # it held its partition's commit back forever).
+                log.error("%s: %s; dead-lettering the input", msg.record_id, exc)
+                await self._reject(msg, span, ReasonCode.MESSAGE_TOO_LARGE, str(exc), exc.details)
+                return
             self._count_outcome(rejected=False)
             span.set_attribute("fiscalflow.outcome", "ok")
             self._m_ok.inc()
+
+    async def _reject(self, msg: Message, span: trace.Span, reason: str, message: str,
+                      details: dict[str, Any]) -> None:
+        """A permanent failure: the stage's hook records it, then the input is a dead letter."""
+        span.set_attribute("fiscalflow.outcome", "dead_letter")
+        M.FAILED.labels(self.stage, reason).inc()
+        try:
+            await self._record_rejection(msg, reason, message, details)
+        except Exception as hook_exc:  # the state store is down: retry, never lose the reject
+            await self._retry_or_exhaust(msg, f"recording the rejection failed: {hook_exc}", "postgres",
+                                         ReasonCode.RETRIES_EXHAUSTED, count_attempt=True)
+            return
+        await self._dead_letter(msg, reason, message, details)
+        M.PROCESSED.labels(self.stage, "dead_letter").inc()
+        self._count_outcome(rejected=True)
 
     # ------------------------------------------------------------------ breakers
     def _count_outcome(self, rejected: bool) -> None:
@@ -471,6 +512,7 @@ class StageRunner:
 
     async def _emit(self, msg: Message, emits: Sequence[Emit]) -> None:
         futs = []
+        sent: list[tuple[str, int]] = []
         for e in emits:
             if e.topic is not None:
                 topic = self.spec.ns(e.topic)
@@ -478,19 +520,22 @@ class StageRunner:
                 topic = self.spec.ns(priority_topic(e.stage) if msg.priority else input_topic(e.stage))
             else:
                 raise ValueError("Emit needs a stage or a topic")
-            futs.append(self.producer.send(topic, e.value, e.key if e.key is not None else msg.key,
-                                           H.to_list(self._out_headers(msg, e.headers))))
+            key = e.key if e.key is not None else msg.key
+            headers = H.to_list(self._out_headers(msg, e.headers))
+            futs.append(self.producer.send(topic, e.value, key, headers))
+            sent.append((topic, _size(e.value, key, headers)))
         if futs:
-            await self._await_deliveries(futs)
+            await self._await_deliveries(futs, sent)
 
-    async def _await_deliveries(self, futs: list[asyncio.Future[Any]]) -> None:
+    async def _await_deliveries(self, futs: list[asyncio.Future[Any]], sent: list[tuple[str, int]]) -> None:
         # librdkafka retries delivery itself for message.timeout.ms; a failure after that is a
         # broker outage: the message stays uncommitted (its offset holds the partition's commit)
-        # and is redelivered after a restart; its effects are idempotent.
+        # and is redelivered after a restart; its effects are idempotent.  A refusal for size is
+        # not an outage: MessageTooLarge, never retried.
         results = await asyncio.gather(*futs, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise OutputNotDelivered(str(errors[0]))
+        failure = delivery_failure(sent, results, self.settings.message_max_bytes)
+        if failure is not None:
+            raise failure
 
     async def _to_retry(self, msg: Message, delay_s: float, downstream: str, count_attempt: bool,
                         error: str = "") -> None:
@@ -508,8 +553,14 @@ class StageRunner:
             H.ERROR_MESSAGE: (error or msg.headers.get(H.ERROR_MESSAGE, ""))[:1000],
         }
         M.RETRIES.labels(self.stage, downstream).inc()
-        fut = self.producer.send(self.spec.retry_topic, msg.value, msg.key, H.to_list(self._out_headers(msg, extra)))
-        await self._await_deliveries([fut])
+        await self._send(self.spec.retry_topic, msg, extra)
+
+    async def _send(self, topic: str, msg: Message, extra: dict[str, str], value: bytes | None = None) -> None:
+        """The input (or ``value``) with its headers plus ``extra`` to ``topic``, acknowledged."""
+        body = msg.value if value is None else value
+        headers = H.to_list(self._out_headers(msg, extra))
+        await self._await_deliveries([self.producer.send(topic, body, msg.key, headers)],
+                                     [(topic, _size(body, msg.key, headers))])
 
     async def _retry_or_exhaust(self, msg: Message, error: str, downstream: str, exhausted_reason: str,
                                 count_attempt: bool) -> None:
@@ -556,8 +607,16 @@ class StageRunner:
             extra[H.DETAILS] = json.dumps(details, default=str)[:50_000]
         M.DEAD_LETTERS.labels(self.stage, reason).inc()
         self.last_dead_letter = f"{reason} ({msg.record_id})"
-        fut = self.producer.send(self.spec.dlq_topic, msg.value, msg.key, H.to_list(self._out_headers(msg, extra)))
-        await self._await_deliveries([fut])
+        try:
+            await self._send(self.spec.dlq_topic, msg, extra)
+        except MessageTooLarge as exc:
+            # The input fitted its own topic, so only the dead-letter headers can tip it over (or a
+            # smaller limit on the dead-letter topic): keep the reason, drop the value, which stays
+            # readable at its origin offset (headers) until the input topic's retention.
+            log.error("dead letter of %s too large (%s): sent without its value", msg.record_id, exc)
+            extra.pop(H.DETAILS, None)
+            extra[H.ERROR_MESSAGE] = f"{message[:1000]} (value of {len(msg.value)} bytes dropped: {exc})"[:2000]
+            await self._send(self.spec.dlq_topic, msg, extra, value=b"")
 
     # ------------------------------------------------------------------ commits and rebalances
     async def _commit_loop(self) -> None:
