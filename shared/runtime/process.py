@@ -82,16 +82,16 @@ class Processor:
             probe = key_breaker is not None and key_breaker.state is BreakerState.HALF_OPEN
             await self.gate.wait_open()
             started = time.perf_counter()
+            failure: Exception | None = None
             try:
                 emits = await self.spec.handler(msg)
             except Exception as exc:
+                failure = exc
+            finally:
                 self._m_latency.observe(time.perf_counter() - started)
-                await self._failed(msg, exc, probe, span)
+            if failure is not None:
+                await self._failed(msg, failure, probe, span)
                 return
-            except BaseException:
-                self._m_latency.observe(time.perf_counter() - started)
-                raise
-            self._m_latency.observe(time.perf_counter() - started)
             self.gate.succeeded(key_breaker)
             await self.emit(msg, emits or ())
             self._count(rejected=False)

@@ -170,3 +170,14 @@ async def test_a_graceful_stop_finishes_its_work_and_commits(h: Harness) -> None
     async with h.runner(max_in_flight=20):
         await h.wait_for(lambda: len(h.handled.ids()) == n)
     assert len(h.handled.order) == n, "nothing was handled twice"
+
+
+async def test_two_replicas_split_the_partitions_and_handle_each_record_once(h: Harness) -> None:
+    async with h.runner() as a, h.runner() as b:
+        await h.wait_for(lambda: len(a.assignment | b.assignment) == 3 * PARTITIONS and bool(a.assignment)
+                         and bool(b.assignment), within_s=60)
+        assert not a.assignment & b.assignment, "no partition is owned twice"
+        h.produce([{"id": f"r{i}"} for i in range(500)])
+        await h.wait_for(lambda: len(h.handled.ids()) == 500)
+        assert a.status()["assigned"] and b.status()["assigned"]
+    assert len(h.handled.order) == 500, "each record handled once"
