@@ -107,6 +107,20 @@ class InMemoryBroker:
             for t, p, o in offsets:
                 mine[(t, p)] = o
 
+    def take_events(self, member: _Member) -> list[tuple[str, list[Part]]]:
+        with self._cond:
+            events, member.events = member.events, []
+            return events
+
+    def set_paused(self, parts: list[tuple[_Member, Part]], paused: bool) -> None:
+        with self._cond:
+            for m, part in parts:
+                if not paused:
+                    m.paused.discard(part)
+                elif part in m.assignment:  # a partition no longer assigned is ignored
+                    m.paused.add(part)
+            self._cond.notify_all()
+
     def end(self, topic: str, partition: int) -> int:
         with self._cond:
             return len(self.topics[topic][partition])
@@ -163,9 +177,7 @@ class InMemoryConsumers:
         assert self._callbacks is not None
         on_assign, on_revoke, _ = self._callbacks
         for m in self._members:
-            with self.broker._cond:
-                events, m.events = m.events, []
-            for kind, parts in events:  # outside the lock: a revoke waits for in-flight work
+            for kind, parts in self.broker.take_events(m):  # outside the lock: a revoke waits for in-flight work
                 if kind == "revoke":
                     on_revoke(parts)
                 else:
@@ -187,17 +199,10 @@ class InMemoryConsumers:
         return next(m for m in self._members if topic in m.topics)
 
     def pause(self, parts: Sequence[Part]) -> None:
-        with self.broker._cond:
-            for part in parts:
-                m = self._member(part[0])
-                if part in m.assignment:
-                    m.paused.add(part)
+        self.broker.set_paused([(self._member(p[0]), p) for p in parts], True)
 
     def resume(self, parts: Sequence[Part]) -> None:
-        with self.broker._cond:
-            for part in parts:
-                self._member(part[0]).paused.discard(part)
-            self.broker._cond.notify_all()
+        self.broker.set_paused([(self._member(p[0]), p) for p in parts], False)
 
     def commit(self, offsets: Sequence[Offset]) -> None:
         for m in self._members:
