@@ -4,7 +4,11 @@ Topic names come from ``shared.topics`` and partition counts from the same setti
 services read (``FISCALFLOW_PARTITIONS_<STAGE>``, ``FISCALFLOW_PARTITIONS_SHARED``), so the
 topics, the services and the chart's scaling bounds cannot disagree.
 
-An existing topic is left alone when it has at least the wanted partitions.  With fewer, the
+Every topic's ``max.message.bytes`` is the producers' ``message.max.bytes``
+(``FISCALFLOW_MESSAGE_MAX_BYTES``): set when a topic is created, and set again on an existing one
+(an idempotent incremental config change), so the documents' size policy and the brokers agree.
+
+An existing topic is otherwise left alone when it has at least the wanted partitions.  With fewer, the
 run fails unless ``--increase-partitions`` is given: adding partitions moves keys to other
 partitions, so records in flight may be seen out of order by their next stage once.
 
@@ -19,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from shared.runtime.admin import topic_config
 from shared.settings import Settings
 from shared.topics import TopicSpec, all_topics
 
@@ -46,6 +51,8 @@ def _admin(bootstrap: str, wait_s: float) -> Any:
 def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: float) -> int:
     from confluent_kafka.admin import NewPartitions, NewTopic  # type: ignore[attr-defined]
 
+    config = topic_config(settings.message_max_bytes)
+
     admin = _admin(settings.bootstrap_servers, wait_s)
     existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=10).topics.items()}
     create: list[Any] = []
@@ -54,7 +61,8 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
     for spec in wanted_topics(settings):
         have = existing.get(spec.name)
         if have is None:
-            create.append(NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication_factor))
+            create.append(NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
+                                   config=config))
         elif have < spec.partitions:
             (grow if increase else short).append((spec, have))
     if short:
@@ -81,8 +89,34 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
             except Exception as exc:
                 print(f"{name}: {exc}", file=sys.stderr)
                 failed += 1
+    existing_wanted = [spec.name for spec in wanted_topics(settings) if spec.name in existing]
+    failed += _set_config(admin, existing_wanted, config)
     print(f"{len(wanted_topics(settings))} topics wanted, {len(create)} created, {len(grow)} grown, {failed} failed")
     return 1 if failed else 0
+
+
+def _set_config(admin: Any, names: list[str], config: dict[str, str]) -> int:
+    """Set ``config`` on existing topics (only the keys given; other settings untouched)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    if not names:
+        return 0
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]) for name in names]
+    failed = 0
+    for res, fut in admin.incremental_alter_configs(resources).items():
+        try:
+            fut.result(60)
+        except Exception as exc:
+            print(f"{res.name}: setting {config}: {exc}", file=sys.stderr)
+            failed += 1
+    print(f"set {config} on {len(names) - failed} existing topics")
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     if args.dry_run:
-        print(json.dumps([{"name": t.name, "partitions": t.partitions} for t in wanted_topics(settings)]))
+        config = topic_config(settings.message_max_bytes)
+        print(json.dumps([{"name": t.name, "partitions": t.partitions, "config": config}
+                          for t in wanted_topics(settings)]))
         return 0
     return ensure(settings, args.replication_factor, args.increase_partitions, args.wait)
 

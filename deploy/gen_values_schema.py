@@ -86,7 +86,8 @@ def schema() -> dict[str, Any]:
             "kafka": {"type": "object", "required": ["bootstrapServers"], "additionalProperties": False,
                       "properties": {"bootstrapServers": {"type": "string", "minLength": 1},
                                      "sessionTimeoutMs": {"type": "integer", "minimum": 1000},
-                                     "fetchWaitMaxMs": {"type": "integer", "minimum": 0}}},
+                                     "fetchWaitMaxMs": {"type": "integer", "minimum": 0},
+                                     "messageMaxBytes": {"type": "integer", "minimum": 4096}}},
             "topics": {"type": "object", "additionalProperties": False,
                        "required": ["create", "replicationFactor", "sharedPartitions"],
                        "properties": {

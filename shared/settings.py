@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         250, ge=10, description="How often a stage commits its consumed offsets (each commit is a write per "
         "partition on the broker; a crash redelivers at most this much, handled idempotently)."
     )
+    message_max_bytes: int = Field(
+        1_000_000, ge=4096, description="Largest Kafka message (value + key + headers): set as the producers' "
+        "`message.max.bytes` and every topic's `max.message.bytes`. A document travels inline only while its "
+        "message stays under 90 % of it; a larger one travels as an S3 claim check."
+    )
 
     # --- stage runtime ----------------------------------------------------------------------
     max_in_flight: int = Field(256, ge=1, description="Max messages in flight per process.")
@@ -111,9 +116,9 @@ class Settings(BaseSettings):
         "this delay per file served) instead of sshd.")
     sftp_server_max_connections: int = Field(
         10, ge=1, description="Local stack only: connections a slow issuer accepts (more are dropped).")
-    max_document_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest document accepted.")
-    inline_document_bytes: int = Field(
-        1024 * 1024, ge=1024, description="Larger documents travel as an S3 claim check."
+    max_document_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest document accepted; a larger one is a `DOCUMENT_TOO_LARGE` "
+        "dead letter (found while downloading, never read past the limit)."
     )
     gzip_level: int = Field(
         6, ge=1, le=9, description="gzip level of archived documents (a re-upload of another level is still "

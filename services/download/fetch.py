@@ -1,4 +1,8 @@
-"""Fetch one document over SFTP: size cap before reading, sha256 while streaming, errors typed."""
+"""Fetch one document over SFTP: size cap before reading, sha256 while streaming, errors typed.
+
+A document over the cap is a ``DOCUMENT_TOO_LARGE`` dead letter whose message and details
+carry its size: known from the manifest before opening it, or asked of the server (one fstat,
+only then) once the read passed the cap — never read whole."""
 
 from __future__ import annotations
 
@@ -35,11 +39,24 @@ def safe_relative(path: str) -> str:
     return p.as_posix()
 
 
+def too_large(rel: str, size: int, max_bytes: int) -> PermanentError:
+    return PermanentError(ReasonCode.DOCUMENT_TOO_LARGE, f"{rel} is {size} bytes (limit {max_bytes})",
+                          {"size": size, "limit": max_bytes})
+
+
+async def _size_of(f: asyncssh.SFTPClientFile, read: int) -> int:
+    """The file's size from the server; what was read (a lower bound) if it will not say."""
+    try:
+        size = (await f.stat()).size
+    except (asyncssh.Error, OSError):
+        return read
+    return size if size is not None and size >= read else read
+
+
 async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int | None = None) -> Fetched:
     rel = safe_relative(path)
     if expected_size is not None and expected_size > max_bytes:  # known from the job's manifest
-        raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} is {expected_size} bytes (limit {max_bytes})",
-                             {"size": expected_size, "limit": max_bytes})
+        raise too_large(rel, expected_size, max_bytes)
     downstream = f"sftp:{pool.region}"
     try:
         return await asyncio.wait_for(_read(pool, rel, max_bytes, expected_size), FETCH_TIMEOUT_S)
@@ -76,8 +93,7 @@ async def _read(pool: RegionPool, rel: str, max_bytes: int, expected_size: int |
                 break
             total += len(chunk)
             if total > max_bytes:
-                raise PermanentError(ReasonCode.FILE_TOO_LARGE, f"{rel} is over the {max_bytes}-byte limit",
-                                     {"limit": max_bytes})
+                raise too_large(rel, await _size_of(f, total), max_bytes)
             digest.update(chunk)
             chunks.append(chunk)
             if len(chunk) < want and total == expected_size:

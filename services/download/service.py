@@ -3,7 +3,7 @@
 Per-region pools keep regions independent: while one region's server is down its records wait
 on their own breaker (``sftp:<region>``) and the other regions keep flowing.  A verified document
 moves the record downloading → downloaded (batched) and travels to validation inline, or as an
-S3 claim check when it is larger than ``inline_document_bytes``.
+S3 claim check when its message would not fit the Kafka message limit (``shared.documents``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.download.claims import put_claim
 from services.download.fetch import fetch
 from services.download.pool import RegionPool
 from shared.db.batcher import MicroBatcher
@@ -26,6 +25,7 @@ from shared.db.health import db_ready
 from shared.db.migrate import connect_pool
 from shared.db.records import Transition
 from shared.db.rejections import RejectionRecorder, transitions_or_transient
+from shared.documents import encode_document
 from shared.domain.messages import DocumentRef, DownloadTask
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
@@ -98,23 +98,23 @@ class DownloadStage:
                                  f"sha256 {got.sha256} != expected {task.expected_sha256}",
                                  {"sha256": got.sha256, "expected": task.expected_sha256, "size": got.size})
         BYTES.labels(task.region).inc(got.size)
-        claim_key = None
-        if got.size > self.settings.inline_document_bytes:
-            claim_key = await put_claim(self.s3, task.record_id, got.data, got.sha256)
+        headers = {"ff-job-id": task.job_id} if task.job_id else {}
+        # Decided (and a claim check written) before the transition, whose audit detail names the claim.
+        ref, value = await encode_document(
+            DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,
+                        sha256=got.sha256, size=got.size),
+            got.data, self.s3, self.settings.message_max_bytes, headers)
         applied = await self._transitions.submit(Transition(
             record_id=task.record_id, to_status=RecordStatus.DOWNLOADED, allowed_from=_DOWNLOADABLE,
             stage="download", actor=self.actor, idempotency_key=f"{task.record_id}:downloaded:{got.sha256}:"
             f"{H.pass_key(msg.headers)}",
-            detail={"sha256": got.sha256, "size": got.size, "claim_key": claim_key},
+            detail={"sha256": got.sha256, "size": got.size, "claim_key": ref.claim_key},
             trace_id=current_trace_id() or None, fields={"sha256": got.sha256, "size": str(got.size)},
         ))
         if not applied:
             SKIPPED.inc()  # archived (or a duplicate) meanwhile: the later stages already have it
             return []
-        ref = DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,
-                          sha256=got.sha256, size=got.size, xml=None if claim_key else got.data, claim_key=claim_key)
-        headers = {"ff-job-id": task.job_id} if task.job_id else {}
-        return [Emit(value=ref.encode(), stage=Stage.VALIDATE, headers=headers)]
+        return [Emit(value=value, stage=Stage.VALIDATE, headers=headers)]
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None

@@ -18,7 +18,7 @@ from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, Va
 from shared.db.conditions import condition_hook
 from shared.db.migrate import connect_pool
 from shared.db.rejections import RejectionRecorder
-from shared.documents import receive_document
+from shared.documents import encode_document, receive_document
 from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.runtime import Emit, Message, PermanentError, StageSpec
@@ -75,8 +75,10 @@ class ValidateStage:
                 {"verdict": result.verdict.value, "rules": [r for r, _ in rules], "sat_codes": result.sat_codes,
                  "uuid": result.uuid},
             )
-        out = ValidatedDocument(**doc.model_dump(), facts=facts_of(result))
-        return [Emit(value=out.encode(), stage=Stage.STORE)]
+        # The facts make the message larger than the one received: the size policy decides again.
+        _, value = await encode_document(ValidatedDocument(**doc.model_dump(), facts=facts_of(result)), xml,
+                                         self.s3, self.settings.message_max_bytes)
+        return [Emit(value=value, stage=Stage.STORE)]
 
     async def ready(self) -> bool:
         if self.pool is None:

@@ -1,8 +1,9 @@
 """Message bodies between stages: versioned pydantic models, JSON on the wire.
 
 Every body carries ``v`` (its schema version).  Documents travel inside the message as base64
-up to ``inline_document_bytes``; a larger one travels as a claim check (``claim_key``: an S3
-staging key) instead.  Keys are always the record id.
+while the message fits the size policy (``shared.documents``: under 90 % of the Kafka message
+limit); a larger one travels as a claim check (``claim_key``: an S3 staging key) instead.  Keys
+are always the record id.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class DocumentRef(_Body):
     sha256: str
     size: int
     xml: bytes | None = None  # inline document
-    claim_key: str | None = None  # S3 staging key of a document too large to travel inline
+    claim_key: str | None = None  # S3 staging key of a document whose message would be too large
 
 
 class CfdiFacts(_Body):

@@ -247,8 +247,12 @@ def _pago(rng: random.Random, fecha: datetime) -> PagoDraft:
 
 
 def draft_invoice(rng: random.Random, issuer: Issuer, receptors: list[Party], folio: int,
-                  start: date, days: int, tipo: str | None = None) -> InvoiceDraft:
-    tipo = tipo or rng.choice(TIPOS)
+                  start: date, days: int, tipo: str | None = None, conceptos: int | None = None) -> InvoiceDraft:
+    """``conceptos``: that many concept lines (an ingreso unless ``tipo`` says otherwise), e.g. for
+    a document of a given size; by default a few, drawn."""
+    if conceptos is not None and conceptos < 1:
+        raise ValueError("an invoice has at least one concepto")
+    tipo = tipo or ("I" if conceptos else rng.choice(TIPOS))
     fecha = _fecha(rng, start, days)
     lugar = issuer.lugar_expedicion
     receptor = _receptor_for(rng, issuer, receptors)
@@ -278,15 +282,14 @@ def draft_invoice(rng: random.Random, issuer: Issuer, receptors: list[Party], fo
         tipo_cambio = Decimal(1)  # MXN may state TipoCambio="1" (CFDI40114)
     precision = rng.choice((2, 2, 2, 2, 2, 2, 2, 4, 6, 6))
     ctx = _Context(issuer, receptor, precision, lugar in BORDER_POSTAL_CODES and rng.random() < 0.8)
-    count = 1 + min(14, int(rng.expovariate(0.3))) if tipo == "I" else rng.randint(1, 3)
-    conceptos = tuple(_concept(rng, ctx, rng.choice(PRODUCTS), fx or Decimal(1), tipo == "E")
-                      for _ in range(count))
-    totals = summarize([c.amounts for c in conceptos], CURRENCY_DECIMALS[moneda])
+    count = conceptos or (1 + min(14, int(rng.expovariate(0.3))) if tipo == "I" else rng.randint(1, 3))
+    lines = tuple(_concept(rng, ctx, rng.choice(PRODUCTS), fx or Decimal(1), tipo == "E") for _ in range(count))
+    totals = summarize([c.amounts for c in lines], CURRENCY_DECIMALS[moneda])
     # PPD (paid later) requires FormaPago 99 (CFDI40105); global and credit notes are paid at once.
     metodo = "PPD" if tipo == "I" and not informacion_global and rng.random() < 0.25 else "PUE"
     forma = "99" if metodo == "PPD" else rng.choice(FORMAS_PAGO)
     relacionados = (uuid_from(rng).upper(),) if tipo == "E" else ()
     condiciones = "CREDITO 30 DIAS" if metodo == "PPD" else None
     return InvoiceDraft(serie, str(folio), fecha, tipo, moneda, tipo_cambio, forma, metodo, lugar, issuer,
-                        receptor, uso, conceptos, totals, relacionados, informacion_global,
+                        receptor, uso, lines, totals, relacionados, informacion_global,
                         condiciones=condiciones)

@@ -72,9 +72,9 @@ class InvoiceGenerator:
     def _rng(self, index: int) -> random.Random:
         return random.Random(f"invoice:{self.seed}:{index}")
 
-    def _draft(self, rng: random.Random, index: int, tipo: str | None) -> InvoiceDraft:
+    def _draft(self, rng: random.Random, index: int, tipo: str | None, conceptos: int | None = None) -> InvoiceDraft:
         issuer = rng.choices(self.pki.issuers, weights=self._weights)[0]
-        return draft_invoice(rng, issuer, self._receptors, 1000 + index, self.start, self.days, tipo)
+        return draft_invoice(rng, issuer, self._receptors, 1000 + index, self.start, self.days, tipo, conceptos)
 
     def draft(self, index: int, tipo: str | None = None) -> InvoiceDraft:
         """The content of invoice ``index`` (what ``build_tree`` would write)."""
@@ -89,12 +89,14 @@ class InvoiceGenerator:
         """Seal with the issuer found by NoCertificado/Emisor RFC, stamp with the demo PAC; modifies ``root``."""
         return self.sealer.seal_and_stamp(root, uuid, fecha_timbrado)
 
-    def generate(self, index: int, defect: Defect | Auto | None = "auto", tipo: str | None = None) -> GeneratedInvoice:
-        """Invoice ``index``; ``defect="auto"`` draws one with probability ``bad_fraction``."""
+    def generate(self, index: int, defect: Defect | Auto | None = "auto", tipo: str | None = None,
+                 conceptos: int | None = None) -> GeneratedInvoice:
+        """Invoice ``index``; ``defect="auto"`` draws one with probability ``bad_fraction``;
+        ``conceptos``: that many concept lines (an ingreso), see ``generate_sized``."""
         rng = self._rng(index)
         record_id = uuid_from(rng)
         chosen = defects.pick_defect(rng, self.bad_fraction) if defect == "auto" else defect
-        draft = self._draft(rng, index, tipo)
+        draft = self._draft(rng, index, tipo, conceptos)
         root = build_comprobante(draft)
         if chosen is Defect.TOTAL_MISMATCH:
             defects.shift_total(root, rng)
@@ -115,6 +117,27 @@ class InvoiceGenerator:
             descuento=t.descuento, total=total, total_mxn=total * (draft.tipo_cambio or Decimal(1)),
             defect=chosen.value if chosen else None, expected_verdict=verdict.value, expected_reason=reason,
         )
+
+    def generate_sized(self, index: int, target_bytes: int, tolerance: float = 0.02) -> GeneratedInvoice:
+        """A valid invoice (sealed, stamped, no defect) of about ``target_bytes``: as many
+        conceptos as it takes, within ``tolerance`` of the target when the lines allow it.
+
+        Concept lines differ in size (taxes, discounts), so the count is estimated from the
+        bytes per line of a first draft and corrected until the size lands (a few rounds).
+        """
+        base = self.generate(index, defect=None, conceptos=1)
+        sizes = {1: len(base.xml)}
+        n = 1
+        for _ in range(8):
+            if abs(sizes[n] - target_bytes) <= tolerance * target_bytes:
+                break
+            per_line = (sizes[n] - sizes[1]) / (n - 1) if n > 1 else 500.0
+            n = max(1, n + round((target_bytes - sizes[n]) / max(per_line, 1.0)))
+            if n in sizes:
+                break
+            sizes[n] = len(self.generate(index, defect=None, conceptos=n).xml)
+        best = min(sizes, key=lambda k: abs(sizes[k] - target_bytes))
+        return self.generate(index, defect=None, conceptos=best)
 
     def generate_many(self, count: int, start_index: int = 0, workers: int = 1) -> Iterator[GeneratedInvoice]:
         """Invoices ``start_index .. start_index+count-1`` in order; ``workers > 1`` uses processes."""

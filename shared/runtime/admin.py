@@ -9,15 +9,24 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from shared.topics import TopicSpec
 
 
-def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
-    """Create every missing topic (the local broker would auto-create them with 4 partitions).
+def topic_config(message_max_bytes: int) -> dict[str, str]:
+    """Per-topic configuration every fiscalflow topic is created with: the message limit is the
+    producers' (``message.max.bytes``), explicit rather than each broker's default."""
+    return {"max.message.bytes": str(message_max_bytes)}
+
+
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: float = 30.0,
+                  message_max_bytes: int | None = None) -> list[str]:
+    """Create every missing topic (the local broker would auto-create them with 4 partitions),
+    with ``max.message.bytes`` when given.
 
     Returns the names created.  Existing topics are left alone: partitions cannot be added on
     the local broker, so a changed count needs the topic recreated, by hand.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1)
+    config = topic_config(message_max_bytes) if message_max_bytes else {}
+    wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=config)
               for s in specs if s.name not in existing]
     if not wanted:
         return []

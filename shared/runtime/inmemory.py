@@ -49,8 +49,10 @@ class InMemoryBroker:
                 headers: Sequence[tuple[str, str | bytes | None]] = (), partition: int | None = None) -> int:
         """Append a record (a new topic gets the default partition count, as the local broker does)."""
         body = value or b""
-        if len(body) > self.max_message_bytes:
-            raise DeliveryError(f"Broker: Message size too large ({len(body)} > {self.max_message_bytes} bytes)")
+        size = len(body) + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+        if size > self.max_message_bytes:  # as the producer's message.max.bytes check does
+            raise DeliveryError(f"Broker: Message size too large ({size} > {self.max_message_bytes} bytes)",
+                                too_large=True)
         with self._cond:
             parts = self.topics.get(topic)
             if parts is None:

@@ -64,11 +64,39 @@ def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         # murmur2_random matches Java Kafka's key→partition mapping.
         "partitioner": "murmur2_random",
         "message.timeout.ms": 120_000,
+        # Set, not defaulted: the topics are created with the same max.message.bytes, and the
+        # size policy (shared/documents.py) keeps documents' messages under 90 % of it.
+        "message.max.bytes": settings.message_max_bytes,
     }
 
 
+# A message over a size limit: librdkafka's own check before sending (message.max.bytes; it
+# raises from produce() with MSG_SIZE_TOO_LARGE, there is no local "_" code for it), the broker's
+# per topic (max.message.bytes, same code in the delivery report), or a batch over the broker's
+# limit (RECORD_LIST_TOO_LARGE).
+_SIZE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+def is_too_large(err: KafkaError | None) -> bool:
+    return err is not None and err.code() in _SIZE_CODES
+
+
 class DeliveryError(Exception):
-    pass
+    """A message the broker did not acknowledge; ``too_large``: refused for its size, which no
+    retry can change."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+    @classmethod
+    def of(cls, err: KafkaError) -> DeliveryError:
+        return cls(str(err), too_large=is_too_large(err))
+
+    @classmethod
+    def raised(cls, exc: KafkaException) -> DeliveryError:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        return cls.of(err) if err is not None else cls(str(exc))
 
 
 class AsyncProducer:
@@ -127,8 +155,8 @@ class AsyncProducer:
             except BufferError:
                 # The local queue is full: that is backpressure, wait for deliveries.
                 time.sleep(0.005)
-            except KafkaException as exc:
-                fut.set_exception(DeliveryError(str(exc)))
+            except KafkaException as exc:  # refused before sending, e.g. over message.max.bytes
+                fut.set_exception(DeliveryError.raised(exc))
                 return fut
 
     async def send_many(self, topic: str, messages: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
@@ -162,7 +190,7 @@ class AsyncProducer:
                 except BufferError:
                     await asyncio.sleep(0.005)  # local queue full: backpressure, let deliveries drain
                 except KafkaException as exc:
-                    raise DeliveryError(str(exc)) from exc
+                    raise DeliveryError.raised(exc) from exc
             with lock:
                 state.sent += 1
         with lock:
@@ -170,7 +198,7 @@ class AsyncProducer:
             finished = state.acked == state.sent  # else the last callback resolves ``fut``
         if finished:
             if state.error is not None:
-                raise DeliveryError(str(state.error))
+                raise DeliveryError.of(state.error)
             return state.sent
         return int(await fut)
 
@@ -214,6 +242,6 @@ def _resolve_all(items: list[tuple[Any, asyncio.Future[Message], KafkaError | No
         if fut.done():
             continue
         if err is not None:
-            fut.set_exception(DeliveryError(str(err)))
+            fut.set_exception(DeliveryError.of(err))
         else:
             fut.set_result(msg)

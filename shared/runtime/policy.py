@@ -80,6 +80,11 @@ class RetryPolicy:
         return self.retry_or_exhaust(attempt, f"recording the rejection failed: {hook_exc}", "postgres",
                                      ReasonCode.RETRIES_EXHAUSTED, count_attempt=True)
 
+    @staticmethod
+    def on_too_large(message: str, details: dict[str, Any]) -> DeadLetter:
+        """An output refused for its size: no retry makes it fit, so its input is a dead letter now."""
+        return DeadLetter(ReasonCode.MESSAGE_TOO_LARGE, message, details, must_record=True)
+
     def deferral(self, next_probe_in: float, downstream: str) -> Retry:
         """The message's own downstream is known down: wait for its next probe, without an attempt."""
         return Retry(next_probe_in + self.uniform(0.1, 0.5), downstream, count_attempt=False)

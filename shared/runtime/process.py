@@ -16,10 +16,12 @@ from typing import Any
 from opentelemetry import trace
 
 from shared.domain.reasons import ReasonCode
+from shared.runtime import headers as H
 from shared.runtime import metrics as M
 from shared.runtime import tracing
 from shared.runtime.backend import ProducerBackend
 from shared.runtime.breaker import BreakerState
+from shared.runtime.delivery import MessageTooLarge, OutputNotDelivered, delivery_failure, message_size
 from shared.runtime.encoding import dead_letter_headers, out_headers, retry_headers
 from shared.runtime.errors import PermanentError, TransientError
 from shared.runtime.gate import BreakerGate
@@ -30,15 +32,13 @@ from shared.runtime.stage import StageSpec
 from shared.topics import input_topic, priority_topic
 
 log = logging.getLogger("fiscalflow.runtime")
-
-
-class OutputNotDelivered(Exception):
-    """The broker did not acknowledge an output: the input stays uncommitted."""
+Sent = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, value, key, headers
 
 
 class Processor:
     def __init__(self, spec: StageSpec, producer: ProducerBackend, gate: BreakerGate, policy: RetryPolicy,
-                 reject: RejectRatio, on_halt: Callable[[str], None], stopping: asyncio.Event) -> None:
+                 reject: RejectRatio, on_halt: Callable[[str], None], stopping: asyncio.Event,
+                 message_limit: int) -> None:
         self.spec = spec
         self.stage = spec.stage.value
         self.producer = producer
@@ -47,6 +47,7 @@ class Processor:
         self.reject = reject
         self._on_halt = on_halt
         self._stopping = stopping
+        self._limit = message_limit
         self.last_dead_letter = ""
         # Labelled metric children, resolved once: .labels() per message is measurable.
         self._m_latency = M.LATENCY.labels(self.stage)
@@ -93,7 +94,17 @@ class Processor:
                 await self._failed(msg, failure, probe, span)
                 return
             self.gate.succeeded(key_breaker)
-            await self.emit(msg, emits or ())
+            try:
+                await self.emit(msg, emits or ())
+            except MessageTooLarge as exc:
+                # Refused for its size by the producer or the broker: no retry can make it fit, so
+                # the input is a dead letter now and the partition moves on (retried as an outage,
+                # it held its partition's commit back forever).
+                log.error("%s: %s; dead-lettering the input", msg.record_id, exc)
+                M.FAILED.labels(self.stage, ReasonCode.MESSAGE_TOO_LARGE).inc()
+                span.set_attribute("fiscalflow.outcome", "dead_letter")
+                await self.apply(msg, self.policy.on_too_large(str(exc), exc.details))
+                return
             self._count(rejected=False)
             span.set_attribute("fiscalflow.outcome", "ok")
             self._m_ok.inc()
@@ -137,6 +148,7 @@ class Processor:
     # ------------------------------------------------------------------ outputs
     async def emit(self, msg: Message, emits: Sequence[Emit]) -> None:
         futs = []
+        sent: list[Sent] = []
         for e in emits:
             if e.topic is not None:
                 topic = self.spec.ns(e.topic)
@@ -144,29 +156,48 @@ class Processor:
                 topic = self.spec.ns(priority_topic(e.stage) if msg.priority else input_topic(e.stage))
             else:
                 raise ValueError("Emit needs a stage or a topic")
-            futs.append(self.producer.send(topic, e.value, e.key if e.key is not None else msg.key,
-                                           out_headers(msg, e.headers)))
+            key = e.key if e.key is not None else msg.key
+            headers = out_headers(msg, e.headers)
+            futs.append(self.producer.send(topic, e.value, key, headers))
+            sent.append((topic, e.value, key, headers))
         if futs:
-            await self._await_deliveries(futs)
+            await self._await_deliveries(futs, sent)
 
-    @staticmethod
-    async def _await_deliveries(futs: Sequence[asyncio.Future[Any]]) -> None:
+    async def _await_deliveries(self, futs: Sequence[asyncio.Future[Any]], sent: Sequence[Sent]) -> None:
         # librdkafka retries delivery itself for message.timeout.ms; a failure after that is a
         # broker outage: the message stays uncommitted (its offset holds the partition's commit)
-        # and is redelivered after a restart; its effects are idempotent.
+        # and is redelivered after a restart; its effects are idempotent.  A refusal for size is
+        # not an outage: MessageTooLarge, never retried.
         results = await asyncio.gather(*futs, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise OutputNotDelivered(str(errors[0]))
+        if not any(isinstance(r, BaseException) for r in results):
+            return
+        sizes = [(topic, message_size(value, key, headers)) for topic, value, key, headers in sent]
+        failure = delivery_failure(sizes, results, self._limit)
+        if failure is not None:
+            raise failure
+
+    async def _send(self, topic: str, msg: Message, extra: dict[str, str], value: bytes | None = None) -> None:
+        """The input (or ``value``) with its headers plus ``extra`` to ``topic``, acknowledged."""
+        body = msg.value if value is None else value
+        headers = out_headers(msg, extra)
+        await self._await_deliveries([self.producer.send(topic, body, msg.key, headers)],
+                                     [(topic, body, msg.key, headers)])
 
     async def _retry(self, msg: Message, retry: Retry) -> None:
         M.RETRIES.labels(self.stage, retry.downstream).inc()
-        headers = out_headers(msg, retry_headers(msg, retry, now_ms()))
-        await self._await_deliveries([self.producer.send(self.spec.retry_topic, msg.value, msg.key, headers)])
+        await self._send(self.spec.retry_topic, msg, retry_headers(msg, retry, now_ms()))
 
     async def _dead_letter(self, msg: Message, dead: DeadLetter) -> None:
         extra = dead_letter_headers(msg, dead, self.stage, now_ms(), tracing.current_trace_id())
         M.DEAD_LETTERS.labels(self.stage, dead.reason).inc()
         self.last_dead_letter = f"{dead.reason} ({msg.record_id})"
-        headers = out_headers(msg, extra)
-        await self._await_deliveries([self.producer.send(self.spec.dlq_topic, msg.value, msg.key, headers)])
+        try:
+            await self._send(self.spec.dlq_topic, msg, extra)
+        except MessageTooLarge as exc:
+            # The input fitted its own topic, so only the dead-letter headers can tip it over (or a
+            # smaller limit on the dead-letter topic): keep the reason, drop the value, which stays
+            # readable at its origin offset (headers) until the input topic's retention.
+            log.error("dead letter of %s too large (%s): sent without its value", msg.record_id, exc)
+            extra.pop(H.DETAILS, None)
+            extra[H.ERROR_MESSAGE] = f"{dead.message[:1000]} (value of {len(msg.value)} bytes dropped: {exc})"[:2000]
+            await self._send(self.spec.dlq_topic, msg, extra, value=b"")

@@ -8,6 +8,9 @@ Guarantees:
 * a transient failure never blocks its partition: the message moves to the stage's retry
   topic with a due time and the partition goes on; a permanent failure is a dead letter at once,
   key and value unchanged, with headers (:mod:`.policy`, :mod:`.encoding`, :mod:`.process`);
+* an output over the Kafka message limit (refused by the producer or the broker) is a
+  permanent failure of its input (``MESSAGE_TOO_LARGE``), never retried: no retry makes it fit
+  (:mod:`.delivery`);
 * an open circuit breaker defers (per-message downstream) or pauses (stage-wide downstream)
   work instead of burning attempts (:mod:`.gate`);
 * priority records overtake a backlog (:mod:`.engine`, :mod:`.kafka_backend`).
@@ -27,16 +30,17 @@ from typing import Any
 from shared.runtime import metrics as M
 from shared.runtime.backend import Backend
 from shared.runtime.condition import Condition, ConditionReporter
+from shared.runtime.delivery import MessageTooLarge, OutputNotDelivered, delivery_failure
 from shared.runtime.engine import Engine
 from shared.runtime.gate import BreakerGate
 from shared.runtime.inflight import InFlight
 from shared.runtime.kafka_backend import KafkaBackend
 from shared.runtime.policy import RejectRatio, RetryPolicy
-from shared.runtime.process import OutputNotDelivered, Processor
+from shared.runtime.process import Processor
 from shared.runtime.stage import StageSpec
 from shared.settings import Settings
 
-__all__ = ["OutputNotDelivered", "StageRunner"]
+__all__ = ["MessageTooLarge", "OutputNotDelivered", "StageRunner", "delivery_failure"]
 
 log = logging.getLogger("fiscalflow.runtime")
 
@@ -61,7 +65,7 @@ class StageRunner:
         self.processor = Processor(spec, self.producer, self.gate,
                                    RetryPolicy(settings.retry_max_attempts, settings.retry_base_ms,
                                                settings.retry_max_ms),
-                                   self.reject, self._halt, stopping)
+                                   self.reject, self._halt, stopping, settings.message_max_bytes)
         self.inflight = InFlight(self.stage, spec.max_in_flight or settings.max_in_flight, self.processor.process)
         self.engine = Engine(self.stage, backend.consumer(spec.subscriptions(), spec.priority_topic, client_id),
                              spec.priority_topic, self.inflight, self.gate.open, lambda: bool(self.reject.halted),

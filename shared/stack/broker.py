@@ -73,6 +73,9 @@ class Broker(Component):
 
     def after_ready(self) -> None:
         # Tansu auto-creates unknown topics with 4 partitions: every topic must exist with its
-        # configured count before anything produces.  Existing topics are left alone.
+        # configured count before anything produces.  Existing topics are left alone.  Each gets the
+        # producers' message limit as its max.message.bytes (Tansu 0.6 accepts it; its own limit
+        # is what refuses a larger produce, see docs/producers.md).
         s = self.settings
-        ensure_topics(self.address, all_topics(s.partitions(), s.partitions_shared))
+        ensure_topics(self.address, all_topics(s.partitions(), s.partitions_shared),
+                      message_max_bytes=s.message_max_bytes)

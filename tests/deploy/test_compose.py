@@ -122,6 +122,14 @@ def test_topics_are_created_with_the_stage_partitions(project: dict[str, Any]) -
     assert (ROOT / "deploy" / "create_topics.py").is_file()
 
 
+def test_one_message_limit_for_producers_topics_and_the_broker(project: dict[str, Any]) -> None:
+    """The stages' producers, the topic creator and the broker are given the same limit, explicitly."""
+    limits = {name: project["services"][name]["environment"]["FISCALFLOW_MESSAGE_MAX_BYTES"]
+              for name in ["create-topics", *STAGES]}
+    limits["kafka"] = project["services"]["kafka"]["environment"]["KAFKA_MESSAGE_MAX_BYTES"]
+    assert set(limits.values()) == {str(Settings().message_max_bytes)}, limits
+
+
 def test_observability_profile_scrapes_every_stage_and_receives_traces(project: dict[str, Any]) -> None:
     services = project["services"]
     assert services["prometheus"]["profiles"] == ["observability"]

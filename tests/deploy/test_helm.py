@@ -166,13 +166,27 @@ def test_topic_job_is_a_hook_creating_every_topic_with_the_stage_partitions(char
     # The Job's script, run with the Job's environment, plans exactly the pipeline's topics.
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FISCALFLOW_")}
     proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "create_topics.py"), "--dry-run"],
-                          env={**clean, **env}, capture_output=True, text=True, check=True)
+                          env={**clean, **env}, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
     planned = {t["name"]: t["partitions"] for t in json.loads(proc.stdout)}
     stages = ALL_FEATURES["stages"]
     partitions = {Stage(s): stages.get(s, {}).get("partitions", Settings().partitions()[Stage(s)]) for s in STAGES}
     expected = {t.name: t.partitions for t in all_topics(partitions, ALL_FEATURES["topics"]["sharedPartitions"])}
     assert planned == expected
     assert planned["fiscal.validate"] == planned["fiscal.validate.priority"] == 12
+    # Every topic gets the producers' message limit: the ConfigMap's, from kafka.messageMaxBytes.
+    (config,) = by_kind(manifests(render(chart, ALL_FEATURES)), "ConfigMap").values()
+    producers = config["data"]["FISCALFLOW_MESSAGE_MAX_BYTES"]
+    assert producers == env["FISCALFLOW_MESSAGE_MAX_BYTES"] == "1000000"
+    assert {t["config"]["max.message.bytes"] for t in json.loads(proc.stdout)} == {producers}
+
+
+def test_the_message_limit_is_one_value(chart: Any) -> None:
+    docs = manifests(render(chart, {"kafka": {"messageMaxBytes": 2_000_000}}))
+    (config,) = by_kind(docs, "ConfigMap").values()
+    (job,) = by_kind(docs, "Job").values()
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert config["data"]["FISCALFLOW_MESSAGE_MAX_BYTES"] == env["FISCALFLOW_MESSAGE_MAX_BYTES"] == "2000000"
 
 
 def test_topic_job_can_be_turned_off(chart: Any) -> None:

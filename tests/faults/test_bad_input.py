@@ -40,7 +40,7 @@ def _hostile_files(world: World) -> dict[str, tuple[bytes, str]]:
     return {
         "hostile-billion-laughs": (LAUGHS, "XML_DOCTYPE_FORBIDDEN"),
         "hostile-xxe": (XXE, "XML_DOCTYPE_FORBIDDEN"),
-        "hostile-50mb": (b"<?xml version='1.0'?><a>" + b"x" * (50 * 1024 * 1024) + b"</a>", "FILE_TOO_LARGE"),
+        "hostile-50mb": (b"<?xml version='1.0'?><a>" + b"x" * (50 * 1024 * 1024) + b"</a>", "DOCUMENT_TOO_LARGE"),
         "hostile-garbage": (random.Random(73).randbytes(8192), "XML_ENCODING"),
         "hostile-latin1": ((latin + "<!-- año -->").encode("latin-1"), "XML_ENCODING"),
         "hostile-empty": (b"", "XML_MALFORMED"),

@@ -81,8 +81,9 @@ def test_bad_files_dead_letter_with_their_reason_and_the_record_is_rejected(stac
     mismatch, missing = rows[2].record_id, rows[3].record_id
     outside = f"{mismatch}-escape"
     expected = {mismatch: "CHECKSUM_MISMATCH", missing: "FILE_NOT_FOUND", outside: "PATH_OUTSIDE_ROOT"}
-    # Documents over the inline limit travel as S3 claim checks: make every one of them "large".
-    settings = stack_settings.model_copy(update={"inline_document_bytes": 1024})
+    # A document whose message would not fit the message limit travels as an S3 claim check: a
+    # 4 KB limit makes every one of them "large".
+    settings = stack_settings.model_copy(update={"message_max_bytes": 4096})
 
     async def scenario() -> None:
         await _register(settings, [*registrations(rows), Registration(outside, "south", "../../etc/passwd")])
@@ -151,7 +152,7 @@ def test_the_pool_shares_connections_and_caps_the_document_size(stack_settings: 
         assert 1 <= pool.size <= 3  # lazily opened, never more than the limit
         with pytest.raises(PermanentError) as err:
             await fetch(pool, rows[0].path, 1024)
-        assert err.value.reason == "FILE_TOO_LARGE"
+        assert err.value.reason == "DOCUMENT_TOO_LARGE"
         await pool.close()
 
     asyncio.run(scenario())
@@ -183,10 +184,11 @@ def test_files_larger_than_one_read_arrive_whole_whatever_the_manifest_says(stac
         assert (await fetch(pool, "big/empty.xml", 1 << 20, None)).size == 0
         with pytest.raises(PermanentError) as err:  # over the cap, found while reading (no stat)
             await fetch(pool, "big/three-reads.xml", 300_000, None)
-        assert err.value.reason == "FILE_TOO_LARGE"
+        assert err.value.reason == "DOCUMENT_TOO_LARGE"
+        assert err.value.details == {"size": 700_001, "limit": 300_000} and "700001 bytes" in err.value.message
         with pytest.raises(PermanentError) as err:  # over the cap by the manifest: not even opened
             await fetch(pool, "big/missing.xml", 300_000, 700_001)
-        assert err.value.reason == "FILE_TOO_LARGE"
+        assert err.value.reason == "DOCUMENT_TOO_LARGE" and err.value.details["size"] == 700_001
         await pool.close()
 
     asyncio.run(scenario())

@@ -183,7 +183,7 @@ def test_a_redelivered_dead_letter_counts_once_and_moves_no_outcome(report: Repo
         (moved_on, letter("download", "CHECKSUM_MISMATCH", 8, now_ms)),
         (moved_on, letter("validate", "INVALID_CFDI", 9, now_ms + 1_000, replays=1)),  # replayed, failed again
         (moved_on, letter("download", "CHECKSUM_MISMATCH", 8, now_ms + 5_000)),  # a late copy of the first
-        (sentinel, letter("store", "FILE_TOO_LARGE", 10, now_ms)),
+        (sentinel, letter("store", "DOCUMENT_TOO_LARGE", 10, now_ms)),
     ]:
         p.produce(report.topics.name(DLQ), b"{}", key=key.encode(), partition=0,
                   headers=[(k, v.encode()) for k, v in headers.items()])
@@ -193,8 +193,8 @@ def test_a_redelivered_dead_letter_counts_once_and_moves_no_outcome(report: Repo
         now = report.get("/api/v1/reports/summary").json()["by_reason"]
         return {k: now.get(k, 0) - before.get(k, 0) for k in {*now, *before} if now.get(k, 0) != before.get(k, 0)}
 
-    report.wait_until(lambda: delta().get("FILE_TOO_LARGE") == 1)
-    assert delta() == {"INVALID_CFDI": 2, "FILE_TOO_LARGE": 1}
+    report.wait_until(lambda: delta().get("DOCUMENT_TOO_LARGE") == 1)
+    assert delta() == {"INVALID_CFDI": 2, "DOCUMENT_TOO_LARGE": 1}
     # Four dead letters, each written once (rows are counted right after their batch is written).
     report.wait_until(lambda: _metric(report, rows) - rows_before >= 4)
     assert _metric(report, rows) - rows_before == 4

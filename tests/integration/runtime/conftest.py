@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings
@@ -135,6 +135,28 @@ class Namespace:
             finally:
                 await conn.close()
         return asyncio.run(q())
+
+    def rejections(self) -> list[asyncpg.Record]:
+        """What the test stage's ``on_dead_letter`` hook recorded."""
+        async def q() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.settings.pg_dsn.get_secret_value())
+            try:
+                if not await conn.fetchval("SELECT to_regclass('runtime_rejections') IS NOT NULL"):
+                    return []
+                return list(await conn.fetch("SELECT record_id, reason, message, details FROM runtime_rejections "
+                                             "WHERE ns = $1", self.ns))
+            finally:
+                await conn.close()
+        return asyncio.run(q())
+
+    def committed(self, partition: int, topic: str = "fiscal.validate") -> int:
+        """The test stage's committed offset of one input partition (-1001: none yet)."""
+        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": f"{self.ns}-group"})
+        try:
+            (tp,) = c.committed([TopicPartition(self.topic(topic), partition)], timeout=10)
+            return int(tp.offset)
+        finally:
+            c.close()
 
     def wait_sink(self, count: int, timeout: float = 120.0) -> list[asyncpg.Record]:
         deadline = time.monotonic() + timeout

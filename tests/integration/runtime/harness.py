@@ -67,8 +67,7 @@ def handler(handled: Handled, flags: dict[str, bool]) -> Callable[[Message], Awa
         if msg.attempt < int(body.get("transient", 0)):
             raise TransientError(f"attempt {msg.attempt} fails", downstream=body.get("downstream", "testsink"))
         handled.order.append(msg.record_id)
-        return [Emit(value=msg.value, topic="out", headers={"x-pad": str(body.get("pad_out", ""))})] \
-            if not body.get("big_out") else [Emit(value=b"x" * int(body["big_out"]), topic="out")]
+        return [Emit(value=msg.value + b" " * int(body.get("emit_bytes", 0)), topic="out")]
 
     return handle
 
@@ -83,7 +82,7 @@ class Harness:
         self.broker: InMemoryBroker | None = None
         self.backend: Backend
         if kind == "memory":
-            self.broker = InMemoryBroker(PARTITIONS)
+            self.broker = InMemoryBroker(PARTITIONS, max_message_bytes=settings.message_max_bytes)
             self.backend = InMemoryBackend(self.broker)
             for t in TOPICS:
                 self.broker.create_topic(self.topic(t))
@@ -148,6 +147,18 @@ class Harness:
         finally:
             c.close()
         return out
+
+    def committed(self, partition: int, name: str = "fiscal.validate") -> int:
+        """The group's committed offset of one partition (-1001 or less: none yet)."""
+        group, topic = f"{self.ns}-group", self.topic(name)
+        if self.broker is not None:
+            return self.broker.committed.get(group, {}).get((topic, partition), -1001)
+        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": group})
+        try:
+            (tp,) = c.committed([TopicPartition(topic, partition)], timeout=10)
+            return int(tp.offset)
+        finally:
+            c.close()
 
     @staticmethod
     async def wait_for(ok: Callable[[], bool], within_s: float = 60.0, strict: bool = True) -> None:

@@ -2,9 +2,10 @@
 
 Behaviour is driven by each message's JSON value, so one handler covers every scenario:
 ``{"id": ..., "sleep_ms": 10, "permanent": true, "transient": 2}`` — sleep, fail permanently,
-or fail transiently on the first N attempts (or while the file ``fail_while`` names exists).
-Every handled record is written to an idempotent PostgreSQL sink (one row per record;
-``deliveries`` counts redeliveries) and emitted to ``<ns>.out``.
+or fail transiently on the first N attempts (or while the file ``fail_while`` names exists);
+``"emit_bytes": N`` pads its output to N bytes.  Every handled record is written to an idempotent
+PostgreSQL sink (one row per record; ``deliveries`` counts redeliveries) and emitted to ``<ns>.out``;
+every dead letter's rejection is recorded by the ``on_dead_letter`` hook in ``runtime_rejections``.
 
     python tests/integration/runtime/stage_app.py NAMESPACE [--max-in-flight N]
 """
@@ -35,7 +36,10 @@ SINK_DDL = """
 CREATE TABLE IF NOT EXISTS runtime_sink (
     ns text NOT NULL, record_id text NOT NULL, deliveries int NOT NULL DEFAULT 1,
     handled_at timestamptz NOT NULL DEFAULT clock_timestamp(), seq bigserial,
-    PRIMARY KEY (ns, record_id))
+    PRIMARY KEY (ns, record_id));
+CREATE TABLE IF NOT EXISTS runtime_rejections (
+    ns text NOT NULL, record_id text NOT NULL, reason text NOT NULL, message text NOT NULL,
+    details jsonb, PRIMARY KEY (ns, record_id, reason))
 """
 
 
@@ -56,10 +60,16 @@ def build(ns: str, settings: Settings, pool: asyncpg.Pool, max_in_flight: int | 
             "ON CONFLICT (ns, record_id) DO UPDATE SET deliveries = runtime_sink.deliveries + 1",
             ns, msg.record_id,
         )
-        return [Emit(value=msg.value, topic="out")]
+        pad = int(body.get("emit_bytes", 0)) - len(msg.value)
+        return [Emit(value=msg.value + b" " * max(0, pad), topic="out")]
+
+    async def record_rejection(msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
+        await pool.execute("INSERT INTO runtime_rejections VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                           ns, msg.record_id, reason, message, orjson.dumps(details).decode())
 
     return StageSpec(stage=Stage.VALIDATE, handler=handle, topic_namespace=ns, group_id=f"{ns}-group",
-                     max_in_flight=max_in_flight, on_condition=condition_hook(lambda: pool))
+                     max_in_flight=max_in_flight, on_condition=condition_hook(lambda: pool),
+                     on_dead_letter=record_rejection)
 
 
 async def amain(ns: str, max_in_flight: int | None) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared.runtime.message import Message
 from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
 from tests.integration.runtime.harness import PARTITIONS, Harness
@@ -181,3 +182,29 @@ async def test_two_replicas_split_the_partitions_and_handle_each_record_once(h: 
         await h.wait_for(lambda: len(h.handled.ids()) == 500)
         assert a.status()["assigned"] and b.status()["assigned"]
     assert len(h.handled.order) == 500, "each record handled once"
+
+
+async def test_an_output_over_the_message_limit_dead_letters_its_input_and_the_partition_moves_on(h: Harness) -> None:
+    rejected: list[tuple[str, str]] = []
+
+    async def on_dead_letter(msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
+        rejected.append((msg.record_id, reason))
+
+    limit = h.settings.message_max_bytes
+    items = [{"id": f"before{i}"} for i in range(5)] + [{"id": "huge", "emit_bytes": limit + 1000}]
+    items += [{"id": f"after{i}"} for i in range(5)]
+    h.produce(items, partition=0)
+    async with h.runner(on_dead_letter=on_dead_letter):
+        dead = await h.read("fiscal.dlq", until=1)
+        await h.wait_for(lambda: len(h.handled.order) == len(items))
+        await h.wait_for(lambda: h.committed(0) == len(items), within_s=30)
+    assert [g.key for g in dead] == [b"huge"]
+    hd = dead[0].headers
+    assert (hd["ff-reason"], hd["ff-attempt"]) == ("MESSAGE_TOO_LARGE", "1")
+    details = json.loads(hd["ff-details"])
+    assert details["limit"] == limit and details["size"] > limit and details["topic"] == h.topic("out")
+    assert json.loads(dead[0].value) == items[5], "the input, unchanged"
+    assert rejected == [("huge", "MESSAGE_TOO_LARGE")], "recorded by the stage's hook"
+    out = await h.read("out", until=10)
+    assert sorted(g.key for g in out) == sorted(str(i["id"]).encode() for i in items if i["id"] != "huge")
+    assert h.handled.attempts["huge"] == [0], "never retried"

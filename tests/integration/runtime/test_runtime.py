@@ -92,6 +92,36 @@ def test_retries_exhausted_becomes_a_dead_letter(namespace: Namespace) -> None:
     assert [r["record_id"] for r in namespace.wait_sink(1)] == ["fine"]
 
 
+def test_an_output_over_the_message_limit_is_a_dead_letter_and_its_partition_moves_on(namespace: Namespace) -> None:
+    """The producer refuses an output over message.max.bytes: no retry can make it fit, so its input
+    is a MESSAGE_TOO_LARGE dead letter at once, recorded by the stage's hook, and the records after it
+    on the same partition are handled and committed (before: retried every 10 s, commit held back)."""
+    limit = 1_000_000
+    items = [{"id": f"before{i}"} for i in range(5)] + [{"id": "huge", "emit_bytes": 1_200_000}]
+    items += [{"id": f"after{i}"} for i in range(5)]
+    namespace.produce(items, partition=0)
+    stage = namespace.stage(env={"FISCALFLOW_MESSAGE_MAX_BYTES": str(limit)})
+    dead = namespace.read("fiscal.dlq", until=1, timeout=60)
+    out = namespace.read("out", until=10, timeout=60)
+    assert [m.key() for m in dead] == [b"huge"]
+    h = {k: v.decode() for k, v in dead[0].headers()}
+    assert h["ff-reason"] == "MESSAGE_TOO_LARGE" and h["ff-attempt"] == "1"
+    details = json.loads(h["ff-details"])
+    assert details["limit"] == limit and details["size"] > 1_200_000 and details["topic"] == namespace.topic("out")
+    assert f"{details['size']}-byte message" in h["ff-error"]
+    assert json.loads(dead[0].value()) == items[5]  # the input, unchanged
+    (rejection,) = namespace.rejections()
+    assert (rejection["record_id"], rejection["reason"]) == ("huge", "MESSAGE_TOO_LARGE")
+    assert sorted(m.key().decode() for m in out) == sorted(i["id"] for i in items if i["id"] != "huge")
+    deadline = time.monotonic() + 30
+    while namespace.committed(0) < len(items) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert namespace.committed(0) == len(items), "the partition's commit is held back"
+    assert stage.terminate() == 0
+    log = stage.log.read_text()
+    assert "not delivered" not in log and "retrying" not in log
+
+
 def test_sigkill_mid_stream_and_restart_lose_nothing(namespace: Namespace) -> None:
     n = 10_000
     namespace.produce([{"id": f"r{i}", "sleep_ms": 1} for i in range(n)])

@@ -156,3 +156,24 @@ def test_window_outside_certificate_validity_is_refused(pki: DemoPKI) -> None:
 def test_pki_ensure_is_idempotent(pki: DemoPKI, tmp_path: Path) -> None:
     again = DemoPKI.ensure(pki.directory)
     assert [i.cert_der for i in again.issuers] == [i.cert_der for i in pki.issuers]
+
+
+@pytest.mark.parametrize("target", [200_000, 900_000])
+def test_an_invoice_of_a_given_size_is_a_valid_one(generator: InvoiceGenerator, pki: DemoPKI,
+                                                   stock_schema: etree.XMLSchema, target: int) -> None:
+    """Large documents for the size policy's tests: N conceptos, within 2 % of the size asked for,
+    and still a sealed, stamped, schema-valid ingreso the validator accepts."""
+    from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore
+
+    inv = generator.generate_sized(7, target)
+    assert abs(len(inv.xml) - target) <= 0.02 * target, len(inv.xml)
+    doc = etree.fromstring(inv.xml)
+    assert stock_schema.validate(doc), stock_schema.error_log.last_error
+    lines = len(doc.findall("cfdi:Conceptos/cfdi:Concepto", NS))
+    assert doc.get("TipoDeComprobante") == "I" and lines > target // 1000
+    assert inv.expected_verdict == "valid" and inv.defect is None
+    validator = CfdiValidator(TrustStore.default(extra=[str(pki.ca_cert)]),
+                              StampCertStore.from_directory(str(pki.stamp_certs_dir)), max_bytes=target * 2)
+    result = validator.validate(inv.xml)
+    assert result.is_valid, result.rules
+    assert result.conceptos == lines

@@ -82,7 +82,6 @@ def test_a_job_needs_the_stages_ahead_of_its_unfinished_records() -> None:
 
     assert needed({"pending": 1}) == {"ingest", "download", "validate", "store"}
     assert needed({"downloaded": 2, "archived": 5}) == {"validate", "store"}
-    assert needed({"validated": 1, "rejected": 1}) == {"store"}
     assert needed({"archived": 3, "rejected": 1, "unknown": 1}) == set()
     assert needed({"downloaded": 0, "archived": 1}) == set()
 
