@@ -57,6 +57,12 @@ def test_a_handler_crash_is_retried_then_dead_lettered_as_a_crash() -> None:
     assert isinstance(last, DeadLetter) and last.reason == "HANDLER_CRASHED" and last.attempts == 2
 
 
+def test_an_output_refused_for_its_size_dead_letters_its_input_at_once() -> None:
+    out = RetryPolicy.on_too_large("a 2000000-byte message to out is over the limit", {"size": 2_000_000})
+    assert out == DeadLetter("MESSAGE_TOO_LARGE", "a 2000000-byte message to out is over the limit",
+                             {"size": 2_000_000}, attempts=None, must_record=True)
+
+
 def test_a_deferral_waits_for_the_next_probe_and_costs_no_attempt() -> None:
     out = RetryPolicy(max_attempts=3, base_ms=100, max_ms=1_000, uniform=_lo).deferral(1.5, "sftp:north")
     assert out == Retry(1.6, "sftp:north", count_attempt=False)
