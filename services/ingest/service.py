@@ -115,10 +115,13 @@ class IngestStage:
         # redelivered one finds the record downloading and sends its task again.
         origin = (f"{msg.headers.get(H.ORIGIN_TOPIC, msg.topic)}:{msg.headers.get(H.ORIGIN_PARTITION, msg.partition)}"
                   f":{msg.headers.get(H.ORIGIN_OFFSET, msg.offset)}")
+        detail: dict[str, object] = {"job_id": job_id, "priority": msg.priority}
+        if H.REDRIVE_BY in msg.headers:  # a pending record whose first request was lost, sent again
+            detail["by"] = msg.headers[H.REDRIVE_BY]
         return Transition(
             record_id=row.record_id, to_status=RecordStatus.DOWNLOADING, allowed_from=_STARTABLE, stage="ingest",
             actor=self.actor, idempotency_key=f"{row.record_id}:downloading:{origin}", job_id=job_id,
-            detail={"job_id": job_id, "priority": msg.priority}, trace_id=current_trace_id() or None,
+            detail=detail, trace_id=current_trace_id() or None,
         )
 
     def _lease_s(self, msg: Message) -> float:
