@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,16 +65,16 @@ async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, p
     runner = StageRunner(spec, settings)
 
     # Count completions after the output was acknowledged: wrap the emit path.
-    original = runner._emit
+    original = runner.processor.emit
 
-    async def counted(msg: Message, emits: list[Emit]) -> None:  # type: ignore[override]
+    async def counted(msg: Message, emits: Sequence[Emit]) -> None:
         nonlocal done
         await original(msg, emits)
         done += 1
         if done >= n:
             finished.set()
 
-    runner._emit = counted  # type: ignore[method-assign]
+    runner.processor.emit = counted  # type: ignore[method-assign]
     cpu0 = time.process_time()
     task = asyncio.create_task(runner.run(install_signals=False))
     await asyncio.wait_for(finished.wait(), timeout=600)

@@ -32,6 +32,9 @@ class StageSpec:
     # that downstream defers the message instead of calling the handler.  Failures whose
     # downstream is not per-message (S3, PostgreSQL) pause the whole stage instead.
     breaker_key: BreakerKey | None = None
+    # Prefixes of the downstreams that are a message's own (what ``breaker_key`` returns): their
+    # open breaker defers those messages.  Any other downstream's open breaker pauses the stage.
+    per_message_downstreams: tuple[str, ...] = ("sftp:", "region:")
     max_in_flight: int | None = None  # default: Settings.max_in_flight
     on_start: Hook | None = None
     on_stop: Hook | None = None

@@ -1,0 +1,76 @@
+"""Commits and the lag metric.
+
+A commit names, per assigned partition, the lowest offset still in flight (or one past the
+highest seen): a crash redelivers exactly the unfinished suffix.  Commits go every
+``commit_interval_ms``, at a revoke (for the revoked partitions) and at a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shared.runtime import metrics as M
+from shared.runtime.backend import ConsumerBackend, Part
+from shared.runtime.offsets import OffsetTracker
+
+log = logging.getLogger("fiscalflow.runtime")
+LAG_EVERY_S = 5.0  # consumer lag metric period
+
+# Runs a consumer call on the consumer's own thread.
+OnConsumerThread = Callable[..., Awaitable[Any]]
+
+
+class Committer:
+    def __init__(self, stage: str, consumer: ConsumerBackend, offsets: OffsetTracker, assignment: set[Part],
+                 interval_s: float, on_thread: OnConsumerThread) -> None:
+        self.stage = stage
+        self._consumer = consumer
+        self._offsets = offsets
+        self._assignment = assignment  # the engine's, kept current by its rebalance callbacks
+        self._interval_s = interval_s
+        self._on_thread = on_thread
+
+    async def loop(self) -> None:
+        lag_every = max(1, round(LAG_EVERY_S / self._interval_s))
+        ticks = 0
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.commit()
+            except Exception:  # a failed commit is retried next tick; redelivery is idempotent
+                log.exception("commit failed")
+            ticks += 1
+            if ticks % lag_every == 0:
+                try:
+                    await self._on_thread(self._publish_lag)
+                except Exception:  # a metric must never stop the stage
+                    log.debug("lag metric failed", exc_info=True)
+
+    async def commit(self, final: bool = False) -> None:
+        commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in self._assignment]
+        if not commits:
+            return
+        try:
+            await self._on_thread(self._consumer.commit, commits)
+        except Exception as exc:
+            if not final:
+                raise
+            log.warning("final commit failed: %s", exc)
+            return
+        self._offsets.mark_committed(commits)
+
+    def commit_revoked(self, revoked: set[Part]) -> None:
+        """On the consumer thread, inside a rebalance: commit what the revoked partitions finished."""
+        commits = [c for c in self._offsets.to_commit() if (c[0], c[1]) in revoked]
+        if commits:
+            try:
+                self._consumer.commit(commits)
+            except Exception as exc:
+                log.warning("commit on revoke failed: %s", exc)
+
+    def _publish_lag(self) -> None:
+        for topic, partition, lag in self._consumer.lag(sorted(self._assignment)):
+            M.CONSUMER_LAG.labels(self.stage, topic, str(partition)).set(lag)

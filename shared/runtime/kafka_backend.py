@@ -1,0 +1,135 @@
+"""The Kafka backend (confluent-kafka): the priority lane's own consumer, polled first.
+
+The priority topic has a consumer of its own, so a fetch queue of its own: the local broker
+answers a fetch with a whole backlog, which would otherwise sit in front of a priority record
+(docs/decisions/0001-priority-consumer.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from shared.runtime.backend import AssignCallback, Offset, Part, RevokeCallback, to_message
+from shared.runtime.kafka import AsyncProducer, consumer_config, producer_config
+from shared.runtime.message import Message
+from shared.settings import Settings
+
+log = logging.getLogger("fiscalflow.runtime")
+FETCH_WAIT_S = 0.05  # how long an idle poll turn waits for the normal lanes
+
+
+class KafkaBackend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def consumer(self, groups: dict[str, list[str]], priority_topic: str, client_id: str) -> KafkaConsumers:
+        (lanes_group, lanes_topics), = [(g, t) for g, t in groups.items() if priority_topic not in t]
+        (prio_group, _), = [(g, t) for g, t in groups.items() if priority_topic in t]
+        return KafkaConsumers(self.settings, (lanes_group, lanes_topics), prio_group, priority_topic, client_id)
+
+    def producer(self, client_id: str) -> AsyncProducer:
+        return AsyncProducer(producer_config(self.settings, client_id))
+
+
+def _fetch(consumer: Consumer, limit: int, timeout: float) -> list[KafkaMessage]:
+    """Up to ``limit`` messages, returning as soon as there is one (or after ``timeout``).
+
+    Not ``consume(limit, timeout)``: that waits out the whole timeout unless ``limit`` messages
+    arrive, so an idle stage sat on each record for up to the timeout, at every hop."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+
+
+def _messages(batch: list[KafkaMessage], priority: bool) -> list[Message]:
+    out = []
+    for km in batch:
+        err = km.error()
+        if err is None:
+            out.append(to_message(str(km.topic()), int(km.partition() or 0), int(km.offset() or 0), km.key(),
+                                  km.value(), km.headers(), km.timestamp()[1], priority))
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consume error: %s", err)
+    return out
+
+
+class KafkaConsumers:
+    """Both consumers of a replica behind one :class:`~shared.runtime.backend.ConsumerBackend`."""
+
+    def __init__(self, settings: Settings, lanes: tuple[str, list[str]], priority_group: str, priority_topic: str,
+                 client_id: str) -> None:
+        self._topics = lanes[1]
+        self._priority_topic = priority_topic
+        self._consumer = Consumer(consumer_config(settings, lanes[0], client_id))
+        self._pconsumer = Consumer(consumer_config(settings, priority_group, client_id + "-p"))
+
+    def subscribe(self, on_assign: AssignCallback, on_revoke: RevokeCallback, on_lost: RevokeCallback) -> None:
+        for consumer, topics in ((self._consumer, self._topics), (self._pconsumer, [self._priority_topic])):
+            lanes = consumer is self._consumer
+
+            def assigned(c: Consumer, tps: list[TopicPartition], lanes: bool = lanes) -> None:
+                on_assign(_parts(tps), lanes)
+
+            consumer.subscribe(topics, on_assign=assigned, on_revoke=lambda c, tps: on_revoke(_parts(tps)),
+                               on_lost=lambda c, tps: on_lost(_parts(tps)))
+
+    def poll(self, limit: int, lanes: bool) -> tuple[list[Message], list[Message]]:
+        prio = self._pconsumer.consume(limit, 0)
+        if prio or not lanes:
+            return _messages(prio, True), []
+        return [], _messages(_fetch(self._consumer, limit, FETCH_WAIT_S), False)
+
+    def pause(self, parts: Sequence[Part]) -> None:
+        self._each(parts, "pause")
+
+    def resume(self, parts: Sequence[Part]) -> None:
+        self._each(parts, "resume")
+
+    def _each(self, parts: Sequence[Part], method: str) -> None:
+        for consumer, tps in self._by_consumer(parts).items():
+            with contextlib.suppress(Exception):  # partitions revoked meanwhile
+                getattr(consumer, method)(tps)
+
+    def commit(self, offsets: Sequence[Offset]) -> None:
+        error: Exception | None = None
+        for consumer, tps in self._by_consumer(offsets).items():
+            try:
+                consumer.commit(offsets=tps, asynchronous=False)
+            except Exception as exc:  # the other consumer's commits still go
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def lag(self, parts: Sequence[Part]) -> list[tuple[str, int, int]]:
+        """The high watermark the fetches reported (the local broker's ListOffsets is wrong, fetch
+        responses are right) minus the consumer's position."""
+        out = []
+        for consumer, tps in self._by_consumer(parts).items():
+            for tp in consumer.position(tps):
+                if tp.offset < 0:
+                    continue
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    out.append((tp.topic, tp.partition, max(0, high - tp.offset)))
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._pconsumer.close()
+
+    def _by_consumer(self, items: Sequence[Part] | Sequence[Offset]) -> dict[Consumer, list[TopicPartition]]:
+        out: dict[Consumer, list[TopicPartition]] = {}
+        for item in items:
+            consumer = self._pconsumer if item[0] == self._priority_topic else self._consumer
+            out.setdefault(consumer, []).append(TopicPartition(*item))
+        return out
+
+
+def _parts(tps: list[TopicPartition]) -> list[Part]:
+    return [(tp.topic, tp.partition) for tp in tps]
