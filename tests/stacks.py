@@ -3,6 +3,7 @@ own (so leftovers of other tests never reach it), and the five services as real 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -12,7 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
 from shared.settings import PROJECT_ROOT, Settings
@@ -131,3 +134,13 @@ def archive_keys(settings: Settings) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
         keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("staging/")]
     return keys
+
+
+def db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def q() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+    return asyncio.run(q())

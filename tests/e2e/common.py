@@ -3,28 +3,15 @@ the environment that lets the services trust the demo PKI's documents."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 
 from shared.settings import Settings
-from tests.stacks import archive_keys
+from tests.stacks import archive_keys, db  # noqa: F401  (db: the e2e modules import it from here)
 from tooling.issuers.pki import DemoPKI
-
-
-def db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def q() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-    return asyncio.run(q())
 
 
 def s3_keys(settings: Settings) -> set[str]:

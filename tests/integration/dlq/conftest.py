@@ -4,7 +4,6 @@ topic to its end, and the CLI run in-process against the test stack."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -12,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
@@ -23,6 +21,7 @@ from shared.runtime import headers as H
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import DLQ, PARKING, Stage, TopicSpec, input_topic, priority_topic
+from tests.stacks import db as pg  # noqa: F401  (the dlq tests import pg from here)
 
 
 def dead_letter_headers(origin_topic: str, stage: str, reason: str, *, error: str = "it failed",
@@ -81,16 +80,6 @@ def read_to_end(settings: Settings, topic: str, keys: set[str] | None = None) ->
 
 def headers_of(m: KafkaMessage) -> dict[str, str]:
     return H.to_dict(m.headers())
-
-
-def pg(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def q() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-    return asyncio.run(q())
 
 
 @dataclass
