@@ -30,21 +30,26 @@ class LagMonitor(Periodic):
         self.lag = await asyncio.to_thread(self.measure)
 
     def measure(self) -> int:
-        return sum(self._group_lag(group, topics) for group, topics in self.groups.items())
+        return group_lag(self.settings, self.groups)
 
-    def _group_lag(self, group: str, topics: list[str]) -> int:
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": group,
-                      "enable.auto.commit": False})
-        try:
-            md = c.list_topics(timeout=5)
-            parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-            if not parts:
-                return 0
-            total = 0
-            for tp in c.committed(parts, timeout=5):
-                _, high = c.get_watermark_offsets(tp, timeout=5)
-                low = tp.offset if tp.offset >= 0 else 0
-                total += max(0, high - low)
-            return total
-        finally:
-            c.close()
+
+def group_lag(settings: Settings, groups: dict[str, list[str]]) -> int:
+    """Messages not yet committed by the groups on the topics they read (blocking: run in a thread)."""
+    return sum(_one_group_lag(settings, group, topics) for group, topics in groups.items())
+
+
+def _one_group_lag(settings: Settings, group: str, topics: list[str]) -> int:
+    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(timeout=5)
+        parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
+        if not parts:
+            return 0
+        total = 0
+        for tp in c.committed(parts, timeout=5):
+            _, high = c.get_watermark_offsets(tp, timeout=5)
+            low = tp.offset if tp.offset >= 0 else 0
+            total += max(0, high - low)
+        return total
+    finally:
+        c.close()

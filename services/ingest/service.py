@@ -21,7 +21,7 @@ import uvicorn
 from prometheus_client import Counter
 
 from services.ingest.api import IngestContext, create_app
-from services.ingest.backpressure import LagMonitor
+from services.ingest.backpressure import LagMonitor, group_lag
 from services.ingest.periodic import Periodic
 from services.ingest.reconciler import Reconciler
 from services.ingest.requests import JOB_HEADER, parse_request
@@ -38,6 +38,7 @@ from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
 from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer, producer_config
+from shared.runtime.stage import lane_subscriptions
 from shared.runtime.tracing import current_trace_id
 from shared.settings import Settings
 from shared.sftp.pool import build_pools
@@ -184,6 +185,13 @@ class IngestStage:
         await self.rejections(msg, reason, message, dict(details))
 
     # ------------------------------------------------------------------ lifecycle: stage and HTTP API
+    async def _backlog(self, stages: Sequence[Stage]) -> int:
+        """Unconsumed messages on the stages' input topics (every lane), for the reconciler."""
+        groups: dict[str, list[str]] = {}
+        for stage in stages:
+            groups.update(lane_subscriptions(stage, namespace=self.namespace()))
+        return await asyncio.to_thread(group_lag, self.settings, groups)
+
     def namespace(self) -> str:
         return self.spec.topic_namespace if self.spec is not None else ""
 
@@ -199,7 +207,7 @@ class IngestStage:
         self._extras = [lag]
         if s.redrive_interval_s > 0:
             self._extras.append(Reconciler(self.pool, self._producer, s.redrive_lease_s, s.redrive_interval_s,
-                                           lambda: lag.lag, self.namespace))
+                                           self._backlog, self.namespace))
         for extra in self._extras:
             extra.start()
         app = create_app(IngestContext(s, self.pool, self._producer, self._sftp, lag, self.namespace))

@@ -62,7 +62,7 @@ class StageSpec:
 
     def subscriptions(self) -> dict[str, list[str]]:
         """Consumer group -> the topics the runner subscribes it to (what lag metrics and KEDA watch)."""
-        return {self.consumer_group: [self.normal_topic, self.retry_topic], self.priority_group: [self.priority_topic]}
+        return lane_subscriptions(self.stage, self.consumer_group, self.topic_namespace)
 
     def ns(self, topic: str) -> str:
         return f"{self.topic_namespace}.{topic}" if self.topic_namespace else topic
@@ -82,3 +82,14 @@ class StageSpec:
     @property
     def dlq_topic(self) -> str:
         return self.ns(DLQ)
+
+
+def lane_subscriptions(stage: Stage, group: str | None = None, namespace: str = "") -> dict[str, list[str]]:
+    """A StageRunner stage's consumer groups and the topics each reads: the normal and retry lanes
+    in ``group`` (default ``fiscalflow-<stage>``), the priority lane in ``<group>.priority``."""
+    group = group or f"fiscalflow-{stage.value}"
+
+    def ns(topic: str) -> str:
+        return f"{namespace}.{topic}" if namespace else topic
+
+    return {group: [ns(input_topic(stage)), ns(retry_topic(stage))], f"{group}.priority": [ns(priority_topic(stage))]}
