@@ -38,6 +38,7 @@ from shared.settings import Settings
 from shared.topics import DLQ, Stage
 from tests.chaos.conftest import REPORT
 from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tooling.bench.scenarios import scenario
 from tooling.bench_results import append_result
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
@@ -304,9 +305,15 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
                    + f"; replica back serving after {min(chaos.comeback_s):.1f}–{max(chaos.comeback_s):.1f} s")
         REPORT.extend([table, details])
         print("\n" + table + "\n" + details)
+        figures = {"records": len(expected), "valid": len(valid), "invalid": len(invalid), "kills": len(chaos.kills),
+                   "replica_restarts": restarts, "broker_restarts": len(chaos.broker_restarts), "lost": lost,
+                   "duplicated": duplicated, "dead_letters": unique_letters, "dlq_copies": dlq_copies,
+                   "refailed": refailed, "transient": len(transient), "generation_s": gen_s, "run_s": run_s,
+                   "wall_s": wall_s}
         append_result("chaos", f"FISCALFLOW_CHAOS_COUNT={COUNT} pytest tests/chaos", table,
                       "five services SIGKILLed twice each under the stack supervisor, the broker (Tansu, s3 "
-                      f"storage on SeaweedFS) restarted once, one replica per stage; {details}")
+                      f"storage on SeaweedFS) restarted once, one replica per stage; {details}",
+                      measured=[scenario("chaos").measured(figures, {"count": COUNT, "seed": SEED})])
 
         # Every service was killed twice while records flowed, and came back.
         # On a quiet machine a small run can finish before the last planned kills; the guarantees below
