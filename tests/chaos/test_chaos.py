@@ -12,7 +12,7 @@ Budget: the durable (s3) broker writes every produced batch and every committed 
 objects on the local SeaweedFS, ~4 ms of CPU each.  With the producers' default linger (5 ms)
 the pipeline made about one batch per record per hop: ~30-40 records/s, 9-11 min for 20,000.
 With linger 100 ms and commits every second (below) 20,000 run submit -> settled in ~96 s on a
-quiet machine (bench/RESULTS.md, 2026-11-22 23:09).
+quiet machine (decision 0008, docs/decisions/0008-durable-broker-batches.md).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
     # linger 100 ms and commits every second: the s3 engine writes every produced batch and every
     # committed partition offset as objects (~4 ms of SeaweedFS + broker CPU each); at this
     # pipeline's rate linger 5 ms makes nearly one batch per record (4.5 ms CPU per record per
-    # hop, paced 200 records/s), linger 100 ms a quarter of that (bench/RESULTS.md, 2026-11-22).
+    # hop, paced 200 records/s), linger 100 ms a quarter of that (decision 0008).
     settings = isolated_settings("chaos", 60, broker_storage="s3", log_level="WARNING",
                                  fetch_wait_max_ms=int(os.environ.get("FISCALFLOW_FETCH_WAIT_MAX_MS", "200")),
                                  producer_linger_ms=int(os.environ.get("FISCALFLOW_PRODUCER_LINGER_MS", "100")),
