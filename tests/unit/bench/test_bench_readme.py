@@ -33,8 +33,8 @@ def readme_rows() -> dict[str, str]:
     return {cells(line)[0]: line for line in table[2:]}
 
 
-# The figures of the runs behind today's rows: the old run log's entries of 2026-11-30 03:21-04:01
-# (bench/RESULTS.md, in git history).
+# The figures of the runs behind today's rows: the old tracked run log's entries of 2026-11-30
+# 03:21-04:01 (git history).
 STAGES = {f"{s}.{k}": v for s, us, rate in (("ingest", 133, 4915), ("download", 529, 1638), ("validate", 983, 1035),
                                              ("store", 701, 1087), ("report", 186, 3577))
           for k, v in (("us_per_doc", us), ("docs_per_s", rate))}
