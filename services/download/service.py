@@ -105,7 +105,7 @@ class DownloadStage:
         if not applied:
             SKIPPED.inc()  # archived (or a duplicate) meanwhile: the later stages already have it
             return []
-        return [Emit(value=value, stage=Stage.VALIDATE, headers=headers)]
+        return [Emit(value=value, headers=headers)]
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None

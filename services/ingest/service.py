@@ -38,11 +38,10 @@ from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
 from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer, producer_config
-from shared.runtime.stage import lane_subscriptions
 from shared.runtime.tracing import current_trace_id
 from shared.settings import Settings
 from shared.sftp.pool import build_pools
-from shared.topics import Stage
+from shared.topics import TOPOLOGY, Stage
 
 log = logging.getLogger("fiscalflow.ingest")
 
@@ -109,7 +108,7 @@ class IngestStage:
         headers = {JOB_HEADER: req.job_id} if req.job_id else {}
         if redrive is not None:
             headers[H.REDRIVE] = str(row.redrives + 1)
-        return [Emit(value=task.encode(), stage=Stage.DOWNLOAD, headers=headers)]
+        return [Emit(value=task.encode(), headers=headers)]
 
     def _start(self, row: RecordRow, msg: Message, job_id: str | None) -> Transition:
         # The original coordinates survive retries, so a retried message has the same audit key; a
@@ -189,7 +188,7 @@ class IngestStage:
         """Unconsumed messages on the stages' input topics (every lane), for the reconciler."""
         groups: dict[str, list[str]] = {}
         for stage in stages:
-            groups.update(lane_subscriptions(stage, namespace=self.namespace()))
+            groups.update(TOPOLOGY[stage].subscriptions(namespace=self.namespace()))
         return await asyncio.to_thread(group_lag, self.settings, groups)
 
     def namespace(self) -> str:

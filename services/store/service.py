@@ -142,7 +142,7 @@ class StoreStage:
     def _stored(self, doc: ValidatedDocument, obj: ArchiveObject, at: dt.datetime, key: str) -> Emit:
         event = StoredEvent(record_id=doc.record_id, job_id=doc.job_id, s3_key=key, sha256=obj.sha256,
                             size=obj.size, gz_size=len(obj.body), archived_at=_iso(at), facts=doc.facts)
-        return Emit(value=event.encode(), stage=Stage.REPORT)
+        return Emit(value=event.encode())
 
     # ------------------------------------------------------------------ batched PostgreSQL
     async def _flush_lookups(self, uuids: list[str]) -> list[ArchivedRow | None]:

@@ -139,7 +139,8 @@ async def test_an_open_per_message_breaker_defers_its_messages_without_attempts(
         return "sftp:" + json.loads(msg.value)["region"]  # type: ignore[attr-defined]
 
     settings = _with(h, breaker_reset_s=0.3, breaker_failure_threshold=2, retry_max_attempts=4)
-    async with h.runner(settings, breaker_key=region, max_in_flight=2) as runner:
+    # The test stage borrows validate's lanes, not its breakers: it declares sftp: per-message itself.
+    async with h.runner(settings, breaker_key=region, per_message_downstreams=("sftp:",), max_in_flight=2) as runner:
         await h.wait_for(lambda: runner.status()["breakers"].get("sftp:north") == "open")
         await h.wait_for(lambda: len(h.handled.ids()) == 20)  # the other region went on
         assert runner.condition().state == "", "a per-message downstream does not pause the stage"
