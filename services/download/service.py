@@ -89,7 +89,7 @@ class DownloadStage:
                                  f"sha256 {got.sha256} != expected {task.expected_sha256}",
                                  {"sha256": got.sha256, "expected": task.expected_sha256, "size": got.size})
         BYTES.labels(task.region).inc(got.size)
-        headers = {"ff-job-id": task.job_id} if task.job_id else {}
+        headers = {H.JOB_ID: task.job_id} if task.job_id else {}
         # Decided (and a claim check written) before the transition, whose audit detail names the claim.
         ref, value = await encode_document(
             DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,

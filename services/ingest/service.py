@@ -24,7 +24,7 @@ from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor, group_lag
 from services.ingest.periodic import Periodic
 from services.ingest.reconciler import Reconciler
-from services.ingest.requests import JOB_HEADER, parse_request
+from services.ingest.requests import parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
@@ -105,7 +105,7 @@ class IngestStage:
             return []
         task = DownloadTask(record_id=row.record_id, job_id=req.job_id, region=row.region, path=row.remote_path,
                             expected_sha256=row.expected_sha256, size=row.size)
-        headers = {JOB_HEADER: req.job_id} if req.job_id else {}
+        headers = {H.JOB_ID: req.job_id} if req.job_id else {}
         if redrive is not None:
             headers[H.REDRIVE] = str(row.redrives + 1)
         return [Emit(value=task.encode(), headers=headers)]
