@@ -22,8 +22,8 @@ from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.migrate import connect_pool
-from shared.db.records import Transition
-from shared.db.rejections import RejectionRecorder, transitions_or_transient
+from shared.db.records import Transition, apply_transitions
+from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document
 from shared.domain.messages import DocumentRef, DownloadTask
 from shared.domain.reasons import ReasonCode
@@ -109,7 +109,7 @@ class DownloadStage:
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None
-        return await transitions_or_transient(self.pool, items)
+        return await apply_transitions(self.pool, items)
 
     async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
         assert self.rejections is not None

@@ -30,12 +30,12 @@ from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.migrate import connect_pool
-from shared.db.records import RecordRow, Transition, lookup
-from shared.db.rejections import DB_ERRORS, RejectionRecorder, transitions_or_transient
+from shared.db.records import RecordRow, Transition, apply_transitions, lookup
+from shared.db.rejections import RejectionRecorder
 from shared.domain.messages import DownloadTask
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
-from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer, producer_config
 from shared.runtime.tracing import current_trace_id
@@ -160,24 +160,17 @@ class IngestStage:
     # ------------------------------------------------------------------ batched statements
     async def _lookup(self, ids: list[str]) -> list[RecordRow | None]:
         assert self.pool is not None
-        try:
-            found = await lookup(self.pool, list(set(ids)))
-        except DB_ERRORS as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        found = await lookup(self.pool, list(set(ids)))
         return [found.get(i) for i in ids]
 
     async def _add_members(self, pairs: list[tuple[str, str]]) -> list[None]:
         assert self.pool is not None
-        try:
-            async with self.pool.acquire() as conn:
-                await jobs.add_members(conn, sorted(set(pairs)))
-        except DB_ERRORS as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        await jobs.add_members(self.pool, sorted(set(pairs)))
         return [None] * len(pairs)
 
     async def _apply(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None
-        return await transitions_or_transient(self.pool, items)
+        return await apply_transitions(self.pool, items)
 
     async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
         assert self.rejections is not None
