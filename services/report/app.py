@@ -108,7 +108,7 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
         consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,
     )
-    (dlq,) = (ns(t) for t in REPORT.side_inputs)
+    (dlq,) = (ns(t) for t in REPORT.side_inputs)  # its one side input: the dead letters, counted
     lanes = {
         "materialise_priority": app.topic(ns(REPORT.topic(Lane.PRIORITY)), key_serializer="raw",
                                           value_serializer="raw"),
