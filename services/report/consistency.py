@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.report.backend import ReportBackend
 from services.report.metrics import VERIFY_CHECKED_AT, VERIFY_DIFFERENCES, VERIFY_RECORDS_OFF
@@ -58,9 +58,16 @@ class RebuildStep(BaseModel):
     end: dt.date | None = Field(None, alias="to", description="Last day of Fecha, inclusive.")
     limit: int = Field(500, ge=1, le=MAX_BATCH, description="Records read in this step.")
     dry_run: bool = Field(False, description="Count what would be written; write nothing, keep no checkpoint.")
-    after: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$",
+    after: str | None = Field(None, max_length=200,
                               description="Start after this record id instead of at the checkpoint (dry runs).")
     restart: bool = Field(False, description="Start the scope over instead of resuming an unfinished rebuild.")
+
+    @field_validator("after")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a record id has no NUL character")  # PostgreSQL text cannot hold one
+        return value
 
 
 def _scope(start: dt.date | None, end: dt.date | None) -> Scope:
