@@ -176,7 +176,9 @@ class Consistency:
             try:
                 step = await self.rebuilder.step(scope, body.limit, dry_run=body.dry_run, after=body.after,
                                                  restart=body.restart)
-            except (TransientError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # S3, PostgreSQL, ClickHouse (no common base): the step is retried whole
+                if not isinstance(exc, TransientError | OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                    log.exception("rebuild step of %s failed", scope.label())
                 raise HTTPException(503, f"{type(exc).__name__}: {exc}; retry the step",
                                     headers={"Retry-After": "5"}) from None
             if step.finished and not body.dry_run:

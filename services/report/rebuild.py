@@ -80,7 +80,9 @@ class Step:
 
     scanned: int = 0  # records of the scope read from PostgreSQL
     present: int = 0  # already in ClickHouse as the registry says
-    repaired: int = 0  # records written (missing in ClickHouse, or with another outcome there)
+    # records found missing in ClickHouse (or with another outcome there) and handed to the writer,
+    # which skips any the stream wrote meanwhile: the rows it wrote are the next two counts
+    repaired: int = 0
     archived_rows: int = 0
     outcome_rows: int = 0
     from_postgres: int = 0  # archived records built from the registry's columns
