@@ -136,8 +136,11 @@ def verify(start: str | None = FromOpt, end: str | None = ToOpt,
         diffs = [c for c in body["cells"] if c["differs"]]
         if diffs:
             t = Table(title=f"{len(diffs)} differences ({body['records_off']} records off)")
-            for col in ("day", "status", "reason", "postgres", "clickhouse", "postgres_mxn", "clickhouse_mxn"):
-                t.add_column(col, justify="right" if col in ("postgres", "clickhouse") or "mxn" in col else "left")
+            t.caption = "PG: PostgreSQL (the record), CH: ClickHouse (the reports)"
+            for col in ("day", "status", "reason", "PG", "CH", "PG MXN", "CH MXN"):
+                left = col in ("day", "status", "reason")
+                t.add_column(col, justify="left" if left else "right", no_wrap=col != "reason",
+                             overflow="fold")
             for c in diffs:
                 t.add_row(c["day"] or "(all)", c["status"], c["reason"], str(c["postgres"]), str(c["clickhouse"]),
                           c["postgres_mxn"] or "", c["clickhouse_mxn"] or "")
