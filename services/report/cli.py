@@ -1,8 +1,10 @@
-"""``fiscalflow report summary|daily|issuers|trend``: the report API as rich tables (or ``--json``)."""
+"""``fiscalflow report summary|daily|issuers|trend``: the report API as rich tables (or ``--json``);
+``report verify`` and ``report rebuild``: the report tables against the system of record."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import httpx
@@ -20,10 +22,16 @@ JsonOpt = typer.Option(False, "--json", help="Print the API's JSON instead of ta
 
 
 def _get(path: str, **params: Any) -> dict[str, Any]:
+    return _request(path, params, auth=False)
+
+
+def _request(path: str, params: dict[str, Any], auth: bool) -> dict[str, Any]:
     settings = Settings()
     url = f"http://127.0.0.1:{settings.report_port}{path}"
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"} if auth else {}
     try:
-        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=30)
+        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, headers=headers,
+                         timeout=120)
     except httpx.HTTPError as exc:
         console.print(f"[red]report API at {url} unreachable: {exc}[/red] (is `fiscalflow service run report` up?)")
         raise typer.Exit(2) from None
@@ -107,3 +115,134 @@ def trend(hours: int = typer.Option(24, help="Hours back from now."), as_json: b
         t.add_row(p["hour"], str(p["count"]), p["total_mxn"])
     console.print(t)
     return None
+
+
+# ---------------------------------------------------------------- verify and rebuild
+
+FromOpt = typer.Option(None, "--from", help="First day of Fecha, YYYY-MM-DD (default: every record).")
+ToOpt = typer.Option(None, "--to", help="Last day of Fecha, YYYY-MM-DD, inclusive.")
+
+
+@app.command()
+def verify(start: str | None = FromOpt, end: str | None = ToOpt,
+           settle: float = typer.Option(60.0, "--settle", min=0, help="Leave out records archived or rejected "
+                                        "in the last S seconds (still on their way to the reports)."),
+           as_json: bool = JsonOpt) -> None:
+    """Compare PostgreSQL's records with the report tables per day and status; exit 1 if they differ."""
+    body = _get("/api/v1/reports/verify", **{"from": start, "to": end, "settle_s": settle})
+    if as_json:
+        _print_json(body)
+    else:
+        diffs = [c for c in body["cells"] if c["differs"]]
+        if diffs:
+            t = Table(title=f"{len(diffs)} differences ({body['records_off']} records off)")
+            t.caption = "PG: PostgreSQL (the record), CH: ClickHouse (the reports)"
+            for col in ("day", "status", "reason", "PG", "CH", "PG MXN", "CH MXN"):
+                left = col in ("day", "status", "reason")
+                t.add_column(col, justify="left" if left else "right", no_wrap=col != "reason",
+                             overflow="fold")
+            for c in diffs:
+                t.add_row(c["day"] or "(all)", c["status"], c["reason"], str(c["postgres"]), str(c["clickhouse"]),
+                          c["postgres_mxn"] or "", c["clickhouse_mxn"] or "")
+            console.print(t)
+            console.print("[yellow]the reports differ from the record: `fiscalflow report rebuild` "
+                          "re-materialises them[/yellow]")
+        else:
+            archived = sum(c["postgres"] for c in body["cells"] if c["day"])
+            console.print(f"[green]consistent[/green]: {body['days']} days, {archived} archived records"
+                          + ("" if body["complete"] else f" ({body['from'] or '…'}..{body['to'] or '…'})")
+                          + f", checked in {body['seconds']:.2f} s")
+    if not body["consistent"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
+            dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be written; write nothing."),
+            rate: float = typer.Option(1000.0, "--rate", min=0, help="At most N records per second (0: no limit)."),
+            batch: int = typer.Option(500, "--batch", min=1, max=5000, help="Records per step."),
+            restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an unfinished "
+                                         "rebuild of the same days."),
+            as_json: bool = JsonOpt) -> None:
+    """Re-materialise the report tables from PostgreSQL and the archived documents (S3), through
+    the report service; idempotent, resumable (run it again after a crash), safe while the
+    pipeline runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    scope = {"from": start, "to": end}
+    plan = _request("/api/v1/reports/rebuild", scope, auth=True)
+    cp = plan["checkpoint"] or {}
+    resumed = 0 if restart or dry_run or not plan["resumes"] else int(cp.get("scanned", 0))
+    if resumed and not as_json:
+        console.print(f"resuming the rebuild started {cp['started_at']}: {resumed} records done")
+    totals = {k: 0 for k in ("scanned", "present", "repaired", "archived_rows", "outcome_rows", "from_postgres",
+                             "from_s3")}
+    missing: list[str] = []
+    after: str | None = "" if dry_run else None
+    first = True
+    started = time.monotonic()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), disable=as_json)
+    with progress:
+        task = progress.add_task("dry run" if dry_run else "rebuilding", total=plan["total"], completed=resumed)
+        while True:
+            body = {**scope, "limit": batch, "dry_run": dry_run, "restart": restart and first}
+            if after is not None:
+                body["after"] = after
+            step = _post_step(body)
+            first = False
+            for k in totals:
+                totals[k] += int(step[k])
+            missing += step["missing"]
+            progress.advance(task, step["scanned"])
+            if dry_run:
+                after = step["after"]
+            if step["finished"]:
+                break
+            if rate > 0:  # the average since the start stays under the rate
+                ahead = totals["scanned"] / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    elapsed = time.monotonic() - started
+    result = {**totals, "missing": missing, "dry_run": dry_run, "seconds": round(elapsed, 2),
+              "records_per_s": round(totals["scanned"] / elapsed, 1) if elapsed > 0 else None,
+              "resumed_after": resumed}
+    if as_json:
+        _print_json(result)
+    else:
+        verb = "would write" if dry_run else "wrote"
+        console.print(f"{totals['scanned']} records in {elapsed:.1f} s ({result['records_per_s']}/s): "
+                      f"{totals['present']} already in the reports, {verb} {totals['repaired']} "
+                      f"({totals['from_postgres']} from PostgreSQL, {totals['from_s3']} "
+                      f"{'to read' if dry_run else 'read'} from S3)")
+        if missing:
+            console.print(f"[red]{len(missing)} archived records have no readable document: {missing[:10]}[/red]")
+    if missing:
+        raise typer.Exit(1)
+
+
+def _post_step(body: dict[str, Any], attempts: int = 30) -> dict[str, Any]:
+    """One rebuild step; a report service restarting or a dependency down is waited for."""
+    settings = Settings()
+    url = f"http://127.0.0.1:{settings.report_port}/api/v1/reports/rebuild"
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    delay = 1.0
+    for attempt in range(attempts):
+        try:
+            resp = httpx.post(url, json=body, headers=headers, timeout=300)
+            if resp.status_code != 503:
+                out: dict[str, Any] = resp.json()
+                if resp.status_code >= 400:
+                    console.print(f"[red]{resp.status_code}: {out.get('detail', out)}[/red]")
+                    raise typer.Exit(1)
+                return out
+            reason = resp.json().get("detail", "")
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if attempt + 1 < attempts:
+            console.print(f"[yellow]step not done ({reason}); again in {delay:.0f} s[/yellow]", highlight=False)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    console.print(f"[red]the report service at {url} did not take the step; run the command again to "
+                  "resume[/red]")
+    raise typer.Exit(2)

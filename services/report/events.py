@@ -69,7 +69,19 @@ class DeadLetter:
                 self.job_id, self.failed_at, self.version, self.letter_id]
 
 
-Event = Archived | DeadLetter
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A record's final outcome as the registry holds it (a rebuild, services/report/rebuild.py):
+    it moves the record's outcome like a dead letter would, but is no dead letter itself."""
+
+    record_id: str
+    outcome: str
+    reason: str
+    job_id: str
+    version: int
+
+
+Event = Archived | DeadLetter | Outcome
 
 
 def _ms(ts: dt.datetime) -> int:

@@ -26,9 +26,10 @@ from services.report.api import create_api
 from services.report.app import build_app
 from services.report.backend import ReportBackend
 from services.report.callbacks import CallbackSender
+from services.report.consistency import Consistency
 from services.report.events import Event
 from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
-from services.report.sink import connect, create_schema, repair_derived
+from services.report.sink import Written, connect, create_schema, repair_derived
 from shared.db import jobs
 from shared.db.migrate import connect_pool
 from shared.runtime.ops import OpsServer
@@ -58,6 +59,7 @@ class ReportService:
         self.api_port = settings.report_port if api_port is None else api_port
         self.backend: ReportBackend | None = None
         self.callbacks: CallbackSender | None = None
+        self.consistency: Consistency | None = None
         self.app: faust.App | None = None
         self.pool: asyncpg.Pool | None = None
         self._api: _ApiServer | None = None
@@ -84,7 +86,10 @@ class ReportService:
         self.callbacks = CallbackSender(self.pool, secret.encode())
         await self.callbacks.resume()
         self._sweeper = asyncio.create_task(self._sweep(), name="job-sweep")
-        self._api = _ApiServer(uvicorn.Config(create_api(self.backend), host=s.http_host, port=self.api_port,
+        self.consistency = Consistency(self.backend, s, self.topic_namespace, self.write_exclusive)
+        api = create_api(self.backend)
+        self.consistency.install(api)  # verify and rebuild (services/report/consistency.py)
+        self._api = _ApiServer(uvicorn.Config(api, host=s.http_host, port=self.api_port,
                                               log_level="warning", access_log=False, lifespan="off"))
         self._api_task = asyncio.create_task(self._api.serve(), name="report-api")
         self.ops = OpsServer(s.http_host, s.metrics_port, self._ready)
@@ -92,6 +97,7 @@ class ReportService:
         _write_runtime_info(s, Stage.REPORT, os.environ.get("FISCALFLOW_REPLICA_ID", "0"), port)
         self.app = build_app(s, self.on_batch, self.topic_namespace)
         await self.app.start()
+        self.consistency.start()  # checks the tables against PostgreSQL now, then every few minutes
         log.info("report: API http://%s:%s, ops port %s", s.http_host, self.api_port, port)
 
     async def stop(self) -> None:
@@ -108,6 +114,8 @@ class ReportService:
             await self.ops.stop()
         if self.callbacks is not None:
             await self.callbacks.close()
+        if self.consistency is not None:
+            await self.consistency.stop()
         if self.backend is not None:
             self.backend.close()
         if self.pool is not None:
@@ -120,6 +128,12 @@ class ReportService:
         async with self._write_lock:
             await self._write(events)
         self._touched.update(e.job_id for e in events if e.job_id)
+
+    async def write_exclusive(self, events: Sequence[Event]) -> Written:
+        """A rebuild's write: the live batches' lock, so the sink's dedup stays exact between them."""
+        assert self.backend is not None
+        async with self._write_lock:
+            return await self.backend.write(events)
 
     async def _write(self, events: Sequence[Event]) -> None:
         assert self.backend is not None
@@ -172,7 +186,8 @@ class ReportService:
                 self.last_error = str(exc)
         started = self.app is not None and self._api is not None and self._api.started
         return ok and started, {"dependencies": ok, "api": started, "batches": self.batches,
-                                "last_error": self.last_error}
+                                "last_error": self.last_error,
+                                "consistency": self.consistency.readiness() if self.consistency else {}}
 
 
 async def run(settings: Settings, topic_namespace: str = "") -> None:

@@ -7,6 +7,7 @@ reach one replica — which makes the existence check before each insert exact.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from services.report.events import ARCHIVED, Archived, DeadLetter, Event
+from services.report.events import ARCHIVED, Archived, DeadLetter, Event, Outcome
 from services.report.schema import ARCHIVED_COLUMNS, DDL, DEAD_LETTER_COLUMNS, DEAD_LETTERS_UPGRADE, OUTCOME_COLUMNS
 
 log = logging.getLogger("fiscalflow.report.sink")
@@ -109,7 +110,7 @@ class ClickHouseSink:
         # A dead letter already written (a copy a killed stage wrote again, or this stage reading
         # it again) is not an event at all: it must not move the record's outcome either.
         new_dead = {id(d) for d in dead}
-        events = [e for e in events if isinstance(e, Archived) or id(e) in new_dead]
+        events = [e for e in events if isinstance(e, Archived | Outcome) or id(e) in new_dead]
         archived = self._new_archived([e for e in events if isinstance(e, Archived)])
         outcome_rows = self._outcome_rows(events)
         # Order matters only for speed: each table's check-then-insert is idempotent on its own.
@@ -125,11 +126,23 @@ class ClickHouseSink:
         if not items:
             return []
         unique = list({a.uuid: a for a in reversed(items)}.values())  # first event of a UUID wins
-        present = {r[0] for r in self.client.query(
-            "SELECT uuid FROM archived WHERE day IN %(days)s AND uuid IN %(uuids)s",
-            parameters={"days": sorted({a.day for a in unique}), "uuids": [a.uuid for a in unique]},
-        ).result_rows}
+        present = self.present_uuids([(a.day, a.uuid) for a in unique])
         return [a for a in unique if a.uuid not in present]
+
+    def present_uuids(self, keys: Sequence[tuple[dt.date, str]]) -> set[str]:
+        """The UUIDs among (day, UUID) ``keys`` the archived table holds already."""
+        if not keys:
+            return set()
+        return {r[0] for r in self.client.query(
+            "SELECT uuid FROM archived WHERE day IN %(days)s AND uuid IN %(uuids)s",
+            parameters={"days": sorted({d for d, _ in keys}), "uuids": sorted({u for _, u in keys})},
+        ).result_rows}
+
+    def outcomes(self, record_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Each record's current (outcome, reason); records without one are absent."""
+        if not record_ids:
+            return {}
+        return {rid: (o.outcome, o.reason) for rid, o in self._current(record_ids).items()}
 
     def _new_dead_letters(self, items: list[DeadLetter]) -> list[DeadLetter]:
         """Each dead letter once: the first copy in the batch, if the table does not hold it."""

@@ -96,7 +96,10 @@ class StoreStage:
             # The key (UUID + issuer + day) holds another document whose record is not archived
             # (yet): the first upload owns the UUID.
             raise self._duplicate(doc, obj, None, same=False)
-        result = await self._transitions.submit(self._transition(msg, doc, obj))
+        # One archive time for the registry and the event: the reports can then be checked against
+        # the registry to the millisecond (services/report/verify.py).
+        at = dt.datetime.now(dt.UTC)
+        result = await self._transitions.submit(self._transition(msg, doc, obj, at))
         if result is ArchiveResult.UUID_TAKEN:
             if outcome is PutOutcome.CREATED:
                 # Our key differs from the winner's (else S3 had said 412): leave one object per UUID.
@@ -104,9 +107,9 @@ class StoreStage:
             raise self._duplicate(doc, obj, None, same=False)
         if result is ArchiveResult.NOT_APPLIED:
             await self._check_already_archived(doc.record_id)
-        return [self._stored(doc, obj, dt.datetime.now(dt.UTC), obj.key)]
+        return [self._stored(doc, obj, at, obj.key)]
 
-    def _transition(self, msg: Message, doc: ValidatedDocument, obj: ArchiveObject) -> Transition:
+    def _transition(self, msg: Message, doc: ValidatedDocument, obj: ArchiveObject, at: dt.datetime) -> Transition:
         f = doc.facts
         return Transition(
             record_id=doc.record_id, to_status=RecordStatus.ARCHIVED, allowed_from=NOT_ARCHIVED, stage="store",
@@ -115,7 +118,11 @@ class StoreStage:
             trace_id=current_trace_id() or None,
             fields={"s3_key": obj.key, "size": str(obj.size), "sha256": obj.sha256, "gz_size": str(len(obj.body)),
                     "tfd_uuid": obj.uuid, "issuer_rfc": f.issuer_rfc.upper(), "issued_on": obj.issued_on,
-                    "trust": f.trust},
+                    "trust": f.trust,
+                    # what the reports need, so they can be verified and rebuilt from the registry
+                    "receiver_rfc": f.receiver_rfc, "fecha": f.fecha, "tipo": f.tipo, "moneda": f.moneda,
+                    "tipo_cambio": str(f.tipo_cambio), "total": str(f.total), "total_mxn": str(f.total_mxn),
+                    "archived_at": _iso(at)},
         )
 
     async def _check_already_archived(self, record_id: str) -> None:

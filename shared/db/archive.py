@@ -39,12 +39,13 @@ class ArchiveResult(StrEnum):
 async def archived_by_uuid(conn: asyncpg.Connection | asyncpg.Pool, uuids: Sequence[str]) -> dict[str, ArchivedRow]:
     """Archived records by upper-case TFD UUID (case-insensitive; served by fiscal_records_archived_uuid_ci)."""
     rows = await conn.fetch(
-        "SELECT record_id, upper(tfd_uuid) AS u, sha256, s3_key, size, gz_size, updated_at FROM fiscal_records"
+        "SELECT record_id, upper(tfd_uuid) AS u, sha256, s3_key, size, gz_size,"
+        " COALESCE(archived_at, updated_at) AS archived_at FROM fiscal_records"
         " WHERE upper(tfd_uuid) = ANY($1::text[]) AND status = 'archived'",
         sorted({u.upper() for u in uuids}),
     )
     return {r["u"]: ArchivedRow(r["record_id"], r["u"], r["sha256"], r["s3_key"], r["size"], r["gz_size"],
-                                r["updated_at"]) for r in rows}
+                                r["archived_at"]) for r in rows}
 
 
 @transient_when_down

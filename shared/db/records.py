@@ -19,7 +19,8 @@ from shared.db.outage import connection, transient_when_down
 from shared.domain.records import RecordStatus
 
 # Columns a transition may set besides the status (values as text; cast in SQL).
-SETTABLE = ("tfd_uuid", "issuer_rfc", "issued_on", "s3_key", "sha256", "gz_size", "trust", "size")
+SETTABLE = ("tfd_uuid", "issuer_rfc", "issued_on", "s3_key", "sha256", "gz_size", "trust", "size", "receiver_rfc",
+            "fecha", "tipo", "moneda", "tipo_cambio", "total", "total_mxn", "archived_at")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,14 @@ upd AS (
         gz_size = COALESCE((t.fields->>'gz_size')::bigint, r.gz_size),
         trust = COALESCE(t.fields->>'trust', r.trust),
         size = COALESCE((t.fields->>'size')::bigint, r.size),
+        receiver_rfc = COALESCE(t.fields->>'receiver_rfc', r.receiver_rfc),
+        fecha = COALESCE(t.fields->>'fecha', r.fecha),
+        tipo = COALESCE(t.fields->>'tipo', r.tipo),
+        moneda = COALESCE(t.fields->>'moneda', r.moneda),
+        tipo_cambio = COALESCE((t.fields->>'tipo_cambio')::numeric, r.tipo_cambio),
+        total = COALESCE((t.fields->>'total')::numeric, r.total),
+        total_mxn = COALESCE((t.fields->>'total_mxn')::numeric, r.total_mxn),
+        archived_at = COALESCE((t.fields->>'archived_at')::timestamptz, r.archived_at),
         updated_at = now()
     FROM t JOIN old USING (record_id)
     WHERE r.record_id = t.record_id
