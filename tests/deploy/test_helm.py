@@ -22,6 +22,7 @@ import yaml
 from services.registry import load_builder
 from services.report.app import build_app
 from services.report.events import Event
+from shared.runtime.host import ServiceHost
 from shared.settings import Settings
 from shared.topics import Stage, all_topics, input_topic, priority_topic
 
@@ -256,7 +257,7 @@ def _consumed(stage: Stage) -> set[tuple[str, str]]:
 
         app = build_app(settings, no_batch)
         return {(app.conf.id, topic) for agent in app.agents.values() for topic in agent.channel.topics}
-    spec = asyncio.run(load_builder(stage)(settings))
+    spec = asyncio.run(load_builder(stage)(ServiceHost(settings, stage)))
     return {(group, topic) for group, topics in spec.subscriptions().items() for topic in topics}
 
 
