@@ -5,13 +5,14 @@ ops port; an API port already taken fails the start at once."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -68,11 +69,15 @@ def _hello(log: list[str]) -> Starlette:
     return Starlette(routes=[Route("/", hello)])
 
 
-async def _until(check: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met"
+async def _until(check: Callable[[], bool | Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + 10
+    while not await _value(check()):
+        assert time.monotonic() < deadline, "condition not met within 10 s"
         await asyncio.sleep(0.02)
+
+
+async def _value(result: bool | Awaitable[bool]) -> bool:
+    return await result if inspect.isawaitable(result) else bool(result)
 
 
 async def test_sigterm_stops_the_workload_then_the_parts_in_reverse_order(tmp_path: Path) -> None:
@@ -128,7 +133,7 @@ async def test_the_ops_port_says_alive_then_ready_and_the_run_info_names_it(tmp_
     host.api("demo API", lambda: _hello(log), 0)
     task = asyncio.create_task(host.run(Work(log), install_signals=False))
     async with httpx.AsyncClient() as http:
-        await _until(lambda: asyncio.sleep(0, host.ops_port is not None))
+        await _until(lambda: host.ops_port is not None)
         ops = f"http://127.0.0.1:{host.ops_port}"
         # Starting: alive, not ready, and no run-info yet (`fiscalflow stack up` waits for it).
         assert (await http.get(f"{ops}/healthz")).json() == {"status": "alive"}
@@ -198,7 +203,7 @@ async def test_a_failing_tick_is_logged_and_the_next_one_runs(tmp_path: Path) ->
     host = ServiceHost(_settings(tmp_path), "demo")
     host.every("flaky", 0.02, flaky)
     task = asyncio.create_task(host.run(Work([]), install_signals=False))
-    await _until(lambda: asyncio.sleep(0, len(calls) >= 3))
+    await _until(lambda: len(calls) >= 3)
     host.stop()
     await asyncio.wait_for(task, 10)
 
