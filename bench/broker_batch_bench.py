@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.record import append_result
+from bench.record import Measurement, append_result
 from tests.stacks import isolated_settings, isolated_stack
 from tooling.bench.harness import cpu_seconds
 from tooling.stack import LocalStack
@@ -38,6 +38,7 @@ def main() -> None:
 
     settings = isolated_settings("broker-bench", 77, broker_storage="s3", log_level="WARNING")
     rows = []
+    figures: dict[str, float] = {}
     with isolated_stack(settings):
         pids = {c.name: c.pid for c in LocalStack(settings).status().components if c.name in ("broker", "s3") and c.pid}
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
@@ -57,14 +58,22 @@ def main() -> None:
             spent = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
             per_record = 1000 * sum(spent.values()) / n
             rows.append(f"| {linger} | {n:,} | {spent['s3']:.2f} | {spent['broker']:.2f} | {per_record:.2f} |")
+            figures.update({f"linger_{linger}.records": n, f"linger_{linger}.s3_cpu_s": spent["s3"],
+                            f"linger_{linger}.broker_cpu_s": spent["broker"],
+                            f"linger_{linger}.cpu_ms_per_record": per_record})
             print(rows[-1], flush=True)
     table = "\n".join([
         f"| producer linger.ms | records (paced {args.rate}/s, {args.partitions} partitions, {args.size} B) "
         "| S3 server CPU s | broker CPU s | CPU ms per record |",
         "|---|---|---|---|---|", *rows])
     print(table)
+    summary = "CPU (S3 server + broker) per record: " + ", ".join(
+        f"{figures[f'linger_{linger}.cpu_ms_per_record']:.2f} ms at linger {linger} ms" for linger in args.linger)
+    params = {"rate": args.rate, "partitions": args.partitions, "seconds": args.seconds, "size": args.size,
+              "linger": args.linger}
     append_result("broker batches (Tansu s3 storage)", " ".join(["bench/broker_batch_bench.py", *sys.argv[1:]]),
-                  table, "broker on s3 storage (local SeaweedFS); its cost follows produced batches, not bytes")
+                  table, "broker on s3 storage (local SeaweedFS); its cost follows produced batches, not bytes",
+                  measured=[Measurement("broker-batches", figures, summary, params)])
 
 
 if __name__ == "__main__":

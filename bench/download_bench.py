@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/download_bench.py [--count 10000] [--connections 1
 Starts its own sshd region (``.local-bench``, port 23201) with the stack's code, generates the
 invoices into it with the generator (all cores), fetches every file through the download stage's
 RegionPool and fetch() (the code the service runs, without Kafka or PostgreSQL), and appends a
-dated entry to the raw run log (.local/bench/RESULTS.md).  Stops only the sshd it started.
+dated entry to the raw run log (.local/bench/).  Stops only the sshd it started.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tooling.stack import LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/ is not an installed package: record.py is imported beside us
     sys.path.insert(0, str(ROOT))
-from bench.record import append_result  # noqa: E402
+from bench.record import Measurement, append_result  # noqa: E402
 
 REGION = "north"
 
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    raw_log_dir = os.environ.get("FISCALFLOW_LOCAL_DIR")  # the run log stays where every run's goes
     settings = bench_settings()
     stack = LocalStack(settings)
     stack.start(f"sftp-{REGION}")
@@ -97,10 +98,20 @@ def main() -> None:
     text = "\n".join(table)
     print(text)
     if not args.no_record:
+        if raw_log_dir is None:
+            os.environ.pop("FISCALFLOW_LOCAL_DIR", None)
+        else:
+            os.environ["FISCALFLOW_LOCAL_DIR"] = raw_log_dir
+        figures = {"generator_docs_per_s": gen_rate, "size_kb": size_kb,
+                   **{f"in_flight_{n}.files_per_s": rate for n, rate in results}}
+        summary = (f"{args.connections} connections: " + ", ".join(
+            f"{rate:,.0f} files/s with {n} request(s) in flight each" for n, rate in results))
         append_result(f"download from one local sshd: {args.count} invoices of {size_kb:.1f} KB",
                       f".venv/bin/python bench/download_bench.py --count {args.count} --connections "
                       f"{args.connections}", text,
-                      "client and sshd share the machine's cores; generator in worker processes")
+                      "client and sshd share the machine's cores; generator in worker processes",
+                      measured=[Measurement("download-sshd", figures, summary,
+                                            {"count": args.count, "connections": args.connections})])
 
 
 if __name__ == "__main__":

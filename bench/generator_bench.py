@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/generator_bench.py [--count N] [--runs R] [--no-record]
 Pins itself to core 0 (taskset semantics via sched_setaffinity) and appends a dated entry to
-the raw run log (.local/bench/RESULTS.md, out of git).
+the raw run log (.local/bench/, out of git).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.record import append_result  # noqa: E402
+from bench.record import Measurement, append_result  # noqa: E402
 from tooling.issuers.generator import InvoiceGenerator  # noqa: E402
 from tooling.issuers.pki import DemoPKI  # noqa: E402
 
@@ -48,9 +48,13 @@ def main() -> None:
     print(line)
     if args.no_record:
         return
+    figures = {"best_docs_per_s": best, "docs_per_s": mean, "us_per_doc": 1e6 / best,
+               "mean_size_kb": sizes / args.count / 1024}
+    params = {"count": args.count, "runs": args.runs, "bad_fraction": args.bad_fraction, "pinned": pinned}
     append_result("demo invoice generator (one core)",
                   f".venv/bin/python bench/generator_bench.py --count {args.count} --runs {args.runs}"
-                  f"{' (pinned to core 0)' if pinned else ''}", f"- result: {line}")
+                  f"{' (pinned to core 0)' if pinned else ''}", f"- result: {line}",
+                  measured=[Measurement("generator", figures, line, params)])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the worst case for the summing tables (5x the rows per day).  Then times the ser
 functions (services/report/queries.py) through its ClickHouse thread, p50/p99, and the same
 answers computed from the base table with FINAL, to show what the summing tables buy.  The
 machine's load average is part of the note: on shared cores it moves p99 more than any change.
-Appends to the raw run log (.local/bench/RESULTS.md).  Not a test.
+Appends to the raw run log (.local/bench/).  Not a test.
 """
 
 from __future__ import annotations
@@ -141,24 +141,29 @@ def main() -> None:
                      (dt.date(2025, 2, 1), dt.date(2025, 2, 28)), (dt.date(2025, 3, 31), dt.date(2025, 5, 1)),
                      (first, first), (last, last), (dt.date(2024, 12, 1), dt.date(2025, 1, 1))):
             _check_exact(client, a, b)
-        cases: list[tuple[str, Callable[[], Any]]] = [
-            ("daily (one day)", lambda: queries.daily(client, day)),
-            ("summary (ClickHouse part)", lambda: queries.final_counts(client)),
-            ("issuers, 31 days", lambda: queries.issuers(client, day, day + dt.timedelta(days=30))),
-            ("issuers, 365 days", lambda: queries.issuers(client, first, last)),
-            ("issuers, 364 days, no whole month at the ends", lambda: queries.issuers(client, *_UNALIGNED)),
-            ("trend, 24 h", lambda: queries.trend(client, 24, dt.datetime.now(dt.UTC))),
-            ("baseline: daily from archived FINAL", lambda: client.query(_DAILY_FINAL)),
-            ("baseline: issuers 365 d from archived FINAL", lambda: client.query(_ISSUERS_FINAL)),
-            ("baseline: summary from record_outcomes FINAL", lambda: client.query(_SUMMARY_FINAL)),
+        # (figure key, row label, query): the keys are the figures of the run's record
+        cases: list[tuple[str, str, Callable[[], Any]]] = [
+            ("daily", "daily (one day)", lambda: queries.daily(client, day)),
+            ("summary", "summary (ClickHouse part)", lambda: queries.final_counts(client)),
+            ("issuers_31d", "issuers, 31 days", lambda: queries.issuers(client, day, day + dt.timedelta(days=30))),
+            ("issuers_365d", "issuers, 365 days", lambda: queries.issuers(client, first, last)),
+            ("issuers_364d_unaligned", "issuers, 364 days, no whole month at the ends",
+             lambda: queries.issuers(client, *_UNALIGNED)),
+            ("trend_24h", "trend, 24 h", lambda: queries.trend(client, 24, dt.datetime.now(dt.UTC))),
+            ("final_daily", "baseline: daily from archived FINAL", lambda: client.query(_DAILY_FINAL)),
+            ("final_issuers_365d", "baseline: issuers 365 d from archived FINAL",
+             lambda: client.query(_ISSUERS_FINAL)),
+            ("final_summary", "baseline: summary from record_outcomes FINAL", lambda: client.query(_SUMMARY_FINAL)),
         ]
         rows = []
+        figures: dict[str, float] = {"records": n, "keys": keys, "load_s": load_s}
         load_before = os.getloadavg()
-        for name, fn in cases:
+        for key, name, fn in cases:
             fn()  # warm caches
             runs = args.runs if not name.startswith("baseline") else max(20, args.runs // 10)
             p50, p99 = _timed(fn, runs, pool)
             rows.append(f"| {name} | {runs} | {p50:.2f} | {p99:.2f} |")
+            figures.update({f"{key}.p50_ms": p50, f"{key}.p99_ms": p99})
             print(rows[-1], flush=True)
         pool.shutdown()
         table = "\n".join(["| query | runs | p50 ms | p99 ms |", "|---|---|---|---|", *rows])
@@ -171,10 +176,13 @@ def main() -> None:
                 "status) and are not in these numbers.")
         print(note)
         if not args.no_record:
+            from tooling.bench.scenarios import scenario
+
             append_result(f"report queries, {n:,} archived records in chDB",
                           f".venv/bin/python bench/report_bench.py --records {args.records} --runs {args.runs}"
-                          + (" --dense" if args.dense else ""),
-                          table, note)
+                          + (" --dense" if args.dense else ""), table, note,
+                          measured=[scenario("report-queries").measured(
+                              figures, {"records": args.records, "runs": args.runs, "dense": args.dense})])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

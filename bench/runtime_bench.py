@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Producer
 
-from bench.record import append_result
+from bench.record import Measurement, append_result
 from shared.runtime import Emit, Message, StageSpec
 from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
@@ -109,9 +109,15 @@ def main() -> None:
         f"| {io['msg_per_s']} | {io['cpu_s_per_1000']} |",
     ]
     print("\n".join(lines))
+    figures = {f"{case}.{k}": v for case, r in (("noop", noop), ("io", io)) for k, v in r.items()}
+    summary = (f"no-op stage {noop['msg_per_s']:,.0f} msg/s, {noop['cpu_s_per_1000']} CPU-s per 1,000; 200 concurrent "
+               f"10 ms handlers {io['msg_per_s']:,.0f} msg/s, {io['cpu_s_per_1000']} CPU-s per 1,000 "
+               f"(~{args.pad + 30}-byte messages)")
+    params = {"messages": args.messages, "io_messages": args.io_messages, "pad": args.pad, "in_flight": args.in_flight}
     append_result("runtime", " ".join(["python", *sys.argv]), "\n".join(lines),
                   note="End to end through the local Tansu broker (memory engine): consume, handler, produce, "
-                  f"ack, commit; 4 partitions, ~{args.pad + 30}-byte messages, one process.")
+                  f"ack, commit; 4 partitions, ~{args.pad + 30}-byte messages, one process.",
+                  measured=[Measurement("runtime", figures, summary, params)])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Generates invoices with the project's demo PKI (1–15 conceptos, the generator's mix of I/E/P),
 then runs each variant in its own process pinned to core 0 (``taskset -c 0`` when available) so the
-peak RSS is the validator's own, and appends the figures to the raw run log (.local/bench/RESULTS.md).  Not a test.
+peak RSS is the validator's own, and appends the figures to the raw run log (.local/bench/).  Not a test.
 """
 
 from __future__ import annotations
@@ -117,13 +117,19 @@ def main() -> None:
     print("warm-up verdicts:", {m: results[m]["warmup_verdicts"] for m in results})
     if not args.no_record:
         from bench.record import append_result
+        from tooling.bench.scenarios import scenario
 
+        figures = {f"{mode}.{k}": v for mode in ("fast", "stock") for k, v in (
+            ("docs", results[mode]["docs"]), ("best_docs_per_s", results[mode]["best"]),
+            ("docs_per_s", results[mode]["mean"]), ("us_per_doc", 1e6 / results[mode]["mean"]),
+            ("peak_rss_mb", results[mode]["peak_rss_mb"]), ("startup_s", results[mode]["startup_s"]))}
+        params = {"count": args.count, "stock_count": args.stock_count, "runs": args.runs}
         note = (f"full CfdiValidator.validate (L0–L4, SelloSAT verified) on generated invoices, mean "
                 f"{statistics.mean(sizes) / 1024:.1f} KB ({min(sizes) / 1024:.1f}–{max(sizes) / 1024:.1f} KB); "
                 f"each variant in its own process pinned to core 0; {args.runs} runs, best and mean. "
-                f"Target: ≥ 1,500 docs/s/core, ≤ 150 MB RSS.")
+                f"Target: {scenario('validator').target} RSS.")
         append_result("CFDI validator (one core)", "python bench/validate_bench.py " + " ".join(sys.argv[1:]),
-                      table, note)
+                      table, note, measured=[scenario("validator").measured(figures, params)])
 
 
 if __name__ == "__main__":

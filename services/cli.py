@@ -21,6 +21,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("services.validate.cli", None),
     ("shared.dlq.cli", "dlq"),
     ("shared.cli.config", None),
+    ("shared.cli.topology", None),
     ("tooling.demo", None),
     ("services.ingest.cli", None),
     ("services.report.cli", "report"),

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     fetch_wait_max_ms: int = Field(20, description="Max fetch wait; the local broker's latency floor is half.")
     producer_linger_ms: int = Field(
         5, ge=0, description="Producer linger: how long records wait to share a batch. The local durable broker "
-        "(`s3` storage) pays ~4 ms CPU per batch, so 100 there (measured in bench/RESULTS.md)."
+        "(`s3` storage) pays ~4 ms CPU per batch, so 100 there (decision 0008, "
+        "docs/decisions/0008-durable-broker-batches.md)."
     )
     commit_interval_ms: int = Field(
         250, ge=10, description="How often a stage commits its consumed offsets (each commit is a write per "

@@ -1,23 +1,42 @@
-"""Append a dated benchmark entry (date, machine, commit, command, numbers) to the raw run log.
+"""The raw run log: every benchmark, chaos and demo run appends to it, and nothing else writes it.
 
-The raw log is ``<local dir>/bench/RESULTS.md`` (``FISCALFLOW_LOCAL_DIR``, default ``./.local``):
-out of git, so the README's commands, the tests, the demo and the benchmarks never change a
-tracked file.  bench/RESULTS.md is the history recorded before that, kept as it was.
+Two files under ``<local dir>/bench/`` (``FISCALFLOW_LOCAL_DIR``, default ``./.local``), out of git, so
+the README's commands, the tests, the demo and the benchmarks never change a tracked file:
+
+- ``RESULTS.md``: the run's full tables, dated, with machine, commit, command and notes, for a human;
+- ``runs.jsonl``: one JSON line per scenario the run measured (a ``RunRecord``: scenario id, date,
+  machine, commit, command, parameters, the figures as numbers, a one-line summary), from which
+  ``fiscalflow bench readme`` regenerates the table of bench/README.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import os
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
+Figures = Mapping[str, float | None]
+
+
+def local_bench_dir() -> Path:
+    local = os.environ.get("FISCALFLOW_LOCAL_DIR") or str(REPO / ".local")
+    return Path(local) / "bench"
+
 
 def results_path() -> Path:
-    local = os.environ.get("FISCALFLOW_LOCAL_DIR") or str(REPO / ".local")
-    return Path(local) / "bench" / "RESULTS.md"
+    return local_bench_dir() / "RESULTS.md"
+
+
+def runs_path() -> Path:
+    return local_bench_dir() / "runs.jsonl"
 
 
 def machine() -> str:
@@ -40,29 +59,144 @@ def machine() -> str:
     return f"{cores} cores ({cpu}), {mem_gb:.0f} GiB"
 
 
-def commit() -> str:
+def git_state() -> tuple[str, bool]:
+    """The short commit and whether tracked files differ from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=REPO, check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=REPO, check=False).stdout.strip()
-        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
+        return out.stdout.strip() or "unknown", bool(dirty)
     except OSError:
-        return "unknown"
+        return "unknown", False
 
 
-def append_result(scenario: str, command: str, table: str, note: str = "") -> Path:
-    """Append the entry; returns the log's path."""
+def commit() -> str:
+    sha, dirty = git_state()
+    return sha + (" (+ uncommitted changes)" if dirty else "")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a run measured for one scenario: the part of its raw record the run supplies.
+
+    ``params`` are the run's size and configuration (``count``, ``replicas``, ...): a scenario's row
+    in bench/README.md takes only runs made with its own parameters.  ``error``: the run failed."""
+
+    scenario: str
+    figures: Figures
+    summary: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One line of runs.jsonl."""
+
+    scenario: str
+    date: dt.datetime  # UTC
+    machine: str
+    commit: str
+    dirty: bool
+    command: str
+    params: dict[str, Any]
+    figures: dict[str, float | None]
+    summary: str
+    error: str = ""
+    load: tuple[float, ...] = ()  # load average (1, 5, 15 min) when the run ended
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "scenario": self.scenario, "date": self.date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": self.machine, "commit": self.commit, "dirty": self.dirty, "command": self.command,
+            "params": self.params, "figures": self.figures, "summary": self.summary, "error": self.error,
+            "load": list(self.load)}, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> RunRecord:
+        """Parse one line; ValueError when it is not a record."""
+        try:
+            raw = json.loads(line)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            date = dt.datetime.fromisoformat(str(raw["date"]).replace("Z", "+00:00"))
+            if date.tzinfo is None:
+                date = date.replace(tzinfo=dt.UTC)
+            figures = raw.get("figures") or {}
+            params = raw.get("params") or {}
+            if not isinstance(figures, dict) or not isinstance(params, dict):
+                raise ValueError("figures and params must be objects")
+            return cls(scenario=str(raw["scenario"]), date=date.astimezone(dt.UTC), machine=str(raw.get("machine", "")),
+                       commit=str(raw.get("commit", "")), dirty=bool(raw.get("dirty", False)),
+                       command=str(raw.get("command", "")), params=params,
+                       figures={str(k): _number(v) for k, v in figures.items()}, summary=str(raw.get("summary", "")),
+                       error=str(raw.get("error") or ""), load=tuple(float(x) for x in raw.get("load") or ()))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a run record: {exc!r}") from exc
+
+
+def _number(value: object) -> float | None:
+    """A figure as JSON can hold it: a finite number, or null (a timeout's infinity, a NaN)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else None  # six digits: measurements, not more
+    raise ValueError(f"figure is not a number: {value!r}")
+
+
+def parse_records(lines: Iterable[str]) -> tuple[list[RunRecord], list[str]]:
+    """The records of runs.jsonl in file order, and a note per line that is not one (skipped)."""
+    records, problems = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(RunRecord.from_json(line))
+        except ValueError as exc:
+            problems.append(f"line {n}: {exc}")
+    return records, problems
+
+
+def read_records(path: Path | None = None) -> tuple[list[RunRecord], list[str]]:
+    path = path or runs_path()
+    if not path.exists():
+        return [], []
+    with path.open(encoding="utf-8") as fh:
+        return parse_records(fh)
+
+
+def append_result(scenario: str, command: str, table: str, note: str = "",
+                  measured: Sequence[Measurement] = ()) -> Path:
+    """Append the entry to RESULTS.md and one record per measurement to runs.jsonl; returns RESULTS.md."""
     results = results_path()
     results.parent.mkdir(parents=True, exist_ok=True)
     if not results.exists():
         results.write_text("# Benchmark runs\n\nEvery benchmark, chaos and demo run, appended by the run itself.\n")
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    entry = [f"\n## {now} — {scenario}\n", f"- machine: {machine()}", f"- commit: {commit()}",
-             f"- command: `{command}`"]
+    now = dt.datetime.now(dt.UTC)
+    sha, dirty = git_state()
+    where = machine()
+    entry = [f"\n## {now.strftime('%Y-%m-%d %H:%M UTC')} — {scenario}\n", f"- machine: {where}",
+             f"- commit: {sha}" + (" (+ uncommitted changes)" if dirty else ""), f"- command: `{command}`"]
     if note:
         entry.append(f"- note: {note}")
     entry += ["", table, ""]
     with results.open("a") as fh:
         fh.write("\n".join(entry))
+    if measured:
+        try:
+            load: tuple[float, ...] = os.getloadavg()
+        except OSError:
+            load = ()
+        lines = [RunRecord(scenario=m.scenario, date=now.replace(microsecond=0), machine=where, commit=sha,
+                           dirty=dirty, command=command, params=dict(m.params),
+                           figures={k: _number(v) for k, v in m.figures.items()}, summary=m.summary,
+                           error=m.error, load=tuple(round(x, 2) for x in load)).to_json()
+                 for m in measured]
+        with runs_path().open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
     return results

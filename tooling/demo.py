@@ -172,7 +172,7 @@ def print_reports(settings: Settings, batch: str) -> None:
 
 
 def record_result(count: int, done: int, jobs_s: float, wall_s: float, final: dict[str, dict[str, Any]]) -> None:
-    from tooling.bench_results import append_result
+    from tooling.bench_results import Measurement, append_result
 
     outcomes: Counter[str] = Counter()
     for st in final.values():
@@ -184,9 +184,13 @@ def record_result(count: int, done: int, jobs_s: float, wall_s: float, final: di
         f"| {count} | {done} | {jobs_s:.1f} | {done / max(jobs_s, 1e-9):.0f} | {wall_s:.1f} | "
         + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) + " |",
     ])
+    rate = done / max(jobs_s, 1e-9)
+    figures = {"count": count, "finished": done, "jobs_s": jobs_s, "docs_per_s": rate, "wall_s": wall_s,
+               **{f"outcome.{k}": v for k, v in outcomes.items()}}
+    summary = f"{done:,} of {count:,} records final in {jobs_s:.1f} s ({rate:,.0f} records/s), demo {wall_s:.1f} s"
     append_result("demo", f"fiscalflow demo --count {count}", table,
                   note="every service and server on this machine; records/s from job submission to the last "
-                  "record in a final state")
+                  "record in a final state", measured=[Measurement("demo", figures, summary, {"count": count})])
 
 
 def where_next(settings: Settings, jobs: list[str]) -> None:

@@ -19,8 +19,8 @@ from services.download.fetch import fetch
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
-from shared.db.records import Transition
-from shared.db.rejections import RejectionRecorder, transitions_or_transient
+from shared.db.records import Transition, apply_transitions
+from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document
 from shared.domain.messages import DocumentRef, DownloadTask
 from shared.domain.reasons import ReasonCode
@@ -80,7 +80,7 @@ class DownloadStage:
                                  f"sha256 {got.sha256} != expected {task.expected_sha256}",
                                  {"sha256": got.sha256, "expected": task.expected_sha256, "size": got.size})
         BYTES.labels(task.region).inc(got.size)
-        headers = {"ff-job-id": task.job_id} if task.job_id else {}
+        headers = {H.JOB_ID: task.job_id} if task.job_id else {}
         # Decided (and a claim check written) before the transition, whose audit detail names the claim.
         ref, value = await encode_document(
             DocumentRef(record_id=task.record_id, job_id=task.job_id, region=task.region, path=task.path,
@@ -96,11 +96,11 @@ class DownloadStage:
         if not applied:
             SKIPPED.inc()  # archived (or a duplicate) meanwhile: the later stages already have it
             return []
-        return [Emit(value=value, stage=Stage.VALIDATE, headers=headers)]
+        return [Emit(value=value, headers=headers)]
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None
-        return await transitions_or_transient(self.pool, items)
+        return await apply_transitions(self.pool, items)
 
     async def ready(self) -> bool:
         return await db_ready(self.pool)

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from services.ingest.publisher import ingest_topic
-from services.ingest.requests import JOB_HEADER
 from shared.db.stalled import StalledRecord, stalled_records
 from shared.domain.messages import IngestRequest
 from shared.domain.records import Priority, RecordStatus
@@ -49,7 +48,7 @@ async def redrive(producer: AsyncProducer, records: Sequence[StalledRecord], by:
     for r in records:
         headers = [(H.REDRIVE_BY, by.encode()), (H.REDRIVE_LEASE_S, str(lease_s).encode())]
         if r.job_id:
-            headers.append((JOB_HEADER, r.job_id.encode()))
+            headers.append((H.JOB_ID, r.job_id.encode()))
         value = IngestRequest(record_id=r.record_id, job_id=r.job_id, priority=r.priority).encode()
         lanes[r.priority].append((r.record_id.encode(), value, headers))
     sent = 0

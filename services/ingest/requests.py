@@ -9,8 +9,7 @@ from pydantic import ValidationError
 from shared.domain.messages import IngestRequest
 from shared.domain.reasons import ReasonCode
 from shared.runtime import Message, PermanentError
-
-JOB_HEADER = "ff-job-id"
+from shared.runtime import headers as H
 
 
 def parse_request(msg: Message) -> IngestRequest:
@@ -23,7 +22,7 @@ def parse_request(msg: Message) -> IngestRequest:
             req = IngestRequest(record_id=(raw.decode("utf-8") if raw else msg.record_id))
     except (ValidationError, UnicodeDecodeError) as exc:
         raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
-    job_id = req.job_id or msg.headers.get(JOB_HEADER) or None
+    job_id = req.job_id or msg.headers.get(H.JOB_ID) or None
     if job_id is not None:
         try:
             job_id = str(uuid.UUID(job_id))

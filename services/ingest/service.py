@@ -20,24 +20,23 @@ from prometheus_client import Counter
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor, group_lag
 from services.ingest.reconciler import Reconciler
-from services.ingest.requests import JOB_HEADER, parse_request
+from services.ingest.requests import parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
-from shared.db.records import RecordRow, Transition, lookup
-from shared.db.rejections import DB_ERRORS, RejectionRecorder, transitions_or_transient
+from shared.db.records import RecordRow, Transition, apply_transitions, lookup
+from shared.db.rejections import RejectionRecorder
 from shared.domain.messages import DownloadTask
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
-from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
 from shared.runtime.host import ServiceHost
 from shared.runtime.kafka import AsyncProducer, producer_config
-from shared.runtime.stage import lane_subscriptions
 from shared.runtime.tracing import current_trace_id
 from shared.sftp.pool import build_pools
-from shared.topics import Stage
+from shared.topics import TOPOLOGY, Stage
 
 log = logging.getLogger("fiscalflow.ingest")
 
@@ -91,10 +90,10 @@ class IngestStage:
             return []
         task = DownloadTask(record_id=row.record_id, job_id=req.job_id, region=row.region, path=row.remote_path,
                             expected_sha256=row.expected_sha256, size=row.size)
-        headers = {JOB_HEADER: req.job_id} if req.job_id else {}
+        headers = {H.JOB_ID: req.job_id} if req.job_id else {}
         if redrive is not None:
             headers[H.REDRIVE] = str(row.redrives + 1)
-        return [Emit(value=task.encode(), stage=Stage.DOWNLOAD, headers=headers)]
+        return [Emit(value=task.encode(), headers=headers)]
 
     def _start(self, row: RecordRow, msg: Message, job_id: str | None) -> Transition:
         # The original coordinates survive retries, so a retried message has the same audit key; a
@@ -146,31 +145,24 @@ class IngestStage:
     # ------------------------------------------------------------------ batched statements
     async def _lookup(self, ids: list[str]) -> list[RecordRow | None]:
         assert self.pool is not None
-        try:
-            found = await lookup(self.pool, list(set(ids)))
-        except DB_ERRORS as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        found = await lookup(self.pool, list(set(ids)))
         return [found.get(i) for i in ids]
 
     async def _add_members(self, pairs: list[tuple[str, str]]) -> list[None]:
         assert self.pool is not None
-        try:
-            async with self.pool.acquire() as conn:
-                await jobs.add_members(conn, sorted(set(pairs)))
-        except DB_ERRORS as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        await jobs.add_members(self.pool, sorted(set(pairs)))
         return [None] * len(pairs)
 
     async def _apply(self, items: list[Transition]) -> list[bool]:
         assert self.pool is not None
-        return await transitions_or_transient(self.pool, items)
+        return await apply_transitions(self.pool, items)
 
     # ------------------------------------------------------------------ parts: producer, periodic tasks, HTTP API
     async def _backlog(self, stages: Sequence[Stage]) -> int:
         """Unconsumed messages on the stages' input topics (every lane), for the reconciler."""
         groups: dict[str, list[str]] = {}
         for stage in stages:
-            groups.update(lane_subscriptions(stage, namespace=self.namespace()))
+            groups.update(TOPOLOGY[stage].subscriptions(namespace=self.namespace()))
         return await asyncio.to_thread(group_lag, self.settings, groups)
 
     def namespace(self) -> str:

@@ -26,9 +26,11 @@ from services.report.events import Event, parse_dead_letter, parse_stored
 from services.report.metrics import EVENTS
 from shared.runtime import tracing
 from shared.settings import Settings
-from shared.topics import DLQ, STORED, Stage, priority_topic
+from shared.topics import TOPOLOGY, Lane, Stage
 
 log = logging.getLogger("fiscalflow.report.app")
+
+REPORT = TOPOLOGY[Stage.REPORT]
 
 # Proposed settings: a batch is flushed at this many events or after this many seconds.
 BATCH_SIZE = int(os.environ.get("FISCALFLOW_REPORT_BATCH_SIZE", "2000"))
@@ -72,7 +74,7 @@ def _span(ev: EventT[Any]) -> trace.Span:
 
 def app_id(topic_namespace: str = "") -> str:
     """The faust app id: also the consumer group of every topic the report reads."""
-    return f"{topic_namespace}-report" if topic_namespace else "fiscalflow-report"
+    return f"{topic_namespace}-report" if topic_namespace else REPORT.group
 
 
 def _materialiser(on_batch: BatchHandler, dlq: str) -> Callable[[StreamT[Any]], AsyncIterator[None]]:
@@ -106,11 +108,11 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
         consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,
     )
-    dlq = ns(DLQ)
+    (dlq,) = (ns(t) for t in REPORT.side_inputs)  # its one side input: the dead letters, counted
     lanes = {
-        "materialise_priority": app.topic(ns(priority_topic(Stage.REPORT)), key_serializer="raw",
+        "materialise_priority": app.topic(ns(REPORT.topic(Lane.PRIORITY)), key_serializer="raw",
                                           value_serializer="raw"),
-        "materialise": app.topic(ns(STORED), dlq, key_serializer="raw", value_serializer="raw"),
+        "materialise": app.topic(ns(REPORT.topic(Lane.NORMAL)), dlq, key_serializer="raw", value_serializer="raw"),
     }
     for name, topic in lanes.items():
         app.agent(topic, name=name, concurrency=1)(_materialiser(on_batch, dlq))

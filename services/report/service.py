@@ -36,7 +36,7 @@ log = logging.getLogger("fiscalflow.report")
 SWEEP_S = 10.0  # completed jobs missed while PostgreSQL was down are found by this sweep
 # Jobs the batches touched are re-derived on this tick, not per batch: a job's state is an
 # aggregate over all its records (18 ms of PostgreSQL CPU for a 33,000-record job), and every
-# half-second batch touches every running job (bench/RESULTS.md, 2026-11-30).
+# half-second batch touches every running job (decision 0011, docs/decisions/0011-job-status-on-a-tick.md).
 JOB_CHECK_S = 2.0
 
 

@@ -20,7 +20,6 @@ from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.records import Transition, lookup
-from shared.db.rejections import DB_ERRORS as PG_DOWN
 from shared.db.rejections import NOT_ARCHIVED, RejectionRecorder
 from shared.documents import receive_document
 from shared.domain.messages import StoredEvent, ValidatedDocument
@@ -110,11 +109,7 @@ class StoreStage:
     async def _check_already_archived(self, record_id: str) -> None:
         """The guard refused the move: fine if an earlier delivery archived this very record."""
         assert self.pool is not None
-        try:
-            rows = await lookup(self.pool, [record_id])
-        except PG_DOWN as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
-        row = rows.get(record_id)
+        row = (await lookup(self.pool, [record_id])).get(record_id)
         if row is None:
             raise PermanentError(ReasonCode.UNKNOWN_RECORD, f"record {record_id} is not registered")
         if row.status is not RecordStatus.ARCHIVED:  # only possible in a race with another writer
@@ -130,24 +125,17 @@ class StoreStage:
     def _stored(self, doc: ValidatedDocument, obj: ArchiveObject, at: dt.datetime, key: str) -> Emit:
         event = StoredEvent(record_id=doc.record_id, job_id=doc.job_id, s3_key=key, sha256=obj.sha256,
                             size=obj.size, gz_size=len(obj.body), archived_at=_iso(at), facts=doc.facts)
-        return Emit(value=event.encode(), stage=Stage.REPORT)
+        return Emit(value=event.encode())
 
     # ------------------------------------------------------------------ batched PostgreSQL
     async def _flush_lookups(self, uuids: list[str]) -> list[ArchivedRow | None]:
         assert self.pool is not None
-        try:
-            found = await archived_by_uuid(self.pool, uuids)
-        except PG_DOWN as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        found = await archived_by_uuid(self.pool, uuids)
         return [found.get(u) for u in uuids]
 
     async def _flush_archive(self, items: list[Transition]) -> list[ArchiveResult]:
         assert self.pool is not None
-        try:
-            async with self.pool.acquire() as conn:
-                return await archive(conn, items)
-        except PG_DOWN as exc:
-            raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
+        return await archive(self.pool, items)
 
 
 async def build_stage(host: ServiceHost, topic_namespace: str = "") -> StageSpec:

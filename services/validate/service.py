@@ -67,7 +67,7 @@ class ValidateStage:
         # The facts make the message larger than the one received: the size policy decides again.
         _, value = await encode_document(ValidatedDocument(**doc.model_dump(), facts=facts_of(result)), xml,
                                          self.s3, self.settings.message_max_bytes)
-        return [Emit(value=value, stage=Stage.STORE)]
+        return [Emit(value=value)]
 
     async def ready(self) -> bool:
         return await db_ready(self.pool)

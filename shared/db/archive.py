@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from shared.db.outage import connection, transient_when_down
 from shared.db.records import Transition, apply_transitions
 
 
@@ -34,6 +35,7 @@ class ArchiveResult(StrEnum):
     UUID_TAKEN = "uuid_taken"  # another record archived this UUID first
 
 
+@transient_when_down
 async def archived_by_uuid(conn: asyncpg.Connection | asyncpg.Pool, uuids: Sequence[str]) -> dict[str, ArchivedRow]:
     """Archived records by upper-case TFD UUID (case-insensitive; served by fiscal_records_archived_uuid_ci)."""
     rows = await conn.fetch(
@@ -45,18 +47,20 @@ async def archived_by_uuid(conn: asyncpg.Connection | asyncpg.Pool, uuids: Seque
                                 r["updated_at"]) for r in rows}
 
 
-async def archive(conn: asyncpg.Connection, items: Sequence[Transition]) -> list[ArchiveResult]:
+@transient_when_down
+async def archive(db: asyncpg.Connection | asyncpg.Pool, items: Sequence[Transition]) -> list[ArchiveResult]:
     """Apply archive transitions in one transaction; on a UUID conflict, one transaction each."""
-    try:
-        applied = await apply_transitions(conn, items)
-        return [ArchiveResult.APPLIED if a else ArchiveResult.NOT_APPLIED for a in applied]
-    except asyncpg.UniqueViolationError:
-        pass
-    out: list[ArchiveResult] = []
-    for t in items:
+    async with connection(db) as conn:
         try:
-            ok = (await apply_transitions(conn, [t]))[0]
-            out.append(ArchiveResult.APPLIED if ok else ArchiveResult.NOT_APPLIED)
+            applied = await apply_transitions(conn, items)
+            return [ArchiveResult.APPLIED if a else ArchiveResult.NOT_APPLIED for a in applied]
         except asyncpg.UniqueViolationError:
-            out.append(ArchiveResult.UUID_TAKEN)
-    return out
+            pass
+        out: list[ArchiveResult] = []
+        for t in items:
+            try:
+                ok = (await apply_transitions(conn, [t]))[0]
+                out.append(ArchiveResult.APPLIED if ok else ArchiveResult.NOT_APPLIED)
+            except asyncpg.UniqueViolationError:
+                out.append(ArchiveResult.UUID_TAKEN)
+        return out

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from shared.db import conditions
+from shared.db.outage import connection, transient_when_down
 from shared.domain.records import FINAL_STATUSES, Priority, RecordStatus
 from shared.topics import Stage
 
@@ -75,12 +76,13 @@ async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence
                                              columns=["job_id", "record_id"])
 
 
-async def add_members(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]) -> None:
-    """Idempotent membership for ids published straight to Kafka with a job id (one statement)."""
+@transient_when_down
+async def add_members(db: asyncpg.Connection | asyncpg.Pool, pairs: Sequence[tuple[str, str]]) -> None:
+    """Idempotent membership for ids published straight to Kafka with a job id (one transaction)."""
     if not pairs:
         return
     jobs = sorted({j for j, _ in pairs})
-    async with conn.transaction():
+    async with connection(db) as conn, conn.transaction():
         # A producer may name a job the API never saw: it exists from its first record on.
         await conn.execute("INSERT INTO jobs (job_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", jobs)
         await conn.execute(

@@ -50,7 +50,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 # planner priced 500 key probes above one sequential scan of a 30,000-row registry and hashed the
 # whole table for every batch: the guarded transition cost 115 µs of server CPU per record, and
 # grew with the table.  1.1 (the usual figure for SSDs and a cached working set) keeps those
-# plans on the primary key: 25 µs per record (bench/RESULTS.md, 2026-11-30).
+# plans on the primary key: 25 µs per record (decision 0010, docs/decisions/0010-random-page-cost.md).
 SESSION_SETTINGS = {"random_page_cost": "1.1"}
 
 

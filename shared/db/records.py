@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.db.outage import connection, transient_when_down
 from shared.domain.records import RecordStatus
 
 # Columns a transition may set besides the status (values as text; cast in SQL).
@@ -87,6 +88,7 @@ async def register(conn: asyncpg.Connection, rows: Iterable[Registration]) -> in
     return int(result.rsplit(" ", 1)[-1])
 
 
+@transient_when_down
 async def lookup(conn: asyncpg.Connection | asyncpg.Pool, record_ids: Sequence[str]) -> dict[str, RecordRow]:
     rows = await conn.fetch(
         "SELECT record_id, region, remote_path, expected_sha256, size, status, attempts, tfd_uuid, s3_key,"
@@ -147,7 +149,8 @@ ON CONFLICT (idempotency_key) DO NOTHING
 """
 
 
-async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition]) -> list[bool]:
+@transient_when_down
+async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequence[Transition]) -> list[bool]:
     """Apply guarded transitions in one transaction; returns, per item, whether it applied.
 
     An item that did not apply (its record was not in an allowed status, e.g. already moved on
@@ -160,7 +163,7 @@ async def apply_transitions(conn: asyncpg.Connection, items: Sequence[Transition
     for t in items:
         first.setdefault(t.record_id, t)
     batch = list(first.values())
-    async with conn.transaction():
+    async with connection(db) as conn, conn.transaction():
         rows = await conn.fetch(
             _TRANSITION_SQL,
             [t.record_id for t in batch],

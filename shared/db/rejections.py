@@ -1,8 +1,8 @@
 """Record a dead-lettered record's final status, batched: the ``on_dead_letter`` hook of every stage.
 
 ``rejected``, or ``duplicate`` for DUPLICATE_UUID.  If PostgreSQL is down the hook raises
-``TransientError('postgres')`` and the runtime retries the message, so no rejection is ever only
-in the dead-letter topic.  Idempotent: the audit event's key names the record, stage, reason and
+``TransientError('postgres')`` (shared/db/outage.py) and the runtime retries the message, so no
+rejection is ever only in the dead-letter topic.  Idempotent: the audit event's key names the record, stage, reason and
 replay count.
 """
 
@@ -16,27 +16,16 @@ from shared.db.batcher import MicroBatcher
 from shared.db.records import Transition, apply_transitions
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
-from shared.runtime import Message, TransientError
+from shared.runtime import Message
 from shared.runtime import headers as H
 from shared.runtime.tracing import current_trace_id
 
 # A replayed record may be rejected again from wherever it stopped; archived is final.
 NOT_ARCHIVED = tuple(s for s in RecordStatus if s is not RecordStatus.ARCHIVED)
 
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
-
 
 def status_for(reason: str) -> RecordStatus:
     return RecordStatus.DUPLICATE if reason == ReasonCode.DUPLICATE_UUID else RecordStatus.REJECTED
-
-
-async def transitions_or_transient(pool: asyncpg.Pool, items: list[Transition]) -> list[bool]:
-    """``apply_transitions`` on a pooled connection; a database outage is transient."""
-    try:
-        async with pool.acquire() as conn:
-            return await apply_transitions(conn, items)
-    except DB_ERRORS as exc:
-        raise TransientError(f"postgres: {exc}", downstream="postgres") from exc
 
 
 class RejectionRecorder:
@@ -58,4 +47,4 @@ class RejectionRecorder:
         ))
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
-        return await transitions_or_transient(self.pool, items)
+        return await apply_transitions(self.pool, items)

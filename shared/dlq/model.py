@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.runtime import headers as H
 
-JOB_ID = "ff-job-id"  # a domain header: the job the record belongs to (carried by the runtime)
-
 
 def _int(value: str | None) -> int | None:
     try:
@@ -138,7 +136,7 @@ class DeadLetter(BaseModel):
             last_failure=_time(headers.get(H.LAST_FAILURE_MS)),
             failed_at_ms=_int(headers.get(H.LAST_FAILURE_MS)) or timestamp_ms,
             trace_id=headers.get(H.TRACE_ID, ""),
-            job_id=headers.get(JOB_ID) or _body_job_id(value),
+            job_id=headers.get(H.JOB_ID) or _body_job_id(value),
             replay_count=_int(headers.get(H.REPLAY_COUNT)) or 0,
             value_size=len(value or b""),
             headers=headers,

@@ -25,7 +25,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from shared.dlq.filters import DeadLetterFilter
 from shared.dlq.ledger import LedgerEntry, ReplayLedger
-from shared.dlq.model import JOB_ID, DeadLetter
+from shared.dlq.model import DeadLetter
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import headers as H
@@ -138,7 +138,7 @@ def replay_headers(dl: DeadLetter, count: int) -> dict[str, str]:
     headers describe the failure just handled, and the target topic decides the lane."""
     out = {k: v for k, v in dl.headers.items() if not k.startswith(H.PREFIX)}
     if dl.job_id:
-        out[JOB_ID] = dl.job_id
+        out[H.JOB_ID] = dl.job_id
     out[H.REPLAY_COUNT] = str(count)
     return out
 

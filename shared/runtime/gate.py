@@ -1,8 +1,8 @@
 """Circuit breakers between a stage and its downstreams.
 
 A downstream that is a message's own (its breaker key, e.g. ``sftp:north``: the stage's
-``StageSpec.per_message_downstreams``) defers just the messages that need it; any other (S3,
-PostgreSQL...) closes the stage gate: the engine pauses every partition until a probe may go.
+``per_message_downstreams`` in shared/topics.py) defers just the messages that need it; any other
+(S3, PostgreSQL...) closes the stage gate: the engine pauses every partition until a probe may go.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class BreakerGate:
         self.stage = spec.stage.value
         self.board = BreakerBoard(failure_threshold, reset_s)
         self._breaker_key = spec.breaker_key
-        self._own = tuple(spec.per_message_downstreams)
+        self._own = spec.own_downstreams
         self._on_reopen = on_reopen
         self.open = asyncio.Event()  # set: work may pass
         self.open.set()

@@ -1,8 +1,13 @@
-"""Kafka header names the runtime reads and writes. Values are UTF-8 strings."""
+"""Kafka header names, each spelled only here: the runtime's and the domain's (the job id), shared by
+the stages, the dead-letter codec and the tests. Values are UTF-8 strings."""
 
 from __future__ import annotations
 
 PREFIX = "ff-"
+# The domain's: the job a record belongs to.  Set by the ingest stage (or a producer); the runtime
+# carries it through every stage, retry and dead letter, and a replay keeps it.
+JOB_ID = "ff-job-id"
+# The runtime's: per hop, except the replay count and re-drive generation, which travel on.
 ATTEMPT = "ff-attempt"  # attempts already made (retry topic, dead letters)
 DUE_AT_MS = "ff-due-at-ms"  # a retry is not processed before this time
 PRIORITY = "ff-priority"  # "1" keeps a record on the priority lane through retries

@@ -38,7 +38,7 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
         # ... but refill it at once: once the queue reaches those thresholds librdkafka postpones the
         # partition's next fetch by this much (default 1,000 ms), which capped a consumer of
         # document-sized (5 KB) messages at ~1,150 msg/s, 6 MB/s, with the broker idle
-        # (bench/RESULTS.md, 2026-11-23 01:45); 5 ms: 61,750 msg/s.
+        # (decision 0009, docs/decisions/0009-fetch-queue-backoff.md); 5 ms: 61,750 msg/s.
         "fetch.queue.backoff.ms": 5,
         "topic.metadata.refresh.interval.ms": 10_000,
         "statistics.interval.ms": 0,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.topics import Stage
-
 
 @dataclass(slots=True)
 class Message:
@@ -28,12 +26,11 @@ class Message:
 
 @dataclass(slots=True)
 class Emit:
-    """An output message. ``stage`` = the stage whose input lane receives it (priority kept
-    by the runtime); ``topic`` names any other topic instead (no stage uses one today; the
+    """An output message, to the next stage of the topology (shared/topics.py) on the lane its
+    input came on; ``topic`` names any other topic instead (no stage uses one today; the
     runtime's tests and benchmark do)."""
 
     value: bytes
-    stage: Stage | None = None
     topic: str | None = None
     key: bytes | None = None  # default: the input message's key
     headers: dict[str, str] = field(default_factory=dict)

@@ -29,7 +29,6 @@ from shared.runtime.inflight import now_ms
 from shared.runtime.message import Emit, Message
 from shared.runtime.policy import DeadLetter, Outcome, RejectRatio, Retry, RetryPolicy
 from shared.runtime.stage import StageSpec
-from shared.topics import input_topic, priority_topic
 
 log = logging.getLogger("fiscalflow.runtime")
 Sent = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, value, key, headers
@@ -150,12 +149,7 @@ class Processor:
         futs = []
         sent: list[Sent] = []
         for e in emits:
-            if e.topic is not None:
-                topic = self.spec.ns(e.topic)
-            elif e.stage is not None:
-                topic = self.spec.ns(priority_topic(e.stage) if msg.priority else input_topic(e.stage))
-            else:
-                raise ValueError("Emit needs a stage or a topic")
+            topic = self.spec.next_topic(msg.priority) if e.topic is None else self.spec.ns(e.topic)
             key = e.key if e.key is not None else msg.key
             headers = out_headers(msg, e.headers)
             futs.append(self.producer.send(topic, e.value, key, headers))

@@ -1,4 +1,5 @@
-"""A stage, declared as data: what it reads, what it does, where its results and failures go."""
+"""A stage, declared as data: its handler and hooks; what it reads and where its results and
+failures go come from its topology (shared/topics.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from shared.runtime.condition import ConditionHook
 from shared.runtime.message import Emit, Message
-from shared.topics import DLQ, Stage, input_topic, priority_topic, retry_topic
+from shared.topics import TOPOLOGY, Lane, Stage, StageTopology
 
 Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
 BreakerKey = Callable[[Message], str | None]
@@ -19,7 +20,7 @@ DeadLetterHook = Callable[[Message, str, str, dict[str, Any]], Awaitable[None]]
 
 @dataclass
 class StageSpec:
-    """The topology of one stage.
+    """One stage as its service builds it: the topology's stage (shared/topics.py) with its code.
 
     The handler knows nothing of topics, retries or dead letters: it returns the messages to
     emit, or raises :class:`PermanentError` / :class:`TransientError`.
@@ -33,7 +34,8 @@ class StageSpec:
     breaker_key: BreakerKey | None = None
     # Prefixes of the downstreams that are a message's own (what ``breaker_key`` returns): their
     # open breaker defers those messages.  Any other downstream's open breaker pauses the stage.
-    per_message_downstreams: tuple[str, ...] = ("sftp:", "region:")
+    # Default: the stage's topology (shared/topics.py).
+    per_message_downstreams: tuple[str, ...] | None = None
     max_in_flight: int | None = None  # default: Settings.max_in_flight
     # What the stage opens and closes (its pool, its clients, an HTTP API) are parts of its service
     # host (shared/runtime/host.py), started before the runner and stopped after it.
@@ -50,45 +52,54 @@ class StageSpec:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
+    def topology(self) -> StageTopology:
+        return TOPOLOGY[self.stage]
+
+    @property
+    def own_downstreams(self) -> tuple[str, ...]:
+        """The breaker-key prefixes whose open breaker defers a message instead of pausing the stage."""
+        own = self.per_message_downstreams
+        return self.topology.per_message_downstreams if own is None else own
+
+    @property
     def consumer_group(self) -> str:
         """The group of the normal and retry lanes."""
-        return self.group_id or f"fiscalflow-{self.stage.value}"
+        return self.group_id or self.topology.group
 
     @property
     def priority_group(self) -> str:
         """The priority lane's group: it has a consumer of its own (its own fetch queue)."""
-        return f"{self.consumer_group}.priority"
+        return self.topology.lane_group(Lane.PRIORITY, self.consumer_group)
 
     def subscriptions(self) -> dict[str, list[str]]:
         """Consumer group -> the topics the runner subscribes it to (what lag metrics and KEDA watch)."""
-        return lane_subscriptions(self.stage, self.consumer_group, self.topic_namespace)
+        return self.topology.subscriptions(self.consumer_group, self.topic_namespace)
 
     def ns(self, topic: str) -> str:
         return f"{self.topic_namespace}.{topic}" if self.topic_namespace else topic
 
     @property
     def priority_topic(self) -> str:
-        return self.ns(priority_topic(self.stage))
+        return self.ns(self.topology.topic(Lane.PRIORITY))
 
     @property
     def normal_topic(self) -> str:
-        return self.ns(input_topic(self.stage))
+        return self.ns(self.topology.topic(Lane.NORMAL))
 
     @property
     def retry_topic(self) -> str:
-        return self.ns(retry_topic(self.stage))
+        return self.ns(self.topology.topic(Lane.RETRY))
 
     @property
     def dlq_topic(self) -> str:
-        return self.ns(DLQ)
+        dead_letters = self.topology.dead_letters
+        if dead_letters is None:
+            raise ValueError(f"the {self.stage} stage writes no dead letters")
+        return self.ns(dead_letters)
 
-
-def lane_subscriptions(stage: Stage, group: str | None = None, namespace: str = "") -> dict[str, list[str]]:
-    """A StageRunner stage's consumer groups and the topics each reads: the normal and retry lanes
-    in ``group`` (default ``fiscalflow-<stage>``), the priority lane in ``<group>.priority``."""
-    group = group or f"fiscalflow-{stage.value}"
-
-    def ns(topic: str) -> str:
-        return f"{namespace}.{topic}" if namespace else topic
-
-    return {group: [ns(input_topic(stage)), ns(retry_topic(stage))], f"{group}.priority": [ns(priority_topic(stage))]}
+    def next_topic(self, priority: bool) -> str:
+        """Where a result goes: the next stage's lane, priority kept."""
+        nxt = self.topology.next
+        if nxt is None:
+            raise ValueError(f"the {self.stage} stage is the last: its outputs need a topic")
+        return self.ns(TOPOLOGY[nxt].topic(Lane.PRIORITY if priority else Lane.NORMAL))

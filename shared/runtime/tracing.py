@@ -22,8 +22,8 @@ def setup_tracing(service_name: str, otlp_endpoint: str = "", extra: SpanProcess
     Spans are recorded only when something receives them (an OTLP endpoint, or ``extra``).
     Without one every span is non-recording: it still carries the record's trace id from stage
     to stage (``traceparent``, audit events, dead letters, logs), but costs ~20 µs per message
-    instead of ~60-120 µs for a recorded span that nobody would read (measured in
-    bench/RESULTS.md, 2026-11-30).  Set the endpoint on every service: a service that exports
+    instead of ~60-120 µs for a recorded span that nobody would read (decision 0005,
+    docs/decisions/0005).  Set the endpoint on every service: a service that exports
     records its own spans whatever the upstream did (ALWAYS_ON, not parent-based).
     """
     global _provider

@@ -12,7 +12,7 @@ Budget: the durable (s3) broker writes every produced batch and every committed 
 objects on the local SeaweedFS, ~4 ms of CPU each.  With the producers' default linger (5 ms)
 the pipeline made about one batch per record per hop: ~30-40 records/s, 9-11 min for 20,000.
 With linger 100 ms and commits every second (below) 20,000 run submit -> settled in ~96 s on a
-quiet machine (bench/RESULTS.md, 2026-11-22 23:09).
+quiet machine (decision 0008, docs/decisions/0008-durable-broker-batches.md).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from shared.settings import Settings
 from shared.topics import DLQ, Stage
 from tests.chaos.conftest import REPORT
 from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tooling.bench.scenarios import scenario
 from tooling.bench_results import append_result
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
@@ -224,7 +225,7 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
     # linger 100 ms and commits every second: the s3 engine writes every produced batch and every
     # committed partition offset as objects (~4 ms of SeaweedFS + broker CPU each); at this
     # pipeline's rate linger 5 ms makes nearly one batch per record (4.5 ms CPU per record per
-    # hop, paced 200 records/s), linger 100 ms a quarter of that (bench/RESULTS.md, 2026-11-22).
+    # hop, paced 200 records/s), linger 100 ms a quarter of that (decision 0008).
     settings = isolated_settings("chaos", 60, broker_storage="s3", log_level="WARNING",
                                  fetch_wait_max_ms=int(os.environ.get("FISCALFLOW_FETCH_WAIT_MAX_MS", "200")),
                                  producer_linger_ms=int(os.environ.get("FISCALFLOW_PRODUCER_LINGER_MS", "100")),
@@ -304,9 +305,15 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
                    + f"; replica back serving after {min(chaos.comeback_s):.1f}–{max(chaos.comeback_s):.1f} s")
         REPORT.extend([table, details])
         print("\n" + table + "\n" + details)
+        figures = {"records": len(expected), "valid": len(valid), "invalid": len(invalid), "kills": len(chaos.kills),
+                   "replica_restarts": restarts, "broker_restarts": len(chaos.broker_restarts), "lost": lost,
+                   "duplicated": duplicated, "dead_letters": unique_letters, "dlq_copies": dlq_copies,
+                   "refailed": refailed, "transient": len(transient), "generation_s": gen_s, "run_s": run_s,
+                   "wall_s": wall_s}
         append_result("chaos", f"FISCALFLOW_CHAOS_COUNT={COUNT} pytest tests/chaos", table,
                       "five services SIGKILLed twice each under the stack supervisor, the broker (Tansu, s3 "
-                      f"storage on SeaweedFS) restarted once, one replica per stage; {details}")
+                      f"storage on SeaweedFS) restarted once, one replica per stage; {details}",
+                      measured=[scenario("chaos").measured(figures, {"count": COUNT, "seed": SEED})])
 
         # Every service was killed twice while records flowed, and came back.
         # On a quiet machine a small run can finish before the last planned kills; the guarantees below

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.topics import Stage
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "fiscalflow"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-STAGES = ["ingest", "download", "validate", "store", "report"]
+STAGES = [s.value for s in Stage]
 RELEASE = "prod"
 NAMESPACE = "fiscal"
 # A recent Kubernetes release the schemas of kubernetes-validate cover.

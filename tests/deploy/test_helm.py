@@ -6,25 +6,19 @@ more replicas than that, by hand or through KEDA, and must say so when values tr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from services.registry import load_builder
-from services.report.app import build_app
-from services.report.events import Event
-from shared.runtime.host import ServiceHost
 from shared.settings import Settings
-from shared.topics import Stage, all_topics, input_topic, priority_topic
+from shared.topics import TOPOLOGY, Lane, Stage, all_topics, input_topic, priority_topic
 
 from .conftest import (
     ALL_FEATURES,
@@ -246,33 +240,24 @@ def test_keda_scales_each_stage_on_its_group_lag_within_its_partitions(chart: An
         assert priority["metadata"]["topic"] == priority_topic(Stage(stage))
 
 
-def _consumed(stage: Stage) -> set[tuple[str, str]]:
-    """The (consumer group, topic) pairs a stage's code really consumes: a StageRunner stage's spec
-    as its service builds it (the runner subscribes exactly these), the report's faust app as the
-    service builds it (faust consumes every agent's topics in the group named by the app id)."""
-    settings = Settings()
-    if stage is Stage.REPORT:
-        async def no_batch(events: Sequence[Event]) -> None:
-            return None
-
-        app = build_app(settings, no_batch)
-        return {(app.conf.id, topic) for agent in app.agents.values() for topic in agent.channel.topics}
-    spec = asyncio.run(load_builder(stage)(ServiceHost(settings, stage)))
-    return {(group, topic) for group, topics in spec.subscriptions().items() for topic in topics}
+def _lag_triggers(stage: Stage, priority: bool) -> set[tuple[str, str]]:
+    """The (consumer group, topic) pairs a stage's KEDA triggers must watch, from the topology: its
+    normal lane and, if asked for, its priority lane, each in the group that reads it
+    (tests/unit/topology checks that the code consumes in exactly those groups)."""
+    t = TOPOLOGY[stage]
+    lanes = [Lane.NORMAL, Lane.PRIORITY] if priority else [Lane.NORMAL]
+    return {(t.lane_group(lane), t.topic(lane)) for lane in lanes}
 
 
 @pytest.mark.parametrize("priority", [True, False], ids=["priority-trigger", "no-priority-trigger"])
-def test_keda_triggers_watch_consumer_groups_and_topics_the_code_consumes(chart: Any, priority: bool) -> None:
+def test_keda_triggers_watch_the_lanes_and_groups_of_the_topology(chart: Any, priority: bool) -> None:
     scaled = by_kind(manifests(render(chart, {"keda": {"enabled": True, "priorityTrigger": priority}})),
                      "ScaledObject")
-    for stage in STAGES:
-        consumed = _consumed(Stage(stage))
-        watched = {(t["metadata"]["consumerGroup"], t["metadata"]["topic"])
-                   for t in scaled[f"{RELEASE}-{stage}"]["spec"]["triggers"]}
-        assert watched <= consumed, (stage, watched - consumed)
-        # Both lanes a stage is fed on scale it: its input topic and (if asked for) its priority lane.
-        lanes = {input_topic(Stage(stage))} | ({priority_topic(Stage(stage))} if priority else set())
-        assert {topic for _, topic in watched} == lanes, stage
+    for stage in Stage:
+        watched = [(t["metadata"]["consumerGroup"], t["metadata"]["topic"])
+                   for t in scaled[f"{RELEASE}-{stage}"]["spec"]["triggers"]]
+        assert len(watched) == len(set(watched)), stage
+        assert set(watched) == _lag_triggers(stage, priority), stage
 
 
 def _write_values(tmp_path: Path, values: dict[str, Any]) -> Path:

@@ -31,7 +31,8 @@ main()
 """
 WITH_TOOLING = "from services.cli import main; main()"
 TOOLING_GROUPS = {"stack", "issuer", "demo", "bench"}
-PRODUCT_COMMANDS = {"service", "validate", "dlq", "report", "config", "publish", "register", "job", "records"}
+PRODUCT_COMMANDS = {"service", "validate", "dlq", "report", "config", "topology", "publish", "register", "job",
+                    "records"}
 
 
 def fiscalflow(program: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,10 +1,12 @@
 """``fiscalflow bench SCENARIO``: the issue-8 benchmarks, each on an isolated stack of its own; each run
-prints its table and appends a dated entry (machine, commit, command, numbers, load) to
-the raw run log (.local/bench/RESULTS.md)."""
+prints its table and appends it to the raw run log (.local/bench/: RESULTS.md, a dated entry with
+machine, commit, command, numbers and load; runs.jsonl, one record per scenario).
+``fiscalflow bench readme`` regenerates bench/README.md's table from those records."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,14 +18,18 @@ Replicas = Annotated[list[str] | None, typer.Option("--replicas", help="STAGE=N,
 
 
 def _recorded(name: str, fn: Callable[[], None]) -> None:
-    """Run a scenario; a failed run is recorded too (briefly), then the error is raised."""
+    """Run a scenario; a failed run is recorded too (briefly, a record with its error per scenario), then
+    the error is raised."""
     try:
         fn()
     except Exception as exc:
         from tooling.bench.output import command_line
-        from tooling.bench_results import append_result
+        from tooling.bench.scenarios import measured_by
+        from tooling.bench_results import Measurement, append_result
 
-        append_result(f"bench {name} — FAILED", command_line(), f"{type(exc).__name__}: {str(exc)[:500]}")
+        error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        append_result(f"bench {name} — FAILED", command_line(), error,
+                      measured=[Measurement(s.id, {}, f"FAILED: {error}", error=error) for s in measured_by(name)])
         raise
 
 
@@ -108,3 +114,38 @@ def run_all() -> None:
             fn()
         except Exception as exc:  # one failed scenario must not hide the others' numbers (already recorded)
             typer.echo(f"bench {name} failed: {exc}", err=True)
+
+
+@app.command()
+def readme(check: Annotated[bool, typer.Option(help="Change nothing; exit 1 if the table is stale.")] = False,
+           runs: Annotated[Path | None, typer.Option(help="Raw run records (default .local/bench/runs.jsonl).")] = None,
+           path: Annotated[Path | None, typer.Option(help="The README (default bench/README.md).")] = None) -> None:
+    """Regenerate bench/README.md's table: each scenario's newest recorded run; a row with none stays as it is."""
+    import difflib
+
+    from tooling.bench.readme import newest_per_scenario, regenerate
+    from tooling.bench_results import REPO, read_records
+
+    records, problems = read_records(runs)
+    for problem in problems:
+        typer.echo(f"skipped {problem}", err=True)
+    path = path or REPO / "bench" / "README.md"
+    text = path.read_text(encoding="utf-8")
+    try:
+        new = regenerate(text, records)
+    except ValueError as exc:
+        typer.echo(f"{path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    newest = newest_per_scenario(records)
+    for sid, r in newest.items():
+        typer.echo(f"{sid}: {r.date:%Y-%m-%d %H:%M} {r.commit} — {r.summary}")
+    if new == text:
+        typer.echo(f"{path}: up to date ({len(newest)} rows from records)")
+        return
+    if check:
+        typer.echo("".join(difflib.unified_diff(text.splitlines(True), new.splitlines(True), str(path),
+                                                "generated")), err=True)
+        typer.echo(f"{path}: stale; run `fiscalflow bench readme`", err=True)
+        raise typer.Exit(1)
+    path.write_text(new, encoding="utf-8")
+    typer.echo(f"{path}: table regenerated ({len(newest)} rows from records)")

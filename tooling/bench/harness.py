@@ -345,7 +345,7 @@ class BenchStack:
         while time.monotonic() < deadline:
             reported = self.sample().get("report", 0.0)
             # A job's status counts its records in PostgreSQL, a join over all its members: 130 ms
-            # of PostgreSQL CPU for a 33,000-record job (2026-11-30), so three jobs asked every 2 s
+            # of PostgreSQL CPU for a 33,000-record job (decision 0011), so three jobs asked every 2 s
             # were ~10 % of this 2-core machine — the benchmark loading what it measures.  The
             # report service's event counter (scraped anyway) says when the end is near: until
             # then ask every 30 s (a safety net), from then on every 2 s.

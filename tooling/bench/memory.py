@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from tooling.bench.harness import PIPELINE, bench_settings, bench_stack
 from tooling.bench.output import emit
-from tooling.bench.pipeline import run_pipeline
+from tooling.bench.pipeline import figures, run_pipeline
+from tooling.bench.scenarios import scenario
 
-TARGET_MB = 150.0
+SCENARIO = scenario("memory")
+TARGET_MB = SCENARIO.bound("ingest.rss_steady_mb")
 
 
 def run(count: int = 10_000) -> None:
@@ -22,4 +24,5 @@ def run(count: int = 10_000) -> None:
             "met" if steady <= TARGET_MB else "NOT met")
         rows.append([stage.value, f"{steady:.0f}", f"{f.get('rss_peak_mb', 0.0):.0f}", f"≤ {TARGET_MB:.0f}: {verdict}"])
     emit("memory", ["stage process", "steady RSS MB (median under load)", "peak RSS MB", "target"], rows,
-         f"{r.finished:,} of {r.count:,} invoices through the whole pipeline in {r.wall_s:.1f} s, one replica each")
+         f"{r.finished:,} of {r.count:,} invoices through the whole pipeline in {r.wall_s:.1f} s, one replica each",
+         measured=[SCENARIO.measured(figures(r), {"count": count})])

@@ -1,5 +1,5 @@
 """A scenario's table: printed, and appended (dated, machine, commit, command) to the raw run log
-(.local/bench/RESULTS.md)."""
+(.local/bench/RESULTS.md), with the run's records (.local/bench/runs.jsonl)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tooling.bench.harness import uptime
+from tooling.bench_results import Measurement
 
 console = Console()
 
@@ -24,7 +25,8 @@ def command_line() -> str:
 
 
 def emit(scenario: str, headers: Sequence[str], rows: Sequence[Sequence[object]], note: str = "",
-         record: bool = True) -> str:
+         record: bool = True, measured: Sequence[Measurement] = ()) -> str:
+    """``measured``: the run's figures per scenario, given with one of its tables (the others: none)."""
     table = Table(title=f"{scenario} ({uptime()})")
     for h in headers:
         table.add_column(h)
@@ -37,5 +39,6 @@ def emit(scenario: str, headers: Sequence[str], rows: Sequence[Sequence[object]]
         from tooling.bench_results import append_result
 
         append_result(f"bench {scenario}", command_line(), md,
-                      note=(note + "; " if note else "") + f"machine {uptime()} at the end of the run")
+                      note=(note + "; " if note else "") + f"machine {uptime()} at the end of the run",
+                      measured=measured)
     return md

@@ -78,6 +78,22 @@ STAGE_HEADERS = ["process", "messages", "docs/s (first→last message)", "CPU s 
                  "steady RSS MB (median under load)", "peak RSS MB"]
 
 
+def figures(run: PipelineRun) -> dict[str, float]:
+    """The run's figures for its record: totals, then ``<stage>.<figure>`` and ``<server>.<figure>``
+    (``machine.cpu_per_1000``: the whole machine's CPU per 1,000 finished documents)."""
+    out: dict[str, float] = {"count": run.count, "finished": run.finished, "completed": int(run.completed),
+                             "wall_s": run.wall_s, "jobs_s": run.jobs_s,
+                             "docs_per_s": run.finished / max(run.wall_s, 1e-9), "start_s": run.start_s}
+    for stage, f in run.stages.items():
+        out.update({f"{stage}.{k}": v for k, v in f.items()})
+    for name, f in run.infra.items():
+        key = name.split(" ")[0].rstrip(",")  # "postgres (whole server)", "machine, all processes"
+        out[f"{key}.cpu_per_1000"] = f["cpu_s"] / max(run.finished, 1) * 1000
+        if f["rss_peak_mb"]:
+            out[f"{key}.rss_peak_mb"] = f["rss_peak_mb"]
+    return out
+
+
 def summary_row(run: PipelineRun, target_s: float) -> list[Any]:
     met = "met" if run.completed and run.wall_s <= target_s else "NOT met"
     return [f"{run.count:,}", f"{run.finished:,}", f"{run.wall_s:.1f}", f"{run.jobs_s:.1f}",

@@ -10,8 +10,10 @@ from tooling.bench import seed
 from tooling.bench.harness import bench_settings, bench_stack
 from tooling.bench.output import emit
 from tooling.bench.prefill import prefill, run_alone
+from tooling.bench.scenarios import scenario
 
-TARGET = 1.7
+SCENARIO = scenario("scaling")
+TARGET = SCENARIO.bound("validate.2.speedup")
 
 
 def _measure(count: int, stage: Stage, replica_counts: tuple[int, ...], name: str, offset: int,
@@ -38,6 +40,7 @@ def run(validate_count: int = 10_000, download_count: int = 3_000) -> None:
                      sftp_server_latency_ms=seed.LATENCY_MS, sftp_server_max_connections=seed.MAX_CONNECTIONS,
                      sftp_max_connections=seed.MAX_CONNECTIONS // 3, sftp_channels_per_connection=seed.CHANNELS)
     dl += [(r, {**f, "label": 1.0}) for r, f in split]
+    figures: dict[str, float] = {}
     for stage, results, target in (("validate", val, TARGET), ("download (slow issuers)", dl, None)):
         base = results[0][1].get("steady_docs_per_s") or results[0][1].get("docs_per_s", 0.0)
         for r, f in results:
@@ -48,8 +51,13 @@ def run(validate_count: int = 10_000, download_count: int = 3_000) -> None:
             name = stage + (f", pool {seed.MAX_CONNECTIONS // 3} connections per replica" if "label" in f else "")
             rows.append([name, r, f"{int(f.get('docs', 0)):,}", f"{f.get('docs_per_s', 0):,.0f}", f"{rate:,.0f}",
                          f"{speedup:.2f}×", f"{f.get('cpu_per_1000', 0):.2f}", verdict])
+            # "validate.2.speedup": 2 validate replicas against 1; "download.3_split": the split pool
+            key = f"{stage.split(' ')[0]}.{r}" + ("_split" if "label" in f else "")
+            figures.update({f"{key}.docs_per_s": rate, f"{key}.speedup": speedup, f"{key}.docs": f.get("docs", 0.0),
+                            f"{key}.cpu_per_1000": f.get("cpu_per_1000", 0.0)})
     emit("scaling", ["stage", "replicas", "messages", "docs/s (first→last)", "docs/s (all replicas working)",
                      "speed-up", "CPU s / 1,000", "target"], rows,
          f"validate: {validate_count:,} records per configuration, 4 partitions; download: {download_count:,} per "
          f"configuration, slow_sftp {seed.LATENCY_MS} ms/file, max {seed.MAX_CONNECTIONS} connections per region, "
-         f"pool {seed.MAX_CONNECTIONS} connections × {seed.CHANNELS} channels per replica")
+         f"pool {seed.MAX_CONNECTIONS} connections × {seed.CHANNELS} channels per replica",
+         measured=[SCENARIO.measured(figures, {"validate_count": validate_count, "download_count": download_count})])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from tooling.bench.harness import PIPELINE, bench_settings, bench_stack
 from tooling.bench.output import emit
 from tooling.bench.prefill import expected_input, publish_batch, run_alone
+from tooling.bench.scenarios import scenario
 
 
 def run(count: int = 10_000) -> None:
@@ -28,6 +29,11 @@ def run(count: int = 10_000) -> None:
                      f"{f.get('docs_per_s', 0):,.0f}", f"{f.get('cpu_per_1000', 0) / 1000 * 1e6:,.0f}",
                      f"{util:.2f}", f"{limit:,.0f}", f"{f.get('docs_per_s', 0) / limit * 100 if limit else 0:.0f} %",
                      f"{f.get('rss_peak_mb', 0):.0f}"])
+    measured: dict[str, float] = {"count": placed.count}
+    for name, f in figures.items():
+        measured.update({f"{name}.{k}": v for k, v in f.items()})
+        measured[f"{name}.us_per_doc"] = f.get("cpu_per_1000", 0) * 1000
     emit("stages", ["stage (alone, one replica)", "messages", "docs/s", "CPU µs / doc", "cores used",
                     "own CPU limit docs/s (1 core)", "of own limit", "peak RSS MB"], rows,
-         f"{placed.count:,} invoices; input topic pre-filled, each stage alone")
+         f"{placed.count:,} invoices; input topic pre-filled, each stage alone",
+         measured=[scenario("stages").measured(measured, {"count": count})])

@@ -46,10 +46,11 @@ app.kubernetes.io/component: {{ .stage }}
 {{- end }}
 
 {{/*
-The lag a stage's KEDA triggers watch, one "<consumer group> <topic>" per line: the groups the code
-uses.  A StageRunner stage reads its input in fiscalflow-<stage> and its priority lane in a group
-of its own, fiscalflow-<stage>.priority (shared/runtime/stage.py); the report (a faust app) reads
-every topic in one group, its app id fiscalflow-report (services/report/app.py).
+The lag a stage's KEDA triggers watch, one "<consumer group> <topic>" per line: the lanes and groups
+of the topology value, TOPOLOGY in shared/topics.py (tests/deploy/test_helm.py compares the two).
+A StageRunner stage reads its input in fiscalflow-<stage> and its priority lane in a group of its
+own, fiscalflow-<stage>.priority; the report (a faust app) reads every topic in one group, its app
+id fiscalflow-report.
 Call with (dict "stage" "validate" "priority" true).
 */}}
 {{- define "fiscalflow.lagTriggers" -}}

@@ -8,10 +8,11 @@ decimals, applied to sums; concept-level values keep the decimals they were writ
 from __future__ import annotations
 
 import pickle
+import re
 import sqlite3
 from collections.abc import Iterable
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from functools import cache
 
 from lxml import etree
@@ -43,6 +44,9 @@ ISR_RETENCION_MAX = Decimal("0.35")
 ISR, IVA, IEPS = "001", "002", "003"
 TAX_CONCEPT_OBJETOS_SIN_IMPUESTOS = frozenset({"01", "03", "04", "05"})
 _EPS = Decimal("1e-12")
+_XS_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Products of two 64-character amounts, quantized to a unit, fit exactly.
+_CONTEXT = Context(prec=160)
 _ZERO = Decimal(0)
 
 
@@ -58,13 +62,20 @@ def currency_decimals() -> dict[str, int]:
 
 
 def dec(value: str | None) -> Decimal | None:
+    """An xs:decimal (no exponent, no NaN/Infinity, at most 64 characters), else None.
+
+    An amount such as ``1E+30`` is not a CFDI amount, and quantizing it to cents would need more
+    digits than any context holds: found by the property test of mutated attributes, which made
+    the validator answer VALIDATOR_ERROR instead of a verdict."""
     if value is None:
         return None
+    text = value.strip()
+    if len(text) > 64 or not _XS_DECIMAL.fullmatch(text):
+        return None
     try:
-        d = Decimal(value.strip())
+        return Decimal(text)
     except (InvalidOperation, ValueError):
         return None
-    return d if d.is_finite() else None
 
 
 def decimals_of(value: str | None) -> int:
@@ -165,6 +176,11 @@ class _Found:
 
 
 def coherence_violations(root: etree._Element) -> list[Violation]:
+    with localcontext(_CONTEXT):
+        return _coherence_violations(root)
+
+
+def _coherence_violations(root: etree._Element) -> list[Violation]:
     f = _Found()
     tipo = _a(root, "TipoDeComprobante") or ""
     moneda = _a(root, "Moneda") or ""

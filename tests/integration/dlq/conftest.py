@@ -30,20 +30,20 @@ def dead_letter_headers(origin_topic: str, stage: str, reason: str, *, error: st
     """Headers like StageRunner._dead_letter writes them (domain headers + failure headers)."""
     now = failed_ms if failed_ms is not None else int(time.time() * 1000)
     h = {
-        "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
-        "ff-origin-topic": origin_topic, "ff-origin-partition": "1", "ff-origin-offset": "42",
-        "ff-stage": stage, "ff-reason": reason, "ff-error": error, "ff-attempt": str(attempts),
-        "ff-first-failure-ms": str(now - 5000), "ff-last-failure-ms": str(now),
-        "ff-trace-id": uuid.uuid4().hex, "x-source": "manifest-7",
+        H.TRACEPARENT: f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+        H.ORIGIN_TOPIC: origin_topic, H.ORIGIN_PARTITION: "1", H.ORIGIN_OFFSET: "42",
+        H.STAGE: stage, H.REASON: reason, H.ERROR_MESSAGE: error, H.ATTEMPT: str(attempts),
+        H.FIRST_FAILURE_MS: str(now - 5000), H.LAST_FAILURE_MS: str(now),
+        H.TRACE_ID: uuid.uuid4().hex, "x-source": "manifest-7",
     }
     if details is not None:
-        h["ff-details"] = json.dumps(details)
+        h[H.DETAILS] = json.dumps(details)
     if job_id:
-        h["ff-job-id"] = job_id
+        h[H.JOB_ID] = job_id
     if replay_count is not None:
-        h["ff-replay-count"] = str(replay_count)
+        h[H.REPLAY_COUNT] = str(replay_count)
     if origin_topic.endswith(".priority"):
-        h["ff-priority"] = "1"
+        h[H.PRIORITY] = "1"
     return h
 
 
@@ -112,8 +112,8 @@ class DlqWorld:
         redoing that input: same value and origin, new failure time and trace."""
         body, headers = letter
         later = int(time.time() * 1000) + 1
-        again = {**headers, "ff-first-failure-ms": str(later), "ff-last-failure-ms": str(later),
-                 "ff-trace-id": uuid.uuid4().hex, "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+        again = {**headers, H.FIRST_FAILURE_MS: str(later), H.LAST_FAILURE_MS: str(later),
+                 H.TRACE_ID: uuid.uuid4().hex, H.TRACEPARENT: f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
         produce(self.settings, self.dlq, [(record_id, body, again)])
 
     def cli(self, *args: str) -> Any:

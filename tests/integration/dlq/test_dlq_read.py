@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from shared.runtime import headers as H
 from shared.topics import Stage
 
 from .conftest import DlqWorld
@@ -66,7 +67,7 @@ def test_show_by_record_and_by_position_prints_every_header(shared_dlq: DlqWorld
     w.dead_letter(a, Stage.VALIDATE, "INVALID_CFDI", details={"rules": ["XSD"], "n": 1},
                   value=b"<cfdi:Comprobante " + b"x" * 2000)
     (shown,) = w.json_lines("show", a)
-    assert shown["headers"]["x-source"] == "manifest-7" and shown["headers"]["ff-reason"] == "INVALID_CFDI"
+    assert shown["headers"]["x-source"] == "manifest-7" and shown["headers"][H.REASON] == "INVALID_CFDI"
     assert shown["value_preview"].startswith("<cfdi:Comprobante") and len(shown["value_preview"]) == 600
     pos = f"{shown['dlq_partition']}:{shown['dlq_offset']}"
     (by_pos,) = w.json_lines("show", pos)
@@ -74,7 +75,7 @@ def test_show_by_record_and_by_position_prints_every_header(shared_dlq: DlqWorld
 
     pretty = w.cli("show", a)
     assert pretty.exit_code == 0
-    for text in ("ff-origin-topic", "x-source", '"rules"', "<cfdi:Comprobante", "INVALID_CFDI"):
+    for text in (H.ORIGIN_TOPIC, "x-source", '"rules"', "<cfdi:Comprobante", "INVALID_CFDI"):
         assert text in pretty.stdout
     assert w.cli("show", a + "-nope").exit_code == 1
 

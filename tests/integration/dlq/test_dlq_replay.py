@@ -11,6 +11,7 @@ import pytest
 
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, register
+from shared.runtime import headers as H
 from shared.topics import PARKING, Stage, input_topic, priority_topic
 
 from .conftest import DlqWorld, headers_of, pg, read_to_end
@@ -72,12 +73,12 @@ def test_replay_sends_to_origin_lane_once_with_domain_headers_and_audits_once(is
     (n,) = read_to_end(w.settings, w.topic(input_topic(Stage.VALIDATE)), {normal})
     assert n.key() == normal.encode() and n.value() == b"<xml normal/>"
     h = headers_of(n)
-    assert h["ff-replay-count"] == "1" and h["ff-job-id"] == job
-    assert h["x-source"] == "manifest-7" and h["traceparent"].startswith("00-")
-    assert not {"ff-reason", "ff-stage", "ff-error", "ff-attempt", "ff-origin-topic", "ff-trace-id",
-                "ff-last-failure-ms"} & set(h)
+    assert h[H.REPLAY_COUNT] == "1" and h[H.JOB_ID] == job
+    assert h["x-source"] == "manifest-7" and h[H.TRACEPARENT].startswith("00-")
+    assert not {H.REASON, H.STAGE, H.ERROR_MESSAGE, H.ATTEMPT, H.ORIGIN_TOPIC, H.TRACE_ID,
+                H.LAST_FAILURE_MS} & set(h)
     (p,) = read_to_end(w.settings, w.topic(priority_topic(Stage.DOWNLOAD)), {prio})
-    assert p.value() == b"prio-body" and headers_of(p)["ff-replay-count"] == "2"
+    assert p.value() == b"prio-body" and headers_of(p)[H.REPLAY_COUNT] == "2"
     assert read_to_end(w.settings, w.topic(input_topic(Stage.DOWNLOAD)), {prio}) == []
 
     audit = _audit(w, ids)
@@ -105,7 +106,7 @@ def test_only_the_latest_dead_letter_of_a_record_is_replayed(isolated: DlqWorld)
     assert summary["replayed"] == 1 and summary["skipped_superseded"] == 1
     assert read_to_end(w.settings, w.topic(input_topic(Stage.VALIDATE)), {r}) == []
     (m,) = read_to_end(w.settings, w.topic(input_topic(Stage.DOWNLOAD)), {r})
-    assert m.value() == b"second" and headers_of(m)["ff-replay-count"] == "2"
+    assert m.value() == b"second" and headers_of(m)[H.REPLAY_COUNT] == "2"
     # A filter that only selects the older letter replays nothing: the record moved on.
     _, s2 = _summary(w, f"--record={r}", "--stage", "validate")
     assert s2["replayed"] == 0 and s2["skipped_superseded"] == 1
@@ -119,7 +120,7 @@ def test_a_redelivered_dead_letter_is_replayed_once(isolated: DlqWorld) -> None:
     _, summary = _summary(w, f"--record={r}")
     assert summary["replayed"] == 1 and summary["skipped_superseded"] == 0
     (m,) = read_to_end(w.settings, w.topic(input_topic(Stage.VALIDATE)), {r})
-    assert m.value() == b"<xml once/>" and headers_of(m)["ff-replay-count"] == "1"
+    assert m.value() == b"<xml once/>" and headers_of(m)[H.REPLAY_COUNT] == "1"
     assert len(_audit(w, [r])) == 1
 
     # A copy written after the replay (the killed stage came back late) is the letter replayed.
@@ -156,11 +157,11 @@ def test_over_the_replay_limit_goes_to_parking_and_to_moves_stage(isolated: DlqW
     assert summary["parked"] == 1 and summary["replayed"] == 1
     (parked,) = read_to_end(w.settings, w.topic(PARKING), {tired})
     h = headers_of(parked)
-    assert h["ff-reason"] == "REPLAY_LIMIT" and h["ff-replay-count"] == "3"
-    assert json.loads(h["ff-details"])["last_reason"] == "INVALID_CFDI" and "total mismatch" in h["ff-error"]
+    assert h[H.REASON] == "REPLAY_LIMIT" and h[H.REPLAY_COUNT] == "3"
+    assert json.loads(h[H.DETAILS])["last_reason"] == "INVALID_CFDI" and "total mismatch" in h[H.ERROR_MESSAGE]
     assert read_to_end(w.settings, w.topic(input_topic(Stage.DOWNLOAD)), {tired}) == []
     (m,) = read_to_end(w.settings, w.topic(input_topic(Stage.DOWNLOAD)), {moved})
-    assert headers_of(m)["ff-replay-count"] == "1"
+    assert headers_of(m)[H.REPLAY_COUNT] == "1"
     reasons = {r["record_id"]: r["reason"] for r in _audit(w, [tired, moved])}
     assert reasons == {tired: "PARKED", moved: "REPLAYED"}
     # A higher limit does not re-park or resend what was already handled.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.dlq.model import DeadLetter
+from shared.runtime import headers as H
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import PARKING, TopicSpec
@@ -39,7 +40,7 @@ def test_runtime_dead_letter_replayed_fails_again_then_is_parked(stack_settings:
         (first,) = _wait_letters(w, rid, 1)
         assert (first.stage, first.reason, first.replay_count) == ("validate", "TEST_PERMANENT", 0)
         assert first.origin_topic == ns.topic("fiscal.validate") and first.details == {"why": "test"}
-        assert first.trace_id and "traceparent" in first.headers
+        assert first.trace_id and H.TRACEPARENT in first.headers
 
         assert w.json_lines("replay", f"--record={rid}", "--max-replays", "1")[-1]["summary"]["replayed"] == 1
         letters = _wait_letters(w, rid, 2)
@@ -48,7 +49,7 @@ def test_runtime_dead_letter_replayed_fails_again_then_is_parked(stack_settings:
         last = w.json_lines("replay", f"--record={rid}", "--max-replays", "1")
         assert last[-1]["summary"]["parked"] == 1 and last[-1]["summary"]["skipped_superseded"] == 1
         (parked,) = read_to_end(stack_settings, ns.topic(PARKING), {rid})
-        assert headers_of(parked)["ff-reason"] == "REPLAY_LIMIT"
+        assert headers_of(parked)[H.REASON] == "REPLAY_LIMIT"
     finally:
         ns.close()
         get_settings.cache_clear()

@@ -14,6 +14,7 @@ from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
 from shared.domain.messages import DocumentRef, IngestRequest
 from shared.runtime import PermanentError, TransientError
+from shared.runtime import headers as H
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.sftp.pool import RegionPool
@@ -91,8 +92,8 @@ def test_bad_files_dead_letter_with_their_reason_and_the_record_is_rejected(stac
             pipe.produce(Stage.INGEST, _ingest([*good, *expected]))
             dead = await pipe.read(DLQ, expected)
             out = await pipe.read(Stage.VALIDATE, good)
-        assert {k: headers_of(m)["ff-reason"] for k, m in dead.items()} == expected
-        assert {headers_of(m)["ff-stage"] for m in dead.values()} == {"download"}
+        assert {k: headers_of(m)[H.REASON] for k, m in dead.items()} == expected
+        assert {headers_of(m)[H.STAGE] for m in dead.values()} == {"download"}
         pool = await connect_pool(settings.pg_dsn.get_secret_value())
         found = await lookup(pool, list(expected))
         assert {k: r.status.value for k, r in found.items()} == dict.fromkeys(expected, "rejected")

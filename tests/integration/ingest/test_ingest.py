@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 from shared.db.migrate import connect_pool
 from shared.db.records import history, lookup, register
 from shared.domain.messages import DownloadTask, IngestRequest
+from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, priority_topic
 from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
@@ -41,7 +42,7 @@ def test_a_job_by_pattern_registers_the_files_and_takes_them_through_download(st
             out = await pipe.read(Stage.VALIDATE, [r.record_id for r in rows])
             assert set(out) == {r.record_id for r in rows}
             for m in out.values():
-                assert headers_of(m)["ff-job-id"] == job_id
+                assert headers_of(m)[H.JOB_ID] == job_id
             status = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}{resp.headers['location']}"))
             body = status.json()
             assert body["record_count"] == len(rows)
@@ -73,14 +74,14 @@ def test_unknown_ids_dead_letter_and_an_archived_record_is_skipped(stack_setting
             await conn.execute("UPDATE fiscal_records SET status = 'archived' WHERE record_id = $1", archived)
         async with Pipeline(stack_settings, (Stage.INGEST,)) as pipe:
             # Bare ids and JSON requests, with the job id in a header or in the body.
-            items = [(rid, rid.encode(), {"ff-job-id": job_id}) for rid in [*unknown, archived]]
+            items = [(rid, rid.encode(), {H.JOB_ID: job_id}) for rid in [*unknown, archived]]
             items.append((fresh, IngestRequest(record_id=fresh, job_id=job_id).encode(), {}))
             pipe.produce(Stage.INGEST, items)
             dead = await pipe.read(DLQ, unknown)
             tasks = await pipe.read(Stage.DOWNLOAD, [fresh])
         assert set(dead) == set(unknown)
-        assert {headers_of(m)["ff-reason"] for m in dead.values()} == {"UNKNOWN_RECORD"}
-        assert {headers_of(m)["ff-stage"] for m in dead.values()} == {"ingest"}
+        assert {headers_of(m)[H.REASON] for m in dead.values()} == {"UNKNOWN_RECORD"}
+        assert {headers_of(m)[H.STAGE] for m in dead.values()} == {"ingest"}
         task = DownloadTask.model_validate_json(tasks[fresh].value() or b"")
         assert (task.job_id, task.region, task.path, task.expected_sha256) == (job_id, "central", rows[1].path,
                                                                                rows[1].sha256)

@@ -51,7 +51,7 @@ def test_a_stalled_record_is_redriven_once_a_moving_one_is_left_alone_and_a_loop
             dead = await pipe.read(DLQ, [looping])
         assert set(tasks) == {stalled}, "only the stalled record goes to download again"
         assert headers_of(tasks[stalled])[H.REDRIVE] == "1"
-        assert headers_of(dead[looping])["ff-reason"] == "REDRIVE_EXHAUSTED"
+        assert headers_of(dead[looping])[H.REASON] == "REDRIVE_EXHAUSTED"
         found = await lookup(pool, [stalled, moving, looping])
         assert (found[stalled].status.value, found[stalled].redrives) == ("downloading", 1)
         assert found[moving].status.value == "downloaded"
@@ -94,7 +94,7 @@ def test_records_redrive_lists_a_jobs_stalled_records_and_sends_them_to_ingest(s
     # On the job's lane (high: the priority topic), with who asked and the lease it used.
     found = read_topic(stack_settings, priority_topic(Stage.INGEST), {stalled}, 30)
     headers = headers_of(found[stalled])
-    assert (headers[H.REDRIVE_BY], float(headers[H.REDRIVE_LEASE_S]), headers["ff-job-id"]) == ("cli", 60.0, job_id)
+    assert (headers[H.REDRIVE_BY], float(headers[H.REDRIVE_LEASE_S]), headers[H.JOB_ID]) == ("cli", 60.0, job_id)
 
     bad = _cli("records", "redrive", "--older-than", "soon")
     assert bad.returncode == 2 and "not an age" in bad.stderr

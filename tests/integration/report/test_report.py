@@ -26,6 +26,7 @@ from services.store.service import build_stage
 from shared.db.jobs import create_job
 from shared.db.records import Registration, Transition, apply_transitions, register
 from shared.domain.records import Priority, RecordStatus
+from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import ReportProc
@@ -130,7 +131,7 @@ def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archiv
 
     def dead(rid: str, reason: str, at_ms: int) -> None:
         report.topics.produce(DLQ, [(rid, b'{"v":1}')], headers={
-            "ff-reason": reason, "ff-stage": "store", "ff-error": "test", "ff-last-failure-ms": str(at_ms)})
+            H.REASON: reason, H.STAGE: "store", H.ERROR_MESSAGE: "test", H.LAST_FAILURE_MS: str(at_ms)})
 
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     dead(rejected, "CHECKSUM_MISMATCH", now_ms)
@@ -166,11 +167,11 @@ def test_a_redelivered_dead_letter_counts_once_and_moves_no_outcome(report: Repo
     rows_before = _metric(report, rows)
 
     def letter(stage: str, reason: str, origin_offset: int, failed_ms: int, replays: int = 0) -> dict[str, str]:
-        return {"ff-origin-topic": report.topics.name(input_topic(Stage(stage))), "ff-origin-partition": "0",
-                "ff-origin-offset": str(origin_offset), "ff-origin-timestamp-ms": str(now_ms - 60_000),
-                "ff-stage": stage, "ff-reason": reason, "ff-error": "test", "ff-attempt": "1",
-                "ff-first-failure-ms": str(failed_ms), "ff-last-failure-ms": str(failed_ms),
-                "ff-trace-id": uuid.uuid4().hex, "ff-replay-count": str(replays)}
+        return {H.ORIGIN_TOPIC: report.topics.name(input_topic(Stage(stage))), H.ORIGIN_PARTITION: "0",
+                H.ORIGIN_OFFSET: str(origin_offset), H.ORIGIN_TIMESTAMP_MS: str(now_ms - 60_000),
+                H.STAGE: stage, H.REASON: reason, H.ERROR_MESSAGE: "test", H.ATTEMPT: "1",
+                H.FIRST_FAILURE_MS: str(failed_ms), H.LAST_FAILURE_MS: str(failed_ms),
+                H.TRACE_ID: uuid.uuid4().hex, H.REPLAY_COUNT: str(replays)}
 
     # One partition: the sentinel, written last, is materialised after everything before it.
     p = Producer({"bootstrap.servers": report.topics.settings.bootstrap_servers})
@@ -302,7 +303,7 @@ def test_a_completed_job_calls_back_signed_and_retried(
     now = dt.datetime.now(dt.UTC).isoformat()
     report.topics.produce(STORED, [(rid, stored(rid, inv, now, job_id=job_id).encode())
                                    for rid, inv in zip(ids, invs, strict=False)])
-    report.topics.produce(DLQ, [(ids[2], b"{}")], headers={"ff-reason": "CHECKSUM_MISMATCH", "ff-job-id": job_id})
+    report.topics.produce(DLQ, [(ids[2], b"{}")], headers={H.REASON: "CHECKSUM_MISMATCH", H.JOB_ID: job_id})
     report.wait_until(lambda: len(_Receiver.calls) >= 3, timeout=60)
     secret = stack_settings.api_token.get_secret_value().encode()
     for body, signature in _Receiver.calls:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared.runtime import headers as H
 from shared.runtime.message import Message
 from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
@@ -63,11 +64,11 @@ async def test_a_permanent_error_is_a_dead_letter_at_once_with_every_header(h: H
     assert len(dead) == 1 and dead[0].key == b"poison"
     assert json.loads(dead[0].value) == {"id": "poison", "permanent": True}, "value unchanged"
     hd = dead[0].headers
-    assert hd["ff-origin-topic"] == h.topic("fiscal.validate") and int(hd["ff-origin-partition"]) in range(PARTITIONS)
-    assert (hd["ff-stage"], hd["ff-reason"], hd["ff-attempt"]) == ("validate", "TEST_PERMANENT", "1")
-    assert "poison" in hd["ff-error"] and json.loads(hd["ff-details"]) == {"why": "test"}
-    assert int(hd["ff-first-failure-ms"]) <= int(hd["ff-last-failure-ms"])
-    assert "traceparent" in hd and len(hd["ff-trace-id"]) == 32
+    assert hd[H.ORIGIN_TOPIC] == h.topic("fiscal.validate") and int(hd[H.ORIGIN_PARTITION]) in range(PARTITIONS)
+    assert (hd[H.STAGE], hd[H.REASON], hd[H.ATTEMPT]) == ("validate", "TEST_PERMANENT", "1")
+    assert "poison" in hd[H.ERROR_MESSAGE] and json.loads(hd[H.DETAILS]) == {"why": "test"}
+    assert int(hd[H.FIRST_FAILURE_MS]) <= int(hd[H.LAST_FAILURE_MS])
+    assert H.TRACEPARENT in hd and len(hd[H.TRACE_ID]) == 32
     assert rejected == [("TEST_PERMANENT", "record poison is poison")], "the rejection was recorded first"
     assert h.handled.attempts["poison"] == [0], "a permanent error is not retried"
 
@@ -81,12 +82,12 @@ async def test_a_transient_error_backs_off_while_its_partition_moves_on(h: Harne
     assert order.index("flaky") > order.index("after199"), "later records of the partition waited"
     assert h.handled.attempts["flaky"] == [0, 1, 2, 3]
     retries = await h.read("fiscal.validate.retry", until=3)
-    assert sorted(int(g.headers["ff-attempt"]) for g in retries) == [1, 2, 3]
+    assert sorted(int(g.headers[H.ATTEMPT]) for g in retries) == [1, 2, 3]
     for g in retries:
-        attempt = int(g.headers["ff-attempt"])
-        delay_ms = int(g.headers["ff-due-at-ms"]) - int(g.headers["ff-last-failure-ms"])
+        attempt = int(g.headers[H.ATTEMPT])
+        delay_ms = int(g.headers[H.DUE_AT_MS]) - int(g.headers[H.LAST_FAILURE_MS])
         assert 150 <= delay_ms <= 300 * 2 ** (attempt - 1), (attempt, delay_ms)  # full jitter above base/2
-        assert g.headers["ff-origin-topic"] == h.topic("fiscal.validate")
+        assert g.headers[H.ORIGIN_TOPIC] == h.topic("fiscal.validate")
 
 
 @pytest.mark.parametrize("body,reason", [({"transient": 99}, "RETRIES_EXHAUSTED"),
@@ -97,9 +98,9 @@ async def test_retries_run_out_into_a_dead_letter(h: Harness, body: dict[str, ob
         dead = await h.read("fiscal.dlq", until=1)
     assert len(dead) == 1
     hd = dead[0].headers
-    assert (hd["ff-reason"], hd["ff-attempt"]) == (reason, "3")
-    assert hd["ff-origin-topic"] == h.topic("fiscal.validate"), "the origin, not the retry topic"
-    assert int(hd["ff-first-failure-ms"]) < int(hd["ff-last-failure-ms"])
+    assert (hd[H.REASON], hd[H.ATTEMPT]) == (reason, "3")
+    assert hd[H.ORIGIN_TOPIC] == h.topic("fiscal.validate"), "the origin, not the retry topic"
+    assert int(hd[H.FIRST_FAILURE_MS]) < int(hd[H.LAST_FAILURE_MS])
     assert h.handled.order == ["fine"] and h.handled.attempts["always"] == [0, 1, 2]
 
 
@@ -139,7 +140,8 @@ async def test_an_open_per_message_breaker_defers_its_messages_without_attempts(
         return "sftp:" + json.loads(msg.value)["region"]  # type: ignore[attr-defined]
 
     settings = _with(h, breaker_reset_s=0.3, breaker_failure_threshold=2, retry_max_attempts=4)
-    async with h.runner(settings, breaker_key=region, max_in_flight=2) as runner:
+    # The test stage borrows validate's lanes, not its breakers: it declares sftp: per-message itself.
+    async with h.runner(settings, breaker_key=region, per_message_downstreams=("sftp:",), max_in_flight=2) as runner:
         await h.wait_for(lambda: runner.status()["breakers"].get("sftp:north") == "open")
         await h.wait_for(lambda: len(h.handled.ids()) == 20)  # the other region went on
         assert runner.condition().state == "", "a per-message downstream does not pause the stage"
@@ -200,8 +202,8 @@ async def test_an_output_over_the_message_limit_dead_letters_its_input_and_the_p
         await h.wait_for(lambda: h.committed(0) == len(items), within_s=30)
     assert [g.key for g in dead] == [b"huge"]
     hd = dead[0].headers
-    assert (hd["ff-reason"], hd["ff-attempt"]) == ("MESSAGE_TOO_LARGE", "1")
-    details = json.loads(hd["ff-details"])
+    assert (hd[H.REASON], hd[H.ATTEMPT]) == ("MESSAGE_TOO_LARGE", "1")
+    details = json.loads(hd[H.DETAILS])
     assert details["limit"] == limit and details["size"] > limit and details["topic"] == h.topic("out")
     assert json.loads(dead[0].value) == items[5], "the input, unchanged"
     assert rejected == [("huge", "MESSAGE_TOO_LARGE")], "recorded by the stage's hook"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from shared.runtime import headers as H
 from tests.integration.runtime.conftest import PARTITIONS, Namespace
 
 pytestmark = pytest.mark.integration
@@ -45,17 +46,17 @@ def test_permanent_error_dead_letters_with_every_header(namespace: Namespace) ->
     assert m.key() == b"poison"
     assert json.loads(m.value()) == {"id": "poison", "permanent": True}  # value unchanged
     headers = {k: v.decode() for k, v in m.headers()}
-    assert headers["ff-origin-topic"] == namespace.topic("fiscal.validate")
-    assert int(headers["ff-origin-partition"]) in range(PARTITIONS)
-    assert int(headers["ff-origin-offset"]) >= 0
-    assert headers["ff-stage"] == "validate"
-    assert headers["ff-reason"] == "TEST_PERMANENT"
-    assert "poison" in headers["ff-error"]
-    assert headers["ff-attempt"] == "1"
-    assert int(headers["ff-first-failure-ms"]) <= int(headers["ff-last-failure-ms"])
-    assert len(headers["ff-trace-id"]) == 32
-    assert json.loads(headers["ff-details"]) == {"why": "test"}
-    assert "traceparent" in headers
+    assert headers[H.ORIGIN_TOPIC] == namespace.topic("fiscal.validate")
+    assert int(headers[H.ORIGIN_PARTITION]) in range(PARTITIONS)
+    assert int(headers[H.ORIGIN_OFFSET]) >= 0
+    assert headers[H.STAGE] == "validate"
+    assert headers[H.REASON] == "TEST_PERMANENT"
+    assert "poison" in headers[H.ERROR_MESSAGE]
+    assert headers[H.ATTEMPT] == "1"
+    assert int(headers[H.FIRST_FAILURE_MS]) <= int(headers[H.LAST_FAILURE_MS])
+    assert len(headers[H.TRACE_ID]) == 32
+    assert json.loads(headers[H.DETAILS]) == {"why": "test"}
+    assert H.TRACEPARENT in headers
 
 
 def test_transient_error_backs_off_and_succeeds_while_the_partition_moves_on(namespace: Namespace) -> None:
@@ -72,11 +73,11 @@ def test_transient_error_backs_off_and_succeeds_while_the_partition_moves_on(nam
     assert [m.key() for m in retries] == [b"flaky"] * 3
     for m in retries:
         h = {k: v.decode() for k, v in m.headers()}
-        attempt = int(h["ff-attempt"])
-        delay_ms = int(h["ff-due-at-ms"]) - int(h["ff-last-failure-ms"])
+        attempt = int(h[H.ATTEMPT])
+        delay_ms = int(h[H.DUE_AT_MS]) - int(h[H.LAST_FAILURE_MS])
         # exponential backoff with jitter: attempt a waits between base/2 and base * 2^(a-1)
         assert 200 <= delay_ms <= 400 * 2 ** (attempt - 1), (attempt, delay_ms)
-    assert sorted(int(dict(m.headers())["ff-attempt"]) for m in retries) == [1, 2, 3]
+    assert sorted(int(dict(m.headers())[H.ATTEMPT]) for m in retries) == [1, 2, 3]
 
 
 def test_retries_exhausted_becomes_a_dead_letter(namespace: Namespace) -> None:
@@ -85,10 +86,10 @@ def test_retries_exhausted_becomes_a_dead_letter(namespace: Namespace) -> None:
     dead = namespace.read("fiscal.dlq", until=1)
     assert len(dead) == 1
     h = {k: v.decode() for k, v in dead[0].headers()}
-    assert h["ff-reason"] == "RETRIES_EXHAUSTED"
-    assert h["ff-attempt"] == "3"
-    assert h["ff-origin-topic"] == namespace.topic("fiscal.validate")  # not the retry topic
-    assert int(h["ff-first-failure-ms"]) < int(h["ff-last-failure-ms"])
+    assert h[H.REASON] == "RETRIES_EXHAUSTED"
+    assert h[H.ATTEMPT] == "3"
+    assert h[H.ORIGIN_TOPIC] == namespace.topic("fiscal.validate")  # not the retry topic
+    assert int(h[H.FIRST_FAILURE_MS]) < int(h[H.LAST_FAILURE_MS])
     assert [r["record_id"] for r in namespace.wait_sink(1)] == ["fine"]
 
 
@@ -105,10 +106,10 @@ def test_an_output_over_the_message_limit_is_a_dead_letter_and_its_partition_mov
     out = namespace.read("out", until=10, timeout=60)
     assert [m.key() for m in dead] == [b"huge"]
     h = {k: v.decode() for k, v in dead[0].headers()}
-    assert h["ff-reason"] == "MESSAGE_TOO_LARGE" and h["ff-attempt"] == "1"
-    details = json.loads(h["ff-details"])
+    assert h[H.REASON] == "MESSAGE_TOO_LARGE" and h[H.ATTEMPT] == "1"
+    details = json.loads(h[H.DETAILS])
     assert details["limit"] == limit and details["size"] > 1_200_000 and details["topic"] == namespace.topic("out")
-    assert f"{details['size']}-byte message" in h["ff-error"]
+    assert f"{details['size']}-byte message" in h[H.ERROR_MESSAGE]
     assert json.loads(dead[0].value()) == items[5]  # the input, unchanged
     (rejection,) = namespace.rejections()
     assert (rejection["record_id"], rejection["reason"]) == ("huge", "MESSAGE_TOO_LARGE")

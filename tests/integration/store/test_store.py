@@ -19,6 +19,7 @@ from shared.db.migrate import connect_pool
 from shared.db.records import Registration, Transition, register
 from shared.domain.messages import StoredEvent
 from shared.domain.records import RecordStatus
+from shared.runtime import headers as H
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic
@@ -107,7 +108,7 @@ def test_same_document_stored_twice_is_one_object_one_row_one_event(
         audit = await _rows(stack_settings, "SELECT to_status FROM audit_events WHERE record_id = $1", rid)
         assert [a["to_status"] for a in audit] == ["archived"]
         headers = {k: v.decode() for k, v in dead[copy_rid][0].headers()}
-        assert headers["ff-reason"] == "DUPLICATE_UUID" and orjson.loads(headers["ff-details"])["same_document"]
+        assert headers[H.REASON] == "DUPLICATE_UUID" and orjson.loads(headers[H.DETAILS])["same_document"]
         copy = (await _rows(stack_settings, "SELECT status, reason FROM fiscal_records WHERE record_id = $1",
                             copy_rid))[0]
         assert (copy["status"], copy["reason"]) == ("duplicate", "DUPLICATE_UUID")
@@ -132,8 +133,8 @@ def test_a_different_document_with_an_archived_uuid_is_a_duplicate_in_any_case(
             topics.produce(STORE_IN, [(dup_rid, dup.encode())])
             dead = await asyncio.to_thread(topics.read, DLQ, {dup_rid})
         headers = {k: v.decode() for k, v in dead[dup_rid][0].headers()}
-        assert headers["ff-reason"] == "DUPLICATE_UUID" and headers["ff-stage"] == "store"
-        details = orjson.loads(headers["ff-details"])
+        assert headers[H.REASON] == "DUPLICATE_UUID" and headers[H.STAGE] == "store"
+        details = orjson.loads(headers[H.DETAILS])
         assert details["archived_record_id"] == rid and details["same_document"] is False
         rows = {r["record_id"]: r for r in await _rows(
             stack_settings, "SELECT record_id, status, reason FROM fiscal_records WHERE record_id = ANY($1)",

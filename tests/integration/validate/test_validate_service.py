@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
 from shared.domain.messages import DocumentRef, ValidatedDocument
+from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, input_topic
 from tests.integration.stages import RunningStage
@@ -78,9 +79,9 @@ def test_valid_documents_go_on_and_invalid_ones_dead_letter_with_their_rule(
         assert set(dead) == invalid
         for key, m in dead.items():
             headers = {k: v.decode() for k, v in m.headers()}  # type: ignore[attr-defined]
-            assert headers["ff-reason"] == ids[key.decode()].expected_reason
-            assert headers["ff-stage"] == "validate"
-            assert ids[key.decode()].expected_reason in orjson.loads(headers["ff-details"])["rules"]
+            assert headers[H.REASON] == ids[key.decode()].expected_reason
+            assert headers[H.STAGE] == "validate"
+            assert ids[key.decode()].expected_reason in orjson.loads(headers[H.DETAILS])["rules"]
         async with pool.acquire() as conn:
             rows = await lookup(conn, [k.decode() for k in invalid])
         assert {r.status.value for r in rows.values()} == {"rejected"}

@@ -1,4 +1,4 @@
-"""The README is what a newcomer reads first: its settings table must match the code."""
+"""The README is what a newcomer reads first: its generated tables must match the code."""
 
 from __future__ import annotations
 
@@ -6,15 +6,25 @@ import re
 from pathlib import Path
 
 from shared.cli.config import settings_table
+from shared.cli.topology import topology_table
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
+def _between(marker: str) -> str:
+    m = re.search(rf"<!-- {marker} -->\n(.*?)\n<!-- /{marker} -->", README.read_text(), re.S)
+    assert m, f"README lost its {marker} markers"
+    return m.group(1)
+
+
 def test_readme_settings_table_matches_the_settings_class() -> None:
-    text = README.read_text()
-    m = re.search(r"<!-- settings-table -->\n(.*?)\n<!-- /settings-table -->", text, re.S)
-    assert m, "README lost its settings table markers"
-    assert m.group(1) == settings_table(), "README's settings table is stale: paste `fiscalflow config --markdown`"
+    assert _between("settings-table") == settings_table(), \
+        "README's settings table is stale: paste `fiscalflow config --markdown`"
+
+
+def test_readme_topology_table_matches_the_topology() -> None:
+    assert _between("topology-table") == topology_table(), \
+        "README's topology table is stale: paste `fiscalflow topology`"
 
 
 def test_readme_gives_the_two_setup_commands() -> None:

@@ -17,10 +17,10 @@ def _msg(headers: dict[str, str], attempt: int = 0, priority: bool = False,
 
 
 def test_outputs_carry_domain_headers_on_and_drop_the_runtime_ones_of_the_previous_hop() -> None:
-    msg = _msg({"ff-job-id": "j1", H.REPLAY_COUNT: "2", H.ATTEMPT: "3", H.DUE_AT_MS: "5", H.REASON: "X",
+    msg = _msg({H.JOB_ID: "j1", H.REPLAY_COUNT: "2", H.ATTEMPT: "3", H.DUE_AT_MS: "5", H.REASON: "X",
                 "x-domain": "kept", H.TRACEPARENT: "00-" + "1" * 32 + "-" + "2" * 16 + "-00"}, priority=True)
     out = dict(out_headers(msg, {"x-new": "v"}))
-    assert out["ff-job-id"] == b"j1" and out[H.REPLAY_COUNT] == b"2" and out["x-domain"] == b"kept"
+    assert out[H.JOB_ID] == b"j1" and out[H.REPLAY_COUNT] == b"2" and out["x-domain"] == b"kept"
     assert out[H.PRIORITY] == b"1", "a priority record stays on the priority lane"
     assert out["x-new"] == b"v"
     assert not {H.ATTEMPT, H.DUE_AT_MS, H.REASON} & set(out), "runtime headers are per hop"

@@ -18,6 +18,7 @@ from shared.documents import (
     staging_key,
 )
 from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
+from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer, DeliveryError, is_too_large, producer_config
 from shared.runtime.runner import MessageTooLarge, OutputNotDelivered, delivery_failure
 from shared.s3 import S3Store
@@ -115,7 +116,7 @@ def _largest_inline(limit: int, headers: dict[str, str]) -> int:
 
 
 def test_a_document_is_inline_exactly_while_its_message_fits_ninety_percent_of_the_limit() -> None:
-    headers = {"ff-job-id": "6f1d3c2e-0a4b-4c55-9a51-1f5a0d0f2a10"}
+    headers = {H.JOB_ID: "6f1d3c2e-0a4b-4c55-9a51-1f5a0d0f2a10"}
     n = _largest_inline(LIMIT, headers)
     body, value, s3 = _encode(_ref(), b"x" * n, LIMIT, headers)
     assert body.xml == b"x" * n and body.claim_key is None and not s3.puts

@@ -104,3 +104,14 @@ def test_mutated_attributes_get_a_verdict(index: int, pick: int, value: str, gen
     el.set(names[pick % len(names)], clean)
     result = check(etree.tostring(root))
     assert "VALIDATOR_ERROR" not in result.rule_ids
+
+
+def test_amounts_beyond_any_decimal_context_get_a_verdict(generator: InvoiceGenerator, check: Check) -> None:
+    """Found by the property test above: a Base of 1E+30 (or of 40 digits) made the tolerance
+    check quantize past the decimal context and the validator answer VALIDATOR_ERROR."""
+    for value in ("1E+30", "9" * 40, "1E+999999", "-0.5e3"):
+        root = etree.fromstring(generator.generate(6, defect=None).xml)
+        traslado = next(el for el in root.iter("{http://www.sat.gob.mx/cfd/4}Traslado") if el.get("Base"))
+        traslado.set("Base", value)
+        result = check(etree.tostring(root))
+        assert result.verdict is Verdict.INVALID and "VALIDATOR_ERROR" not in result.rule_ids, (value, result.rules)
