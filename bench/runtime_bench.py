@@ -76,7 +76,7 @@ async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, p
 
     runner.processor.emit = counted  # type: ignore[method-assign]
     cpu0 = time.process_time()
-    task = asyncio.create_task(runner.run(install_signals=False))
+    task = asyncio.create_task(runner.run())
     await asyncio.wait_for(finished.wait(), timeout=600)
     elapsed = time.perf_counter() - first
     cpu = time.process_time() - cpu0

@@ -1,8 +1,10 @@
-"""Which stage runs which service: the composition root of a stage process.
+"""Which stage runs which service: the composition root of a service process.
 
-Each service exposes ``build_stage(settings) -> StageSpec`` in ``services/<stage>/service.py`` (the
-runtime in shared/ runs it), or ``main(settings)`` when it is not a StageRunner stage (report: a
-faust app).  Only this module knows the services; shared/ knows none of them.
+Every service runs on a :class:`~shared.runtime.host.ServiceHost` (signals, ops port, run-info,
+PostgreSQL pool, embedded API, periodic tasks).  Each exposes, in ``services/<stage>/service.py``,
+``build_stage(host) -> StageSpec`` (the runtime in shared/ runs it), or ``build_service(host)``
+returning the host's workload when it is not a StageRunner stage (report: a faust app).  Only
+this module knows the services; shared/ knows none of them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import importlib
 from collections.abc import Awaitable, Callable
 
 from shared.logs import setup_logging
+from shared.runtime.host import ServiceHost, Workload
 from shared.runtime.memory import release_free_heap
-from shared.runtime.service import run_stage
+from shared.runtime.runner import StageRunner
 from shared.runtime.stage import StageSpec
 from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
 from shared.topics import Stage
 
-StageBuilder = Callable[[Settings], Awaitable[StageSpec]]
+StageBuilder = Callable[[ServiceHost], Awaitable[StageSpec]]
 
 
 def load_builder(stage: Stage) -> StageBuilder:
@@ -28,19 +31,25 @@ def load_builder(stage: Stage) -> StageBuilder:
     return builder
 
 
+async def build_workload(stage: Stage, host: ServiceHost) -> Workload:
+    """What ``stage``'s process runs on ``host``; its parts are declared on the host meanwhile."""
+    module = importlib.import_module(f"services.{stage.value}.service")
+    if hasattr(module, "build_service"):  # not a StageRunner stage (report: a faust app)
+        workload: Workload = await module.build_service(host)
+        return workload
+    return StageRunner(await load_builder(stage)(host), host.settings, replica_id=host.replica)
+
+
 def run(stage: Stage) -> None:
     """One replica of ``stage`` in this process, until SIGTERM (``fiscalflow service run STAGE``)."""
     settings = Settings()
     setup_logging(settings.log_level, service=stage.value)
     setup_tracing(f"fiscalflow-{stage.value}", settings.otlp_endpoint)
-    module = importlib.import_module(f"services.{stage.value}.service")
-    if hasattr(module, "main"):  # a service that is not a StageRunner stage (report: a faust app)
-        module.main(settings)
-        return
 
     async def _main() -> None:
-        spec = await load_builder(stage)(settings)
+        host = ServiceHost(settings, stage)
+        workload = await build_workload(stage, host)
         release_free_heap()
-        await run_stage(spec, settings)
+        await host.run(workload)
 
     asyncio.run(_main())

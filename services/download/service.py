@@ -9,10 +9,8 @@ S3 claim check when its message would not fit the Kafka message limit (``shared.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
-import asyncpg
 import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -21,7 +19,6 @@ from services.download.fetch import fetch
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
-from shared.db.migrate import connect_pool
 from shared.db.records import Transition, apply_transitions
 from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document
@@ -30,9 +27,9 @@ from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
+from shared.runtime.host import ServiceHost
 from shared.runtime.tracing import current_trace_id
 from shared.s3 import S3Store
-from shared.settings import Settings
 from shared.sftp.pool import build_pools
 from shared.topics import Stage
 
@@ -55,25 +52,19 @@ def region_of(msg: Message) -> str | None:
 
 
 class DownloadStage:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.actor = f"download/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+    def __init__(self, host: ServiceHost) -> None:
+        self.settings = settings = host.settings
+        self.actor = host.actor
+        self.pool = host.postgres()
         self.pools = build_pools(settings)
         self.s3 = S3Store(settings)
-        self.pool: asyncpg.Pool | None = None
-        self.rejections: RejectionRecorder | None = None
+        self.rejections = RejectionRecorder("download", self.pool, self.actor)
         self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._flush, 500, 0.005)
 
-    async def start(self) -> None:
-        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
-        self.rejections = RejectionRecorder("download", self.pool, self.actor)
-
-    async def stop(self) -> None:
+    async def close(self) -> None:
         for p in self.pools.values():
             await p.close()
         await self.s3.close()
-        if self.pool is not None:
-            await self.pool.close()
 
     async def handle(self, msg: Message) -> Sequence[Emit]:
         try:
@@ -111,19 +102,17 @@ class DownloadStage:
         assert self.pool is not None
         return await apply_transitions(self.pool, items)
 
-    async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
-        assert self.rejections is not None
-        await self.rejections(msg, reason, message, dict(details))
-
     async def ready(self) -> bool:
         return await db_ready(self.pool)
 
 
-async def build_stage(settings: Settings) -> StageSpec:
-    stage = DownloadStage(settings)
+async def build_stage(host: ServiceHost) -> StageSpec:
+    settings = host.settings
+    stage = DownloadStage(host)
+    host.hooks("sftp and s3 clients", stop=stage.close)
     # In flight: every region's connections times their pipelined requests, no more.
     capacity = settings.sftp_max_connections * settings.sftp_requests_per_connection * max(1, len(stage.pools))
-    return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of, on_start=stage.start,
-                     on_stop=stage.stop, on_dead_letter=stage.record_rejection, ready_check=stage.ready,
+    return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of,
+                     on_dead_letter=stage.rejections, ready_check=stage.ready,
                      on_condition=condition_hook(lambda: stage.pool),
                      max_in_flight=min(settings.max_in_flight, capacity))

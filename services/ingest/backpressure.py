@@ -15,11 +15,12 @@ import asyncio
 
 from confluent_kafka import Consumer, TopicPartition
 
-from services.ingest.periodic import Periodic
 from shared.settings import Settings
 
 
-class LagMonitor(Periodic):
+class LagMonitor:
+    """The ingest lag, measured every ``interval_s`` by a periodic task of the service host."""
+
     def __init__(self, settings: Settings, groups: dict[str, list[str]], interval_s: float = 5.0) -> None:
         self.settings = settings
         self.groups = groups  # consumer group -> the topics it reads

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from services.ingest.periodic import Periodic
 from services.ingest.publisher import ingest_topic
 from shared.db.stalled import StalledRecord, stalled_records
 from shared.domain.messages import IngestRequest
@@ -58,15 +57,15 @@ async def redrive(producer: AsyncProducer, records: Sequence[StalledRecord], by:
     return sent
 
 
-class Reconciler(Periodic):
-    """Every ``interval_s``: re-drive what stalled, except records whose stage has a backlog."""
+class Reconciler:
+    """Each tick (``redrive_interval_s``, a periodic task of the service host): re-drive what
+    stalled, except records whose stage has a backlog."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: AsyncProducer, lease_s: float, interval_s: float,
-                 backlog: Backlog, namespace: Callable[[], str]) -> None:
+    def __init__(self, pool: asyncpg.Pool, producer: AsyncProducer, lease_s: float, backlog: Backlog,
+                 namespace: Callable[[], str]) -> None:
         self.pool = pool
         self.producer = producer
         self.lease_s = lease_s
-        self.interval_s = interval_s
         self.backlog = backlog
         self.namespace = namespace
         self.last_sent = 0

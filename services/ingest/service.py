@@ -9,27 +9,22 @@ is left to the later stages.  Otherwise a guarded, batched transition moves it t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import asyncpg
-import uvicorn
+from fastapi import FastAPI
 from prometheus_client import Counter
 
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor, group_lag
-from services.ingest.periodic import Periodic
 from services.ingest.reconciler import Reconciler
 from services.ingest.requests import parse_request
 from shared.db import jobs
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
-from shared.db.migrate import connect_pool
 from shared.db.records import RecordRow, Transition, apply_transitions, lookup
 from shared.db.rejections import RejectionRecorder
 from shared.domain.messages import DownloadTask
@@ -37,9 +32,9 @@ from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
+from shared.runtime.host import ServiceHost
 from shared.runtime.kafka import AsyncProducer, producer_config
 from shared.runtime.tracing import current_trace_id
-from shared.settings import Settings
 from shared.sftp.pool import build_pools
 from shared.topics import TOPOLOGY, Stage
 
@@ -57,28 +52,18 @@ _IN_FLIGHT = tuple(s for s in RecordStatus
                    if not s.is_final and s not in (RecordStatus.PENDING, RecordStatus.REJECTED))
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the stage's event loop: the stage runner owns SIGTERM (drain, commit, then
-    on_stop closes the API), so uvicorn must not install its own signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class IngestStage:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.actor = f"ingest/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+    def __init__(self, host: ServiceHost) -> None:
+        self.settings = settings = host.settings
+        self.actor = host.actor
         self.spec: StageSpec | None = None
-        self.pool: asyncpg.Pool | None = None
-        self.rejections: RejectionRecorder | None = None
+        self.pool = host.postgres()
+        self.rejections = RejectionRecorder("ingest", self.pool, self.actor)
         self._lookups: MicroBatcher[str, RecordRow | None] = MicroBatcher(self._lookup, 500, 0.005)
         self._members: MicroBatcher[tuple[str, str], None] = MicroBatcher(self._add_members, 500, 0.005)
         self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._apply, 500, 0.005)
-        self._http: _EmbeddedServer | None = None
-        self._http_task: asyncio.Task[None] | None = None
-        self._extras: list[Periodic] = []
+        self.lag = LagMonitor(settings, {})  # its groups are the spec's (namespaced in tests): set at open
+        self.reconciler: Reconciler | None = None
         self._producer: AsyncProducer | None = None
         self._sftp = build_pools(settings)
 
@@ -172,11 +157,7 @@ class IngestStage:
         assert self.pool is not None
         return await apply_transitions(self.pool, items)
 
-    async def record_rejection(self, msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
-        assert self.rejections is not None
-        await self.rejections(msg, reason, message, dict(details))
-
-    # ------------------------------------------------------------------ lifecycle: stage and HTTP API
+    # ------------------------------------------------------------------ parts: producer, periodic tasks, HTTP API
     async def _backlog(self, stages: Sequence[Stage]) -> int:
         """Unconsumed messages on the stages' input topics (every lane), for the reconciler."""
         groups: dict[str, list[str]] = {}
@@ -187,55 +168,45 @@ class IngestStage:
     def namespace(self) -> str:
         return self.spec.topic_namespace if self.spec is not None else ""
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """The API's and the reconciler's producer (the runner has its own)."""
         s = self.settings
-        self.pool = await connect_pool(s.pg_dsn.get_secret_value(), max_size=s.pg_pool_size)
-        self.rejections = RejectionRecorder("ingest", self.pool, self.actor)
-        self._producer = AsyncProducer(producer_config(s, f"fiscalflow-ingest-api-{socket.gethostname()}"))
         assert self.spec is not None
-        lag = LagMonitor(s, {self.spec.consumer_group: [self.spec.normal_topic],
-                             self.spec.priority_group: [self.spec.priority_topic]})
-        # Job completion callbacks are the report service's (signed, retried): one sender only.
-        self._extras = [lag]
-        if s.redrive_interval_s > 0:
-            self._extras.append(Reconciler(self.pool, self._producer, s.redrive_lease_s, s.redrive_interval_s,
-                                           self._backlog, self.namespace))
-        for extra in self._extras:
-            extra.start()
-        app = create_app(IngestContext(s, self.pool, self._producer, self._sftp, lag, self.namespace))
-        config = uvicorn.Config(app, host=s.http_host, port=s.ingest_port, log_config=None, access_log=False,
-                                lifespan="off")
-        self._http = _EmbeddedServer(config)
-        self._http_task = asyncio.create_task(self._http.serve(), name="ingest-http")
-        while not self._http.started:  # fail fast (port taken) instead of running without the API
-            if self._http_task.done():
-                await self._http_task
-                raise RuntimeError(f"ingest API could not bind {s.http_host}:{s.ingest_port}")
-            await asyncio.sleep(0.02)
-        log.info("ingest API on http://%s:%s", s.http_host, s.ingest_port)
+        self.lag.groups = {self.spec.consumer_group: [self.spec.normal_topic],
+                           self.spec.priority_group: [self.spec.priority_topic]}
+        self._producer = AsyncProducer(producer_config(s, f"fiscalflow-ingest-api-{socket.gethostname()}"))
+        self.reconciler = Reconciler(self.pool, self._producer, s.redrive_lease_s, self._backlog, self.namespace)
 
-    async def stop(self) -> None:
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._http_task
-        for extra in self._extras:
-            await extra.stop()
+    async def close(self) -> None:
         if self._producer is not None:
             await asyncio.to_thread(self._producer.close)
         for p in self._sftp.values():
             await p.close()
-        if self.pool is not None:
-            await self.pool.close()
+
+    async def reconcile(self) -> None:
+        assert self.reconciler is not None
+        await self.reconciler.tick()
+
+    def api(self) -> FastAPI:
+        assert self._producer is not None
+        # Job completion callbacks are the report service's (signed, retried): one sender only.
+        return create_app(IngestContext(self.settings, self.pool, self._producer, self._sftp, self.lag,
+                                        self.namespace))
 
     async def ready(self) -> bool:
-        return self._http is not None and self._http.started and await db_ready(self.pool)
+        return await db_ready(self.pool)
 
 
-async def build_stage(settings: Settings) -> StageSpec:
-    stage = IngestStage(settings)
-    spec = StageSpec(stage=Stage.INGEST, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.record_rejection, ready_check=stage.ready,
-                     on_condition=condition_hook(lambda: stage.pool))
+async def build_stage(host: ServiceHost) -> StageSpec:
+    s = host.settings
+    stage = IngestStage(host)
+    spec = StageSpec(stage=Stage.INGEST, handler=stage.handle, on_dead_letter=stage.rejections,
+                     ready_check=stage.ready, on_condition=condition_hook(lambda: stage.pool))
     stage.spec = spec
+    # Started in this order after the pool; stopped in the reverse one once the runner has drained.
+    host.hooks("ingest producer", stage.open, stage.close)
+    host.every("lag monitor", stage.lag.interval_s, stage.lag.tick)
+    if s.redrive_interval_s > 0:
+        host.every("reconciler", s.redrive_interval_s, stage.reconcile)
+    host.api("ingest API", stage.api, s.ingest_port)
     return spec

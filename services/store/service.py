@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 from collections.abc import Sequence
-
-import asyncpg
 
 from services.store.archive import ArchiveObject, BadFacts, build_archive_object
 from services.store.bucket import ArchiveBucket, PutOutcome
 from shared.db.archive import ArchivedRow, ArchiveResult, archive, archived_by_uuid
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
-from shared.db.migrate import connect_pool
+from shared.db.health import db_ready
 from shared.db.records import Transition, lookup
 from shared.db.rejections import NOT_ARCHIVED, RejectionRecorder
 from shared.documents import receive_document
@@ -29,9 +26,9 @@ from shared.domain.messages import StoredEvent, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime.host import ServiceHost
 from shared.runtime.tracing import current_trace_id
 from shared.s3 import S3Store
-from shared.settings import Settings
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.store")
@@ -45,33 +42,24 @@ def _iso(ts: dt.datetime) -> str:
 
 
 class StoreStage:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.actor = f"store/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
-        self.pool: asyncpg.Pool | None = None
-        self.s3 = S3Store(settings)
+    def __init__(self, host: ServiceHost) -> None:
+        self.settings = host.settings
+        self.actor = host.actor
+        self.pool = host.postgres()
+        self.s3 = S3Store(self.settings)
         self.bucket = ArchiveBucket(self.s3)
-        self.rejections = RejectionRecorder("store", actor=self.actor)
+        self.rejections = RejectionRecorder("store", self.pool, self.actor)
         # Hot path: one look-up and one transition statement per batch of in-flight documents.
         self._archived: MicroBatcher[str, ArchivedRow | None] = MicroBatcher(self._flush_lookups, 500, 0.005)
         self._transitions: MicroBatcher[Transition, ArchiveResult] = MicroBatcher(self._flush_archive, 500, 0.005)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
-        self.rejections.pool = self.pool
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+    async def close(self) -> None:
         await self.bucket.close()
         await self.s3.close()
 
     async def ready(self) -> bool:
-        if self.pool is None:
-            return False
-        async with self.pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT 1"))
+        return await db_ready(self.pool)
 
     # ------------------------------------------------------------------ handler
     async def handle(self, msg: Message) -> Sequence[Emit]:
@@ -157,9 +145,9 @@ class StoreStage:
         return await archive(self.pool, items)
 
 
-async def build_stage(settings: Settings, topic_namespace: str = "") -> StageSpec:
-    stage = StoreStage(settings)
-    return StageSpec(stage=Stage.STORE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.rejections, ready_check=stage.ready,
+async def build_stage(host: ServiceHost, topic_namespace: str = "") -> StageSpec:
+    stage = StoreStage(host)
+    host.hooks("s3 clients", stop=stage.close)
+    return StageSpec(stage=Stage.STORE, handler=stage.handle, on_dead_letter=stage.rejections, ready_check=stage.ready,
                      on_condition=condition_hook(lambda: stage.pool), topic_namespace=topic_namespace,
                      group_id=f"{topic_namespace}-store" if topic_namespace else None)

@@ -9,19 +9,17 @@ CPU-bound: one replica uses one core; scale with replicas (partitions bound them
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-
-import asyncpg
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
 from shared.db.conditions import condition_hook
-from shared.db.migrate import connect_pool
+from shared.db.health import db_ready
 from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document, receive_document
 from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
 from shared.domain.reasons import ReasonCode
 from shared.runtime import Emit, Message, PermanentError, StageSpec
+from shared.runtime.host import ServiceHost
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import Stage
@@ -47,22 +45,13 @@ def facts_of(result: ValidationResult) -> CfdiFacts:
 
 
 class ValidateStage:
-    def __init__(self, settings: Settings, validator: CfdiValidator) -> None:
-        self.settings = settings
+    def __init__(self, host: ServiceHost, validator: CfdiValidator) -> None:
+        self.settings = host.settings
         self.validator = validator
-        self.actor = f"validate/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
-        self.pool: asyncpg.Pool | None = None
-        self.s3 = S3Store(settings)
-        self.rejections = RejectionRecorder("validate", actor=self.actor)
-
-    async def start(self) -> None:
-        self.pool = await connect_pool(self.settings.pg_dsn.get_secret_value(), max_size=self.settings.pg_pool_size)
-        self.rejections.pool = self.pool
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-        await self.s3.close()
+        self.actor = host.actor
+        self.pool = host.postgres()
+        self.s3 = S3Store(self.settings)
+        self.rejections = RejectionRecorder("validate", self.pool, self.actor)
 
     async def handle(self, msg: Message) -> Sequence[Emit]:
         doc, xml = await receive_document(msg.value, DocumentRef, self.s3)
@@ -81,14 +70,13 @@ class ValidateStage:
         return [Emit(value=value)]
 
     async def ready(self) -> bool:
-        if self.pool is None:
-            return False
-        async with self.pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT 1"))
+        return await db_ready(self.pool)
 
 
-async def build_stage(settings: Settings) -> StageSpec:
-    stage = ValidateStage(settings, build_validator(settings))
-    return StageSpec(stage=Stage.VALIDATE, handler=stage.handle, on_start=stage.start, on_stop=stage.stop,
-                     on_dead_letter=stage.rejections, ready_check=stage.ready,
-                     on_condition=condition_hook(lambda: stage.pool), max_in_flight=min(settings.max_in_flight, 64))
+async def build_stage(host: ServiceHost) -> StageSpec:
+    settings = host.settings
+    stage = ValidateStage(host, build_validator(settings))
+    host.hooks("s3 client", stop=stage.s3.close)
+    return StageSpec(stage=Stage.VALIDATE, handler=stage.handle, on_dead_letter=stage.rejections,
+                     ready_check=stage.ready, on_condition=condition_hook(lambda: stage.pool),
+                     max_in_flight=min(settings.max_in_flight, 64))

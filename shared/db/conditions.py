@@ -57,7 +57,7 @@ async def publish(pool: asyncpg.Pool, c: StageCondition) -> None:
 
 
 def condition_hook(pool_of: Callable[[], asyncpg.Pool | None]) -> ConditionHook:
-    """The ``on_condition`` of a stage whose pool is opened by its ``on_start``."""
+    """The ``on_condition`` of a stage whose pool its service host opens (``host.postgres()``)."""
 
     async def hook(c: StageCondition) -> None:
         pool = pool_of()

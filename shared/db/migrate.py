@@ -55,9 +55,22 @@ SESSION_SETTINGS = {"random_page_cost": "1.1"}
 
 
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
-    """A pool on a migrated database (services call this at start)."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
-                                     server_settings=SESSION_SETTINGS)
+    """A pool on a migrated database."""
+    pool = new_pool(dsn, min_size, max_size)
+    await open_pool(pool)
+    return pool
+
+
+def new_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    """A pool not connected yet: a service hands it to its parts when it is built, and the service
+    host opens it (:func:`open_pool`) at start."""
+    pool: asyncpg.Pool = asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+                                             server_settings=SESSION_SETTINGS)
+    return pool
+
+
+async def open_pool(pool: asyncpg.Pool) -> None:
+    """Connect a :func:`new_pool` and migrate its database."""
+    await pool  # asyncpg: awaiting a pool connects its first min_size connections
     async with pool.acquire() as conn:
         await migrate(conn)
-    return pool

@@ -8,7 +8,6 @@ replay count.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import asyncpg
@@ -30,12 +29,12 @@ def status_for(reason: str) -> RecordStatus:
 
 
 class RejectionRecorder:
-    """``await recorder(msg, reason, message, details)``; ``pool`` may be set after construction."""
+    """``await recorder(msg, reason, message, details)``; ``actor`` is the service host's."""
 
-    def __init__(self, stage: str, pool: asyncpg.Pool | None = None, actor: str | None = None) -> None:
+    def __init__(self, stage: str, pool: asyncpg.Pool, actor: str) -> None:
         self.stage = stage
         self.pool = pool
-        self.actor = actor or f"{stage}/{os.environ.get('FISCALFLOW_REPLICA_ID', '0')}"
+        self.actor = actor
         self._batch: MicroBatcher[Transition, bool] = MicroBatcher(self._flush, 200, 0.01)
 
     async def __call__(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
@@ -48,5 +47,4 @@ class RejectionRecorder:
         ))
 
     async def _flush(self, items: list[Transition]) -> list[bool]:
-        assert self.pool is not None, "RejectionRecorder.pool is set at stage start"
         return await apply_transitions(self.pool, items)

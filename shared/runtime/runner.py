@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 from typing import Any
 
@@ -33,6 +32,8 @@ from shared.runtime.condition import Condition, ConditionReporter
 from shared.runtime.delivery import MessageTooLarge, OutputNotDelivered, delivery_failure
 from shared.runtime.engine import Engine
 from shared.runtime.gate import BreakerGate
+from shared.runtime.host import Readiness, dependency_ok
+from shared.runtime.host import replica_id as default_replica
 from shared.runtime.inflight import InFlight
 from shared.runtime.kafka_backend import KafkaBackend
 from shared.runtime.policy import RejectRatio, RetryPolicy
@@ -53,7 +54,7 @@ class StageRunner:
         self.spec = spec
         self.settings = settings
         self.stage = spec.stage.value
-        self.replica_id = replica_id or os.environ.get("FISCALFLOW_REPLICA_ID", "0")
+        self.replica_id = replica_id or default_replica()
         client_id = f"fiscalflow-{self.stage}-{socket.gethostname()}-{self.replica_id}-{os.getpid()}"
         self.producer = backend.producer(client_id)
         self._stopped = asyncio.Event()
@@ -74,13 +75,8 @@ class StageRunner:
                                              spec.topic_namespace), self.condition)
 
     # ------------------------------------------------------------------ lifecycle
-    async def run(self, install_signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-        if self.spec.on_start:
-            await self.spec.on_start()
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (the service host calls it on SIGTERM), then drain and commit."""
         self._conditions.start()
         committer = await self.engine.start()
         log.info("stage %s replica %s consuming %s", self.stage, self.replica_id, self.spec.subscriptions())
@@ -101,9 +97,7 @@ class StageRunner:
     async def _shutdown(self, committer: asyncio.Task[None]) -> None:
         await self.engine.shutdown(committer, self.settings.shutdown_grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
-        await self._conditions.stop()  # before on_stop: the hook may need what on_stop closes
-        if self.spec.on_stop:
-            await self.spec.on_stop()
+        await self._conditions.stop()  # before the host stops the parts (the pool) the hook uses
         self._stopped.set()
         log.info("stage %s replica %s stopped", self.stage, self.replica_id)
 
@@ -130,6 +124,14 @@ class StageRunner:
 
     def ready(self) -> bool:
         return bool(self.engine.assignment) and not self.engine.stopping.is_set() and not self.halted
+
+    async def readiness(self) -> Readiness:
+        """/readyz: partitions assigned, not stopping nor halted, and the stage's dependencies answer."""
+        deps_ok = True if self.spec.ready_check is None else await dependency_ok(self.spec.ready_check)
+        condition = self.condition()
+        # "condition": halted or paused and why, in one place (`fiscalflow stack status` shows it).
+        return self.ready() and deps_ok, {"dependencies": deps_ok, **self.status(),
+                                          "condition": {"state": condition.state, "reason": condition.reason}}
 
     def condition(self) -> Condition:
         """Halted (until restarted), paused (while a stage-wide downstream's breaker is not closed), or ""."""

@@ -13,7 +13,6 @@ from shared.topics import TOPOLOGY, Lane, Stage, StageTopology
 
 Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
 BreakerKey = Callable[[Message], str | None]
-Hook = Callable[[], Awaitable[None]]
 # Called before a dead letter is produced: (message, reason, error message, details).  Services
 # record the rejection in their state store here; if it raises, the message is retried instead.
 DeadLetterHook = Callable[[Message, str, str, dict[str, Any]], Awaitable[None]]
@@ -38,8 +37,8 @@ class StageSpec:
     # Default: the stage's topology (shared/topics.py).
     per_message_downstreams: tuple[str, ...] | None = None
     max_in_flight: int | None = None  # default: Settings.max_in_flight
-    on_start: Hook | None = None
-    on_stop: Hook | None = None
+    # What the stage opens and closes (its pool, its clients, an HTTP API) are parts of its service
+    # host (shared/runtime/host.py), started before the runner and stopped after it.
     on_dead_letter: DeadLetterHook | None = None
     # Called when the replica halts, pauses or resumes, and periodically while it stays so
     # (shared/runtime/condition.py): services publish it where the job API can read it.

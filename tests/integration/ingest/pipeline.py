@@ -17,9 +17,9 @@ from confluent_kafka import Message as KafkaMessage
 from shared.db.records import Registration
 from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
-from shared.runtime.stage import StageSpec
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, TopicSpec, all_topics, input_topic
+from tests.integration.stages import RunningStage
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
@@ -54,8 +54,7 @@ class Pipeline:
     settings: Settings
     stages: tuple[Stage, ...]
     ns: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:10])
-    runners: list[StageRunner] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    running: list[RunningStage] = field(default_factory=list)
 
     def topic(self, stage_or_topic: Stage | str) -> str:
         name = input_topic(stage_or_topic) if isinstance(stage_or_topic, Stage) else stage_or_topic
@@ -66,30 +65,30 @@ class Pipeline:
                  for t in all_topics(self.settings.partitions(), self.settings.partitions_shared)]
         await asyncio.to_thread(ensure_topics, self.settings.bootstrap_servers, specs)
         for stage in self.stages:
-            module = __import__(f"services.{stage.value}.service", fromlist=["build_stage"])
-            spec: StageSpec = await module.build_stage(self.settings)
-            spec.topic_namespace = self.ns
-            spec.group_id = f"{self.ns}-{stage.value}"
-            runner = StageRunner(spec, self.settings)
-            self.runners.append(runner)
-            self.tasks.append(asyncio.create_task(runner.run(install_signals=False)))
+            self.running.append(await RunningStage.start(self.settings, stage, topic_namespace=self.ns,
+                                                         group_id=f"{self.ns}-{stage.value}"))
         await self.wait_ready()
         return self
 
+    @property
+    def runners(self) -> list[StageRunner]:
+        return [r.runner for r in self.running]
+
     async def wait_ready(self, within_s: float = 30) -> None:
+        """Every stage ready as its /readyz says (partitions assigned, its API serving)."""
         deadline = time.monotonic() + within_s
-        while not all(r.ready() for r in self.runners):
-            for t in self.tasks:
-                if t.done():
-                    await t  # a stage that failed to start: its exception
+        while not all([(await r.host.readiness())[0] for r in self.running]):
+            for r in self.running:
+                if r.task.done():
+                    await r.task  # a stage that failed to start: its exception
             if time.monotonic() > deadline:
                 raise TimeoutError(f"stages not ready: {[r.status() for r in self.runners]}")
             await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: Any) -> None:
-        for r in self.runners:
-            r.stop()
-        await asyncio.gather(*self.tasks)
+        for r in self.running:
+            r.host.stop()
+        await asyncio.gather(*(r.task for r in self.running))
 
     def produce(self, stage: Stage, items: Iterable[tuple[str, bytes, dict[str, str]]]) -> None:
         p = Producer({"bootstrap.servers": self.settings.bootstrap_servers, "partitioner": "murmur2_random"})

@@ -109,8 +109,8 @@ def test_handled_priority_requests_leave_no_ingest_lag(stack_settings: Settings)
             await register(conn, registrations(rows))
         await pool.close()
         async with Pipeline(stack_settings, (Stage.INGEST,)) as pipe:
-            # The stage's own monitor, the one the API's 503 reads (spec.on_start is IngestStage.start).
-            monitor = pipe.runners[0].spec.on_start.__self__._extras[0]  # type: ignore[union-attr]
+            # The stage's own monitor, the one the API's 503 reads (spec.handler is IngestStage.handle).
+            monitor = pipe.runners[0].spec.handler.__self__.lag  # type: ignore[attr-defined]
             producer = Producer({"bootstrap.servers": stack_settings.bootstrap_servers})
             for rid in sorted(ids):
                 producer.produce(pipe.topic(priority_topic(Stage.INGEST)), IngestRequest(record_id=rid).encode(),

@@ -27,10 +27,10 @@ from shared.db.jobs import create_job
 from shared.db.records import Registration, Transition, apply_transitions, register
 from shared.domain.records import Priority, RecordStatus
 from shared.runtime import headers as H
-from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import ReportProc
+from tests.integration.stages import stage_running
 from tests.integration.store.harness import stored, validated
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 
@@ -81,11 +81,9 @@ def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
             await conn.close()
         docs = [(rid, validated(rid, inv).encode()) for rid, inv in zip(ids, invs, strict=True)]
         topics.produce(input_topic(Stage.STORE), docs + docs[:10])  # 10 redelivered to the store stage
-        runner = StageRunner(await build_stage(stack_settings, topic_namespace=topics.ns), stack_settings)
-        task = asyncio.create_task(runner.run(install_signals=False))
-        await asyncio.to_thread(topics.read, STORED, set(ids), 90, 1, 1.0)
-        runner.stop()
-        await task
+        async with stage_running(stack_settings, Stage.STORE,
+                                 lambda host: build_stage(host, topic_namespace=topics.ns)):
+            await asyncio.to_thread(topics.read, STORED, set(ids), 90, 1, 1.0)
 
     asyncio.run(through_store())
     # And stored events redelivered to the report stage itself (same archived_at: a plain re-read).

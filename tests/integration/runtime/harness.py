@@ -114,7 +114,7 @@ class Harness:
     @contextlib.asynccontextmanager
     async def runner(self, settings: Settings | None = None, **spec: Any) -> AsyncIterator[StageRunner]:
         runner = StageRunner(self.spec(**spec), settings or self.settings, backend=self.backend)
-        task = asyncio.create_task(runner.run(install_signals=False))
+        task = asyncio.create_task(runner.run())
         try:
             yield runner
         finally:

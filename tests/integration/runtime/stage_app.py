@@ -27,6 +27,7 @@ from shared.db.conditions import condition_hook
 from shared.db.migrate import connect_pool
 from shared.logs import setup_logging
 from shared.runtime import Emit, Message, PermanentError, StageSpec, TransientError
+from shared.runtime.host import ServiceHost
 from shared.runtime.service import run_stage
 from shared.runtime.tracing import setup_tracing
 from shared.settings import Settings
@@ -77,7 +78,7 @@ async def amain(ns: str, max_in_flight: int | None) -> None:
     pool = await connect_pool(settings.pg_dsn.get_secret_value(), max_size=8)  # migrated: stage_conditions
     await pool.execute(SINK_DDL)
     try:
-        await run_stage(build(ns, settings, pool, max_in_flight), settings)
+        await run_stage(build(ns, settings, pool, max_in_flight), ServiceHost(settings, Stage.VALIDATE))
     finally:
         await pool.close()
 

@@ -20,10 +20,10 @@ from shared.db.records import Registration, Transition, register
 from shared.domain.messages import StoredEvent
 from shared.domain.records import RecordStatus
 from shared.runtime import headers as H
-from shared.runtime.runner import StageRunner
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic
+from tests.integration.stages import stage_running
 from tests.integration.store.harness import Topics, validated
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.stack import LocalStack
@@ -40,13 +40,8 @@ def topics(stack_settings: Settings) -> Iterator[Topics]:
 
 @asynccontextmanager
 async def store_running(settings: Settings, topics: Topics) -> AsyncIterator[None]:
-    runner = StageRunner(await build_stage(settings, topic_namespace=topics.ns), settings)
-    task = asyncio.create_task(runner.run(install_signals=False))
-    try:
+    async with stage_running(settings, Stage.STORE, lambda host: build_stage(host, topic_namespace=topics.ns)):
         yield
-    finally:
-        runner.stop()
-        await task
 
 
 async def _register(settings: Settings, ids: list[str]) -> None:

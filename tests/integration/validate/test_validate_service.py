@@ -11,14 +11,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from services.validate.service import build_stage
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
 from shared.domain.messages import DocumentRef, ValidatedDocument
 from shared.runtime import headers as H
-from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, input_topic
+from tests.integration.stages import RunningStage
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI
@@ -64,14 +63,12 @@ def test_valid_documents_go_on_and_invalid_ones_dead_letter_with_their_rule(
                               size=len(d.xml), xml=d.xml)
             p.produce(input_topic(Stage.VALIDATE), ref.encode(), key=rid.encode())
         p.flush()
-        runner = StageRunner(await build_stage(settings), settings)
-        task = asyncio.create_task(runner.run(install_signals=False))
+        running = await RunningStage.start(settings, Stage.VALIDATE)
         valid = {rid.encode() for rid, d in ids.items() if d.expected_verdict == "valid"}
         invalid = {rid.encode() for rid, d in ids.items() if d.expected_verdict != "valid"}
         out = await asyncio.to_thread(_read, settings, input_topic(Stage.STORE), valid)
         dead = await asyncio.to_thread(_read, settings, DLQ, invalid)
-        runner.stop()
-        await task
+        await running.stop()
         assert set(out) == valid
         for key, m in out.items():
             doc = ValidatedDocument.model_validate_json(m.value())  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ def _reconciler(backlogs: dict[Stage, int], asked: list[tuple[Stage, ...]]) -> R
         return sum(backlogs.get(s, 0) for s in stages)
 
     none: Any = None
-    return Reconciler(none, none, lease_s=60, interval_s=1, backlog=backlog, namespace=lambda: "")
+    return Reconciler(none, none, lease_s=60, backlog=backlog, namespace=lambda: "")
 
 
 def test_records_waiting_for_a_stage_with_a_backlog_are_held_back_the_others_redriven() -> None:

@@ -10,6 +10,7 @@ import pytest
 from services.registry import load_builder
 from services.report.app import build_app
 from services.report.events import Event
+from shared.runtime.host import ServiceHost
 from shared.runtime.stage import StageSpec
 from shared.settings import Settings
 from shared.topics import SHARED_TOPICS, TOPOLOGY, Consumer, Lane, Stage, all_topics
@@ -71,7 +72,7 @@ def test_a_result_goes_to_the_next_stage_on_the_lane_it_came_on() -> None:
 @pytest.mark.parametrize("stage", [s for s, t in TOPOLOGY.items() if t.consumer is Consumer.RUNNER])
 def test_each_runner_stage_consumes_and_breaks_as_its_topology_declares(stage: Stage) -> None:
     """The spec its service builds: the groups and topics the runner subscribes, and its breakers."""
-    spec = asyncio.run(load_builder(stage)(Settings()))
+    spec = asyncio.run(load_builder(stage)(ServiceHost(Settings(), stage)))
     t = TOPOLOGY[stage]
     assert spec.subscriptions() == t.subscriptions()
     assert spec.own_downstreams == t.per_message_downstreams
