@@ -139,6 +139,17 @@ class Settings(BaseSettings):
     api_token: SecretStr = Field(SecretStr("fiscalflow-dev-token"), description="Token for mutating endpoints.")
     ingest_port: int = Field(18080, description="Port of the ingest HTTP API.")
     report_port: int = Field(18081, description="Port of the report HTTP API.")
+    report_verify_days: int = Field(
+        0, ge=0, description="Days of Fecha back from today that the report service checks against PostgreSQL "
+        "at start and periodically (0: every day; the check is one aggregate query per side)."
+    )
+    report_verify_interval_s: float = Field(
+        300.0, ge=0, description="Seconds between the report service's consistency checks (0: only at start)."
+    )
+    report_verify_settle_s: float = Field(
+        60.0, ge=0, le=86400, description="Records archived or rejected this recently are left out of a "
+        "consistency check (still in flight to the report): the check does not fire under normal load."
+    )
 
     # --- observability ------------------------------------------------------------------------
     otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint; empty: no export.")

@@ -1,6 +1,6 @@
 """The report service's consistency with the system of record: a check at start and every
-``INTERVAL_S`` (its result in ``/readyz``, the log and metrics, so an alert can fire), and the
-admin API that ``fiscalflow report verify`` and ``fiscalflow report rebuild`` call.
+``FISCALFLOW_REPORT_VERIFY_INTERVAL_S`` (its result in ``/readyz``, the log and metrics, so an
+alert can fire), and the admin API that ``fiscalflow report verify`` and ``fiscalflow report rebuild`` call.
 
 The CLI cannot open ClickHouse itself — the embedded chDB allows one process per data directory,
 and this service holds it — so both go through this API (docs/decisions/0020).
@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
-import os
 from typing import Annotated, Any
 
 import asyncpg
@@ -38,12 +37,6 @@ from shared.settings import Settings
 
 log = logging.getLogger("fiscalflow.report.consistency")
 
-# Proposed settings (shared/settings.py is not ours): the checked days of Fecha back from today
-# (0: every day), seconds between checks (0: only at start), and how recent a record may be and
-# still be left out as in flight.
-DAYS = int(os.environ.get("FISCALFLOW_REPORT_VERIFY_DAYS", "0"))
-INTERVAL_S = float(os.environ.get("FISCALFLOW_REPORT_VERIFY_INTERVAL_S", "300"))
-SETTLE_S = float(os.environ.get("FISCALFLOW_REPORT_VERIFY_SETTLE_S", "60"))
 MAX_SETTLE_S = 86400.0
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -82,6 +75,9 @@ class Consistency:
         self.s3 = S3Store(settings)
         self.rebuilder = Rebuilder(backend, self.s3, write, namespace)
         self.token = settings.api_token.get_secret_value().encode()
+        self.days = settings.report_verify_days
+        self.interval_s = settings.report_verify_interval_s
+        self.settle_s = settings.report_verify_settle_s
         self.last: Verification | None = None
         self.error = ""
         self._task: asyncio.Task[None] | None = None
@@ -109,12 +105,12 @@ class Consistency:
             first = False
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), INTERVAL_S if INTERVAL_S > 0 else None)
+                await asyncio.wait_for(self._wake.wait(), self.interval_s if self.interval_s > 0 else None)
 
     async def check(self, at_start: bool = False) -> Verification | None:
-        scope = days_back(DAYS)
+        scope = days_back(self.days)
         try:
-            v = await self.verifier.verify(scope, SETTLE_S)
+            v = await self.verifier.verify(scope, self.settle_s)
         except Exception as exc:  # any dependency failure: say so, try again at the next tick
             self.error = f"{type(exc).__name__}: {exc}"
             log.warning("report consistency not checked: %s", self.error)
@@ -151,13 +147,13 @@ class Consistency:
         @api.get("/api/v1/reports/verify", responses=error_responses(400, 503))
         async def verify(start: Annotated[dt.date | None, Query(alias="from")] = None,
                          end: Annotated[dt.date | None, Query(alias="to")] = None,
-                         settle_s: Annotated[float, Query(ge=0, le=MAX_SETTLE_S)] = SETTLE_S) -> dict[str, Any]:
+                         settle_s: Annotated[float | None, Query(ge=0, le=MAX_SETTLE_S)] = None) -> dict[str, Any]:
             """PostgreSQL's records against the report tables, per day of Fecha (archived: counts and
             MXN totals) and, with no day range, per final status and reason.  Records newer than
             ``settle_s`` seconds are left out of both sides (in flight)."""
             scope = _scope(start, end)
             try:
-                return (await self.verifier.verify(scope, settle_s)).to_json()
+                return (await self.verifier.verify(scope, self.settle_s if settle_s is None else settle_s)).to_json()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise HTTPException(503, f"{type(exc).__name__}: {exc}", headers={"Retry-After": "5"}) from None
 
