@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.record import Measurement, append_result
-from tests.stacks import isolated_settings, isolated_stack
+from tests.support.stacks import isolated_settings, isolated_stack
 from tooling.bench.harness import cpu_seconds
 from tooling.stack import LocalStack
 

@@ -37,7 +37,7 @@ from shared.domain.reasons import ReasonCode
 from shared.settings import Settings
 from shared.topics import DLQ, Stage
 from tests.chaos.conftest import REPORT
-from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tests.support.stacks import archive_keys, isolated_settings, isolated_stack
 from tooling.bench.scenarios import scenario
 from tooling.bench_results import append_result
 from tooling.issuers.generator import InvoiceGenerator

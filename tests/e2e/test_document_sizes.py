@@ -19,7 +19,7 @@ from shared.dlq.reader import read_dead_letters
 from shared.settings import Settings
 from shared.topics import DLQ, Stage
 from tests.e2e.test_pipeline import _db, _s3_keys, _wait_jobs
-from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI

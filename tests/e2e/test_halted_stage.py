@@ -24,7 +24,7 @@ import pytest
 
 from services.ingest.cli import EXIT_HALTED
 from shared.topics import Stage
-from tests.stacks import FISCALFLOW, isolated_settings, isolated_stack, service_env
+from tests.support.stacks import FISCALFLOW, isolated_settings, isolated_stack, service_env
 from tooling.issuers.pki import DemoPKI
 from tooling.stack import LocalStack
 from tooling.stack.probe import PROBE_TIMEOUT_S

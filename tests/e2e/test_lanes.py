@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -35,9 +35,10 @@ from shared.domain.reasons import ReasonCode
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic, retry_topic
-from tests.e2e.common import db, demo_trust, s3_keys, wait_jobs
 from tests.integration.store.harness import facts_of
-from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.e2e import db, demo_trust, s3_keys, wait_jobs
+from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.wait import wait_steady
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
@@ -52,7 +53,6 @@ PRIORITY_JOB = 300
 PER_CELL = 2  # good records per (stage, lane)
 STAGES = [Stage.INGEST, Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE]
 REGION = "north"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -237,22 +237,6 @@ def _expected_delta(docs: list[Doc]) -> dict[str, Any]:
     }
 
 
-def _wait_for(value: Callable[[], T], ok: Callable[[T], bool], what: str, timeout: float) -> T:
-    """Until ``value()`` is ok three polls in a row, unchanged (a late double count would change
-    it); returns it."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    same = 0
-    while time.monotonic() < deadline:
-        v = value()
-        same = same + 1 if ok(v) and v == last else 0
-        if same >= 2:
-            return v
-        last = v
-        time.sleep(1)
-    raise AssertionError(f"{what}: not reached in {timeout} s; last: {last}")
-
-
 def _statuses(settings: Settings, ids: list[str]) -> dict[str, str]:
     return {r["record_id"]: r["status"] for r in db(settings, "SELECT record_id, status FROM fiscal_records "
                                                                "WHERE record_id = ANY($1)", ids)}
@@ -263,7 +247,7 @@ def _settle(settings: Settings, docs: list[Doc], before: dict[str, Any], timeout
     want = {d.record_id: ("archived" if not d.reason else
                           "duplicate" if d.reason == ReasonCode.DUPLICATE_UUID else "rejected") for d in docs}
     expected = _expected_delta(docs)
-    _wait_for(lambda: (_statuses(settings, list(want)), _delta(_snapshot(settings), before)),
+    wait_steady(lambda: (_statuses(settings, list(want)), _delta(_snapshot(settings), before)),
               lambda v: v == (want, expected), f"registry {want} and report growth {expected}", timeout)
 
 
@@ -384,7 +368,7 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     job_id = resp.json()["job_id"]
     wait_jobs(settings, [job_id], timeout=300)
     completed = time.monotonic() - t0
-    grown = _wait_for(lambda: _daily_count(settings, PRIORITY_DAY) - before, lambda n: n == PRIORITY_JOB,
+    grown = wait_steady(lambda: _daily_count(settings, PRIORITY_DAY) - before, lambda n: n == PRIORITY_JOB,
                       f"the daily report of the priority job's day grew by {PRIORITY_JOB}", timeout=120)
     in_report = time.monotonic() - t0
     assert grown == PRIORITY_JOB

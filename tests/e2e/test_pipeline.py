@@ -24,11 +24,11 @@ from shared.dlq.reader import read_dead_letters
 from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ
-from tests.e2e.common import db as _db
-from tests.e2e.common import s3_keys as _s3_keys
-from tests.e2e.common import wait_jobs as _wait_jobs
 from tests.e2e.otlp_sink import OtlpSink, Span
-from tests.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.e2e import db as _db
+from tests.support.e2e import s3_keys as _s3_keys
+from tests.support.e2e import wait_jobs as _wait_jobs
+from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI

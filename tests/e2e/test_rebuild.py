@@ -35,8 +35,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shared.settings import Settings
 from shared.topics import STORED, Stage
-from tests.e2e.common import db, demo_trust, wait_jobs
-from tests.stacks import FISCALFLOW, Services, isolated_settings, isolated_stack, service_env
+from tests.support.e2e import db, demo_trust, wait_jobs
+from tests.support.stacks import FISCALFLOW, Services, isolated_settings, isolated_stack, service_env
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI

@@ -22,8 +22,9 @@ import pytest
 
 from shared.settings import Settings
 from shared.topics import Stage
-from tests.e2e.common import db
-from tests.stacks import archive_keys, isolated_settings, isolated_stack
+from tests.support.e2e import db
+from tests.support.stacks import archive_keys, isolated_settings, isolated_stack
+from tests.support.wait import wait_until
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI
@@ -61,17 +62,10 @@ def _job(settings: Settings, job_id: str) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def _wait(what: str, ok: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
-
-
 def _restart_broker_mid_job(stack: LocalStack, settings: Settings, job_id: str, total: int) -> int:
     """Restart the broker once a fifth of the job is final; then wait until the job stops moving.
     Returns how many of its records are left stuck (not final)."""
-    _wait("a fifth of the job", lambda: _job(settings, job_id)["finished"] >= total // 5, 300)
+    wait_until(lambda: _job(settings, job_id)["finished"] >= total // 5, "a fifth of the job", 300)
     stack.restart("broker")
     last, still_since = -1, time.monotonic()
     while time.monotonic() - still_since < 3 * LEASE_S:  # no transition for longer than the lease
@@ -111,7 +105,7 @@ def test_a_job_stuck_by_a_broker_restart_completes_when_submitted_again() -> Non
         assert view["status"] == "running" and view["stalled"] == stuck, view
 
         again = _submit(settings, "redrive")
-        _wait("the resubmitted job", lambda: _job(settings, again)["status"] == "completed", 300)
+        wait_until(lambda: _job(settings, again)["status"] == "completed", "the resubmitted job", 300)
         assert _job(settings, first)["status"] == "completed"  # the same records: it completes too
         assert _job(settings, again)["counts"] == {"archived": total}
         redriven = _assert_all_final_once(settings, total)
@@ -129,17 +123,17 @@ def test_the_reconciler_finishes_a_stuck_job_without_anyone_resubmitting() -> No
         stack = LocalStack(settings)
         stack.up(services=list(Stage), timeout_s=120)
         job = _submit(settings, "reconcile")
-        _wait("a fifth of the job", lambda: _job(settings, job)["finished"] >= total // 5, 300)
+        wait_until(lambda: _job(settings, job)["finished"] >= total // 5, "a fifth of the job", 300)
         # Hold validate so that documents wait in fiscal.validate when the broker loses them (a
         # replica's in-flight messages survive a restart: their outputs wait in its producer).
         [validate] = stack.replica_pids(Stage.VALIDATE)
         os.kill(validate, signal.SIGSTOP)  # a replica this test's stack started
         try:
-            _wait("a backlog for validate", lambda: _job(settings, job)["counts"].get("downloaded", 0) >= 300, 120)
+            wait_until(lambda: _job(settings, job)["counts"].get("downloaded", 0) >= 300, "a backlog for validate", 120)
             stack.restart("broker")
         finally:
             os.kill(validate, signal.SIGCONT)
-        _wait("the job", lambda: _job(settings, job)["status"] == "completed", 300)
+        wait_until(lambda: _job(settings, job)["status"] == "completed", "the job", 300)
         redriven = _assert_all_final_once(settings, total)
         print(f"reconciler: {sum(redriven.values())} of {total} re-driven")
         assert set(redriven) <= {"reconciler"} and sum(redriven.values()) > 0

@@ -28,7 +28,7 @@ from shared.dlq.model import DeadLetter, collapse_copies
 from shared.dlq.reader import read_dead_letters
 from shared.settings import Settings
 from shared.topics import DLQ
-from tests.stacks import FISCALFLOW, SLOT_OFFSET, Services, isolated_settings, isolated_stack, service_env
+from tests.support.stacks import FISCALFLOW, SLOT_OFFSET, Services, isolated_settings, isolated_stack, service_env
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI

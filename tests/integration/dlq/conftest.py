@@ -21,7 +21,7 @@ from shared.runtime import headers as H
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import DLQ, PARKING, Stage, TopicSpec, input_topic, priority_topic
-from tests.stacks import db as pg  # noqa: F401  (the dlq tests import pg from here)
+from tests.support.stacks import db as pg  # noqa: F401  (the dlq tests import pg from here)
 
 
 def dead_letter_headers(origin_topic: str, stage: str, reason: str, *, error: str = "it failed",

@@ -19,7 +19,7 @@ from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.sftp.pool import RegionPool
 from shared.topics import DLQ, Stage
-from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
+from tests.support.pipeline import Pipeline, headers_of, registrations, write_batch
 from tooling.issuers.defects import Defect
 from tooling.stack import LocalStack
 

@@ -18,7 +18,7 @@ from shared.db.migrate import connect_pool
 from shared.db.records import lookup
 from shared.settings import Settings
 from shared.topics import Stage
-from tests.integration.ingest.pipeline import Pipeline, write_batch
+from tests.support.pipeline import Pipeline, write_batch
 
 pytestmark = pytest.mark.integration
 

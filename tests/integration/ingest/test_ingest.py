@@ -15,7 +15,7 @@ from shared.domain.messages import DownloadTask, IngestRequest
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, priority_topic
-from tests.integration.ingest.pipeline import Pipeline, headers_of, registrations, write_batch
+from tests.support.pipeline import Pipeline, headers_of, registrations, write_batch
 
 pytestmark = pytest.mark.integration
 

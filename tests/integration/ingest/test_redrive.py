@@ -22,7 +22,7 @@ from shared.domain.records import Priority
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, priority_topic
-from tests.integration.ingest.pipeline import Pipeline, headers_of, read_topic, registrations, write_batch
+from tests.support.pipeline import Pipeline, headers_of, read_topic, registrations, write_batch
 
 pytestmark = pytest.mark.integration
 

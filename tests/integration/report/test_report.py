@@ -30,8 +30,8 @@ from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import ReportProc
-from tests.integration.stages import stage_running
 from tests.integration.store.harness import stored, validated
+from tests.support.stages import stage_running
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 
 pytestmark = pytest.mark.integration

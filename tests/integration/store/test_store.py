@@ -23,8 +23,8 @@ from shared.runtime import headers as H
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic
-from tests.integration.stages import stage_running
 from tests.integration.store.harness import Topics, validated
+from tests.support.stages import stage_running
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.stack import LocalStack
 

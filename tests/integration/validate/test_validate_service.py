@@ -17,7 +17,7 @@ from shared.domain.messages import DocumentRef, ValidatedDocument
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, input_topic
-from tests.integration.stages import RunningStage
+from tests.support.stages import RunningStage
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI

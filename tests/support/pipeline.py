@@ -19,7 +19,7 @@ from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, TopicSpec, all_topics, input_topic
-from tests.integration.stages import RunningStage
+from tests.support.stages import RunningStage
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice

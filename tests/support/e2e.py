@@ -4,13 +4,13 @@ the environment that lets the services trust the demo PKI's documents."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 
 from shared.settings import Settings
-from tests.stacks import archive_keys, db  # noqa: F401  (db: the e2e modules import it from here)
+from tests.support.stacks import archive_keys, db  # noqa: F401  (db: the e2e modules import it from here)
+from tests.support.wait import wait_for
 from tooling.issuers.pki import DemoPKI
 
 
@@ -21,13 +21,8 @@ def s3_keys(settings: Settings) -> set[str]:
 
 def wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
     api = f"http://127.0.0.1:{settings.ingest_port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs]
-        if all(s["status"] == "completed" for s in states):
-            return
-        time.sleep(1)
-    raise AssertionError(f"jobs not completed in {timeout} s: {states}")
+    wait_for(lambda: [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs],
+             lambda states: all(s["status"] == "completed" for s in states), "jobs completed", timeout, every=1)
 
 
 def demo_trust(pki: DemoPKI, stamps: Path) -> dict[str, str]:
