@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from shared.runtime.host import Readiness, ServiceHost
+from shared.runtime.parts import _bind
 from shared.settings import Settings
 
 
@@ -212,3 +213,24 @@ def test_the_actor_names_the_service_and_the_replica(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FISCALFLOW_REPLICA_ID", "4")
     host = ServiceHost(_settings(tmp_path), "ingest")
     assert (host.replica, host.actor) == ("4", "ingest/4")
+
+
+async def test_api_connections_are_not_delayed_by_nagle() -> None:
+    """The API's socket hands asyncio connections it sets TCP_NODELAY on: with a proto-0 socket
+    (``socket.create_server``) every response waited ~40 ms for the client's delayed ACK."""
+    seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=_bind("127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(seen, 5) != 0
+    finally:
+        writer.close()
+        server.close()
