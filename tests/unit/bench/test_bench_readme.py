@@ -15,7 +15,7 @@ from tooling.bench.readme import END, START, cells, newest_per_scenario, regener
 from tooling.bench.scenarios import SCENARIOS, scenario
 from tooling.bench_results import RunRecord
 
-README = Path(__file__).resolve().parents[3] / "bench" / "README.md"
+TABLE = Path(__file__).parent / "table_2026_11_30.md"  # bench/README.md's table before any run record
 
 
 def record(sid: str, figures: dict[str, float | None], when: str = "2026-11-30 03:30", commit: str = "03180fe",
@@ -28,9 +28,16 @@ def record(sid: str, figures: dict[str, float | None], when: str = "2026-11-30 0
 
 
 def readme_rows() -> dict[str, str]:
-    text = README.read_text()
-    table = text[text.index(START) + len(START):text.index(END)].strip().splitlines()
+    """The table's rows of 2026-11-30, before any run record existed (frozen here: the README's
+    table changes with every regeneration)."""
+    table = TABLE.read_text().strip().splitlines()
     return {cells(line)[0]: line for line in table[2:]}
+
+
+def readme_text() -> str:
+    return f"# Benchmarks\n\n{START}\n{TABLE.read_text()}{END}\n\nMore text.\n"
+
+
 
 
 # The figures of the runs behind today's rows: the old tracked run log's entries of 2026-11-30
@@ -98,14 +105,14 @@ def test_the_newest_successful_full_size_run_of_each_scenario_counts() -> None:
 
 
 def test_with_no_records_the_table_is_todays() -> None:
-    text = README.read_text()
+    text = readme_text()
     assert regenerate(text, []) == text
     # Every declared scenario finds its row (a record will replace it), except one that has none yet.
     assert {s.label for s in SCENARIOS} - set(readme_rows()) == {scenario("report-queries").label}
 
 
 def test_a_record_replaces_its_row_only() -> None:
-    text = README.read_text().replace(END, "| a row nobody declared | x | y | z | w | v |\n" + END)
+    text = readme_text().replace(END, "| a row nobody declared | x | y | z | w | v |\n" + END)
     new = regenerate(text, [record("latency-idle", {"p50_ms": 95.4, "p99_ms": 230.0}, when="2026-12-05 09:00",
                                    commit="abc1234")])
     before, after = text.splitlines(), new.splitlines()
@@ -130,14 +137,14 @@ def test_a_readme_without_markers_is_refused() -> None:
 
 def test_the_command_writes_the_table_and_check_tells_when_it_is_stale(tmp_path: Path) -> None:
     readme, runs = tmp_path / "README.md", tmp_path / "runs.jsonl"
-    readme.write_text(README.read_text())
+    readme.write_text(readme_text())
     runs.write_text(record("chaos", {"lost": 0, "duplicated": 0}, when="2026-12-05 09:00").to_json() + "\nbad\n")
     args = ["--runs", str(runs), "--path", str(readme)]
     runner = CliRunner()
 
     stale = runner.invoke(app, ["readme", "--check", *args])
     assert stale.exit_code == 1 and "stale" in stale.output
-    assert readme.read_text() == README.read_text()  # --check changes nothing
+    assert readme.read_text() == readme_text()  # --check changes nothing
 
     done = runner.invoke(app, ["readme", *args])
     assert done.exit_code == 0, done.output
