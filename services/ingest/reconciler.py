@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from services.ingest.publisher import ingest_topic
+from shared.db.jobs import WAITS_FOR
 from shared.db.stalled import StalledRecord, stalled_records
 from shared.domain.messages import IngestRequest
 from shared.domain.records import Priority, RecordStatus
@@ -30,13 +31,6 @@ log = logging.getLogger("fiscalflow.ingest.reconciler")
 
 LOCK_ID = 0x46495352  # "FISR": one reconciler at a time across ingest replicas
 BATCH = 10_000  # records per tick at most; the rest waits for the next tick
-# The stages whose input may still hold the message a record in this status waits for (a
-# downloaded record waits for validate, then store: no transition in between).
-WAITS_FOR: dict[RecordStatus, tuple[Stage, ...]] = {
-    RecordStatus.PENDING: (Stage.INGEST,),
-    RecordStatus.DOWNLOADING: (Stage.DOWNLOAD,),
-    RecordStatus.DOWNLOADED: (Stage.VALIDATE, Stage.STORE),
-}
 # The backlog (unconsumed messages) of some stages' input topics, all lanes.
 Backlog = Callable[[Sequence[Stage]], Awaitable[int]]
 

@@ -13,18 +13,28 @@ import asyncpg
 from shared.db import conditions
 from shared.db.outage import connection, transient_when_down
 from shared.domain.records import FINAL_STATUSES, Priority, RecordStatus
-from shared.topics import Stage
+from shared.topics import TOPOLOGY, Stage
 
 # A member with no registry row was dead-lettered as UNKNOWN_RECORD by the ingest stage: final.
 UNKNOWN = "unknown"
 
-# The stages a record in each unfinished status still has to pass (the report stage is not one:
-# a job is complete once its records' statuses are final).
-STAGES_AHEAD: dict[str, tuple[Stage, ...]] = {
-    RecordStatus.PENDING: (Stage.INGEST, Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE),
-    RecordStatus.DOWNLOADING: (Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE),
+# The stages whose input may hold the message a record in each unfinished status waits for (a
+# downloaded record waits for validate, then store: no transition in between).
+WAITS_FOR: dict[RecordStatus, tuple[Stage, ...]] = {
+    RecordStatus.PENDING: (Stage.INGEST,),
+    RecordStatus.DOWNLOADING: (Stage.DOWNLOAD,),
     RecordStatus.DOWNLOADED: (Stage.VALIDATE, Stage.STORE),
 }
+
+
+def _ahead(stage: Stage | None) -> tuple[Stage, ...]:
+    """``stage`` and every stage after it, up to the report (which a job does not wait for: it is
+    complete once its records' statuses are final)."""
+    return () if stage is None or stage is Stage.REPORT else (stage, *_ahead(TOPOLOGY[stage].next))
+
+
+# The stages a record in each unfinished status still has to pass.
+STAGES_AHEAD: dict[str, tuple[Stage, ...]] = {status: _ahead(stages[0]) for status, stages in WAITS_FOR.items()}
 
 
 @dataclass(frozen=True)
