@@ -24,7 +24,7 @@ from shared.settings import Settings
 from shared.topics import Stage
 from tests.support.e2e import db
 from tests.support.stacks import archive_keys, isolated_settings, isolated_stack
-from tests.support.wait import wait_until
+from tests.support.wait import wait_for, wait_until
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import batch_dir, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI
@@ -105,7 +105,7 @@ def test_a_job_stuck_by_a_broker_restart_completes_when_submitted_again() -> Non
         assert view["status"] == "running" and view["stalled"] == stuck, view
 
         again = _submit(settings, "redrive")
-        wait_until(lambda: _job(settings, again)["status"] == "completed", "the resubmitted job", 300)
+        wait_for(lambda: _job(settings, again), lambda v: v["status"] == "completed", "the resubmitted job", 300)
         assert _job(settings, first)["status"] == "completed"  # the same records: it completes too
         assert _job(settings, again)["counts"] == {"archived": total}
         redriven = _assert_all_final_once(settings, total)
@@ -122,18 +122,18 @@ def test_the_reconciler_finishes_a_stuck_job_without_anyone_resubmitting() -> No
         _generate(settings, total, "reconcile")
         stack = LocalStack(settings)
         stack.up(services=list(Stage), timeout_s=120)
-        job = _submit(settings, "reconcile")
-        wait_until(lambda: _job(settings, job)["finished"] >= total // 5, "a fifth of the job", 300)
-        # Hold validate so that documents wait in fiscal.validate when the broker loses them (a
-        # replica's in-flight messages survive a restart: their outputs wait in its producer).
+        # Hold validate from the start, so that documents wait in fiscal.validate (not in its
+        # consumer's prefetch, which a broker restart does not touch) when the broker loses them.
+        # Held only once the job is running, a 1,000-record job may be done before the signal.
         [validate] = stack.replica_pids(Stage.VALIDATE)
         os.kill(validate, signal.SIGSTOP)  # a replica this test's stack started
         try:
+            job = _submit(settings, "reconcile")
             wait_until(lambda: _job(settings, job)["counts"].get("downloaded", 0) >= 300, "a backlog for validate", 120)
             stack.restart("broker")
         finally:
             os.kill(validate, signal.SIGCONT)
-        wait_until(lambda: _job(settings, job)["status"] == "completed", "the job", 300)
+        wait_for(lambda: _job(settings, job), lambda v: v["status"] == "completed", "the job", 300)
         redriven = _assert_all_final_once(settings, total)
         print(f"reconciler: {sum(redriven.values())} of {total} re-driven")
         assert set(redriven) <= {"reconciler"} and sum(redriven.values()) > 0
