@@ -56,6 +56,12 @@ class Transition:
     # A re-drive: applies only while the record's last transition is older than this many seconds
     # (so of two re-drives racing for one stalled record, one applies), and counts in ``redrives``.
     redrive_lease_s: float | None = None
+    # A restart: from ``rejected`` it applies only while its idempotency key is unrecorded.  The
+    # redelivery of the request that started a record's last pass (its consumer died before its
+    # offset commit) must not start a record rejected since then all over again; a new request
+    # (a resubmitted job) has a new key and does.  From other statuses the key is not consulted:
+    # a redelivery must still re-send the task of a record left ``downloading``.
+    restart_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,9 @@ upd AS (
 SELECT record_id, from_status, to_status FROM upd
 """
 
+# Restarts whose request already applied once: probes of the audit's unique key index.
+_SEEN_SQL = "SELECT idempotency_key FROM audit_events WHERE idempotency_key = ANY($1::text[])"
+
 _AUDIT_SQL = """
 INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, trace_id, idempotency_key)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
@@ -173,11 +182,14 @@ async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequen
         first.setdefault(t.record_id, t)
     batch = list(first.values())
     async with connection(db) as conn, conn.transaction():
+        once = [t.idempotency_key for t in batch if t.restart_once]
+        seen = {r[0] for r in await conn.fetch(_SEEN_SQL, once)} if once else set()
         rows = await conn.fetch(
             _TRANSITION_SQL,
             [t.record_id for t in batch],
             [t.to_status.value for t in batch],
-            [",".join(s.value for s in t.allowed_from) for t in batch],
+            [",".join(s.value for s in t.allowed_from
+                      if not (s is RecordStatus.REJECTED and t.idempotency_key in seen)) for t in batch],
             [t.reason for t in batch],
             [t.last_error for t in batch],
             [t.job_id for t in batch],

@@ -8,6 +8,7 @@ import asyncpg
 
 from shared.db.migrate import connect_pool, migrate
 from shared.db.records import (
+    _SEEN_SQL,
     _TRANSITION_SQL,
     Registration,
     Transition,
@@ -49,15 +50,48 @@ async def test_a_batch_applies_one_transition_per_record_and_says_which(stack_se
         await conn.close()
 
 
+async def test_a_redelivered_start_does_not_restart_a_record_rejected_since(stack_settings: Settings) -> None:
+    """Ingest's start of a record from ``rejected`` applies once per request: the redelivery of the
+    request that started the pass that was rejected does not start it again; a new request does."""
+    rid = f"db-{uuid.uuid4().hex[:12]}"
+    startable = (RecordStatus.PENDING, RecordStatus.REJECTED, RecordStatus.DOWNLOADING)
+
+    def start(origin: str) -> Transition:
+        return Transition(rid, RecordStatus.DOWNLOADING, startable, "ingest", "test",
+                          f"{rid}:downloading:{origin}", restart_once=True)
+
+    conn = await asyncpg.connect(stack_settings.pg_dsn.get_secret_value())
+    try:
+        await migrate(conn)
+        await register(conn, [Registration(rid, "north", f"t/{rid}.xml")])
+        assert await apply_transitions(conn, [start("in:0:7")]) == [True]
+        # Its consumer died before the commit: the same request again re-sends the task.
+        assert await apply_transitions(conn, [start("in:0:7")]) == [True]
+        rejected = Transition(rid, RecordStatus.REJECTED, startable, "validate", "test", f"{rid}:rejected")
+        assert await apply_transitions(conn, [rejected]) == [True]
+        # Rejected since: that request once more must not start the record again ...
+        assert await apply_transitions(conn, [start("in:0:7")]) == [False]
+        assert (await lookup(conn, [rid]))[rid].status is RecordStatus.REJECTED
+        # ... a new request (a resubmitted job) does.
+        assert await apply_transitions(conn, [start("in:3:12")]) == [True]
+        assert [e["to_status"] for e in await history(conn, rid)] == ["downloading", "rejected", "downloading"]
+    finally:
+        await conn.close()
+
+
 async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings: Settings) -> None:
     """The services' sessions plan a 500-record batch as key look-ups, not a scan of the registry
-    (a scan per batch made the transition's cost grow with the table)."""
+    or of the audit trail (a scan per batch made the transition's cost grow with the table)."""
     pool = await connect_pool(stack_settings.pg_dsn.get_secret_value(), max_size=1)
     try:
         async with pool.acquire() as conn:
             ids = [f"db-{uuid.uuid4().hex[:12]}" for _ in range(30_000)]
             await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
+            # ... and as large an audit trail: the restart guard probes its key index.
+            for i in range(500, len(ids), 5000):
+                await apply_transitions(conn, [_move(rid, RecordStatus.DOWNLOADING, "a") for rid in ids[i:i + 5000]])
             await conn.execute("ANALYZE fiscal_records")
+            await conn.execute("ANALYZE audit_events")
             batch = ids[:500]
             n = len(batch)
             async with conn.transaction():
@@ -65,6 +99,8 @@ async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings
                     "EXPLAIN " + _TRANSITION_SQL, batch, ["downloading"] * n, ["pending"] * n,
                     [None] * n, [None] * n, [None] * n, ["{}"] * n, [None] * n))
             assert "Seq Scan on fiscal_records" not in plan, plan
+            seen = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _SEEN_SQL, [f"{r}:k" for r in batch]))
+            assert "Seq Scan" not in seen, seen
             assert "fiscal_records_pkey" in plan, plan
             found = "\n".join(r[0] for r in await conn.fetch(
                 "EXPLAIN SELECT record_id FROM fiscal_records WHERE record_id = ANY($1::text[])", batch))
