@@ -82,6 +82,24 @@ def _db(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
             time.sleep(0.5)
 
 
+def _trails(settings: Settings, rids: list[str], expected: dict[str, dict[str, str]]) -> str:
+    """The whole audit trail of a few records, with what was planted in them."""
+    out = []
+    for rid in rids:
+        trail = [(r["stage"], r["from_status"], r["to_status"], r["reason"], r["actor"], r["idempotency_key"])
+                 for r in _db(settings, "SELECT * FROM audit_events WHERE record_id = $1 ORDER BY event_id", rid)]
+        out.append(f"{rid} (planted {expected.get(rid)}): {trail}")
+    return "; ".join(out)
+
+
+def _audit_diff(settings: Settings, status: str, got: set[str], want: set[str],
+                expected: dict[str, dict[str, str]]) -> str:
+    """What a failed audit comparison says: how many differ each way, and the trail of a few of
+    them (a 20,000-id set diff says nothing the CI log can show)."""
+    return (f"{status} in the audit trail: {len(want - got)} expected records without, {len(got - want)} others"
+            f" with; e.g. {_trails(settings, sorted(got ^ want)[:5], expected)}")
+
+
 def _get_json(url: str, **params: Any) -> Any:
     """A GET answered 200, or None (a replica restarting, the shared PostgreSQL restarting)."""
     try:
@@ -323,25 +341,50 @@ def test_no_record_is_lost_or_duplicated_when_every_service_dies_and_the_broker_
         assert len(chaos.broker_restarts) == 1
         assert all(r.state == "running" for r in replicas), replicas
         assert restarts >= len(chaos.kills)
+        # Every guarantee is checked and every broken one reported with examples, so that one
+        # failed run (in CI, where the stack is gone afterwards) says all that went wrong.
+        problems: list[str] = []
+
+        def check(ok: bool, what: str, detail: object = "") -> None:
+            if not ok:
+                problems.append(f"{what}: {detail}")
+
+        def some(ids: set[str]) -> str:
+            return f"{len(ids)}, e.g. {sorted(ids)[:5]}"
+
         # Every record final with its planted verdict.
-        assert set(rows) == set(expected), (len(set(expected) - set(rows)), len(set(rows) - set(expected)))
-        assert archived == valid, (len(valid - archived), len(archived - valid))
-        assert rejected == invalid, (len(invalid - rejected), len(rejected - invalid))
-        assert not wrong_reason, dict(list(wrong_reason.items())[:10])
+        check(set(rows) == set(expected), "records missing / unexpected",
+              (some(set(expected) - set(rows)), some(set(rows) - set(expected))))
+        check(archived == valid, "valid not archived / archived not valid",
+              (some(valid - archived), some(archived - valid)))
+        check(rejected == invalid, "invalid not rejected / rejected not invalid",
+              (some(invalid - rejected), some(rejected - invalid)))
+        check(not wrong_reason, "rejected for another reason (got, planted)", dict(list(wrong_reason.items())[:10]))
         # Archived exactly once: S3 objects = archived rows in PostgreSQL = archived in ClickHouse.
-        assert len(keys) == len(set(keys)) == len(archived)
-        assert set(keys) == {rows[rid]["s3_key"] for rid in archived}
-        assert summary["by_status"]["archived"] == len(valid)
-        assert summary["by_status"]["rejected"] == len(invalid)
-        assert summary["by_status"].get("duplicate", 0) == 0
-        assert sum(summary["by_reason"].values()) == len(invalid)
-        assert Counter(expected[rid]["reason"] for rid in invalid) == Counter(summary["by_reason"])
-        assert all(n == 1 for n in audit.values()), {k: n for k, n in audit.items() if n > 1}
-        assert {rid for rid, st in audit if st == "archived"} == valid
-        assert {rid for rid, st in audit if st == "rejected"} == invalid
+        check(len(keys) == len(set(keys)) == len(archived), "S3 objects / distinct / archived rows",
+              (len(keys), len(set(keys)), len(archived)))
+        stray = set(keys) ^ {rows[rid]["s3_key"] for rid in archived}
+        check(not stray, "S3 keys that are not an archived row's", some(stray))
+        by_status = summary["by_status"]
+        check((by_status.get("archived", 0), by_status.get("rejected", 0), by_status.get("duplicate", 0))
+              == (len(valid), len(invalid), 0), "report archived/rejected/duplicate vs planted",
+              (by_status, len(valid), len(invalid)))
+        check(Counter(expected[rid]["reason"] for rid in invalid) == Counter(summary["by_reason"]),
+              "report reasons vs planted", (summary["by_reason"], Counter(expected[rid]["reason"] for rid in invalid)))
+        check(all(n == 1 for n in audit.values()), "final audit events more than once",
+              dict(list({k: n for k, n in audit.items() if n > 1}.items())[:10]))
+        for status, want in (("archived", valid), ("rejected", invalid)):
+            got = {rid for rid, st in audit if st == status}
+            if got != want:
+                problems.append(_audit_diff(settings, status, got, want, expected))
         # Dead letters: one verdict per invalid record, its planted reason; none for a valid one.
-        assert not transient, dict(list(transient.items())[:10])
-        assert set(letters) == invalid, (len(invalid - set(letters)), len(set(letters) & valid))
+        check(not transient, "transient faults as verdicts", dict(list(transient.items())[:10]))
+        check(set(letters) == invalid, "invalid without / valid with a dead letter",
+              (some(invalid - set(letters)), some(set(letters) & valid)))
         bad = {rid: v for rid, v in verdicts.items() if len(v) != 1 or next(iter(v))[1] != expected[rid]["reason"]}
-        assert not bad, dict(list(bad.items())[:10])
-        assert lost == 0 and duplicated == 0
+        check(not bad, "dead letters with another or a second verdict",
+              {rid: (v, expected[rid]) for rid, v in list(bad.items())[:10]})
+        if odd := sorted(set(bad) | (set(letters) & valid))[:5]:
+            problems.append("their trails: " + _trails(settings, odd, expected))
+        check(lost == 0 and duplicated == 0, "lost / duplicated", (lost, duplicated))
+        assert not problems, "\n".join(problems)
