@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     broker_storage: str = Field(
         "memory", description="Local broker storage engine: `memory`, or `s3` (durable, on the local S3)."
     )
+    topic_namespace: str = Field(
+        "", description="Prefix of the report service's topics and consumer group, for several isolated "
+        "pipelines on one broker (tests). Empty in production."
+    )
     partitions_ingest: int = Field(4, ge=1, description="Partitions of the ingest topics.")
     partitions_download: int = Field(6, ge=1, description="Partitions of the download topics.")
     partitions_validate: int = Field(4, ge=1, description="Partitions of the validate topics.")
@@ -139,6 +143,20 @@ class Settings(BaseSettings):
     api_token: SecretStr = Field(SecretStr("fiscalflow-dev-token"), description="Token for mutating endpoints.")
     ingest_port: int = Field(18080, description="Port of the ingest HTTP API.")
     report_port: int = Field(18081, description="Port of the report HTTP API.")
+    report_batch_size: int = Field(
+        2000, ge=1, description="Most stored events the report service writes to ClickHouse in one batch."
+    )
+    report_flush_s: float = Field(
+        0.5, gt=0, description="Longest the report service waits to fill a batch before writing it."
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC-SHA256 key of the job callbacks' `X-Fiscalflow-Signature`; empty: "
+        "the API token (then every receiver holds the admin token: set one)."
+    )
+    callback_attempts: int = Field(8, ge=1, description="Deliveries of a job callback before it is given up.")
+    callback_base_s: float = Field(0.5, gt=0, description="Delay before a callback's second attempt; doubles "
+                                   "per attempt.")
+    callback_max_s: float = Field(60.0, gt=0, description="Longest delay between two attempts of a callback.")
     report_verify_days: int = Field(
         0, ge=0, description="Days of Fecha back from today that the report service checks against PostgreSQL "
         "at start and periodically (0: every day; the check is one aggregate query per side)."
@@ -151,6 +169,12 @@ class Settings(BaseSettings):
         "consistency check (still in flight to the report): the check does not fire under normal load."
     )
 
+    # --- identity -------------------------------------------------------------------------------
+    replica_id: str = Field(
+        "0", description="This replica's id, in audit events' actor and in Kafka client ids: set by the local "
+        "stack's supervisor, or by the orchestrator (e.g. the pod name)."
+    )
+
     # --- observability ------------------------------------------------------------------------
     otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint; empty: no export.")
     log_level: str = Field("INFO", description="Log level.")
@@ -161,7 +185,7 @@ class Settings(BaseSettings):
         """``FISCALFLOW_<NAME>_FILE`` supplies a secret from a file (Kubernetes secret mounts)."""
         if not isinstance(data, dict):
             return data
-        for name in ("pg_dsn", "s3_access_key", "s3_secret_key", "api_token"):
+        for name in ("pg_dsn", "s3_access_key", "s3_secret_key", "api_token", "callback_secret"):
             path = os.environ.get(f"FISCALFLOW_{name.upper()}_FILE")
             if path and name not in data:
                 data[name] = Path(path).read_text().strip()

@@ -14,7 +14,6 @@ web server (the service serves its own API and ops port on 127.0.0.1), short ses
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,10 +30,6 @@ from shared.topics import TOPOLOGY, Lane, Stage
 log = logging.getLogger("fiscalflow.report.app")
 
 REPORT = TOPOLOGY[Stage.REPORT]
-
-# Proposed settings: a batch is flushed at this many events or after this many seconds.
-BATCH_SIZE = int(os.environ.get("FISCALFLOW_REPORT_BATCH_SIZE", "2000"))
-FLUSH_S = float(os.environ.get("FISCALFLOW_REPORT_FLUSH_S", "0.5"))
 
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
@@ -77,11 +72,14 @@ def app_id(topic_namespace: str = "") -> str:
     return f"{topic_namespace}-report" if topic_namespace else REPORT.group
 
 
-def _materialiser(on_batch: BatchHandler, dlq: str) -> Callable[[StreamT[Any]], AsyncIterator[None]]:
+def _materialiser(on_batch: BatchHandler, dlq: str, batch_size: int,
+                  flush_s: float) -> Callable[[StreamT[Any]], AsyncIterator[None]]:
+    """A batch is written at ``batch_size`` events or after ``flush_s`` (settings report_batch_size,
+    report_flush_s)."""
     async def materialise(stream: StreamT[Any]) -> AsyncIterator[None]:
         # take_events acks a batch only after this body returns; on_batch retries until written.
         assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
-        async for batch in stream.take_events(BATCH_SIZE, within=FLUSH_S):
+        async for batch in stream.take_events(batch_size, within=flush_s):
             # One span per record, a child of the stage that produced the event (W3C traceparent
             # in the Kafka headers), covering its materialisation.
             spans = [_span(ev) for ev in batch]
@@ -115,5 +113,6 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
         "materialise": app.topic(ns(REPORT.topic(Lane.NORMAL)), dlq, key_serializer="raw", value_serializer="raw"),
     }
     for name, topic in lanes.items():
-        app.agent(topic, name=name, concurrency=1)(_materialiser(on_batch, dlq))
+        app.agent(topic, name=name, concurrency=1)(
+            _materialiser(on_batch, dlq, settings.report_batch_size, settings.report_flush_s))
     return app

@@ -1,6 +1,6 @@
 """Job completion callbacks: POST the job's status, signed, retried with backoff.
 
-The body is signed with HMAC-SHA256 (key: FISCALFLOW_CALLBACK_SECRET, else the API token) in
+The body is signed with HMAC-SHA256 (key: the ``callback_secret`` setting, else the API token) in
 ``X-Fiscalflow-Signature: sha256=<hex>`` so a receiver can check it came from us.  A job is
 claimed in PostgreSQL (``callback_state``) before sending, so two replicas never both send; a
 crash mid-delivery leaves it ``sending`` and the next start sends again (at least once: the body
@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import random
 
 import asyncpg
@@ -26,10 +25,6 @@ from shared.db import jobs
 log = logging.getLogger("fiscalflow.report.callbacks")
 
 SIGNATURE_HEADER = "X-Fiscalflow-Signature"
-# Proposed settings (shared/settings.py is not ours): attempts and the first/max backoff delays.
-ATTEMPTS = int(os.environ.get("FISCALFLOW_CALLBACK_ATTEMPTS", "8"))
-BASE_DELAY_S = float(os.environ.get("FISCALFLOW_CALLBACK_BASE_S", "0.5"))
-MAX_DELAY_S = float(os.environ.get("FISCALFLOW_CALLBACK_MAX_S", "60"))
 _RETRYABLE = {408, 425, 429}
 
 
@@ -38,9 +33,12 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 class CallbackSender:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes, timeout_s: float = 10.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, secret: bytes, timeout_s: float = 10.0, attempts: int = 8,
+                 base_delay_s: float = 0.5, max_delay_s: float = 60.0) -> None:
         self.pool = pool
         self.secret = secret
+        # Settings callback_attempts, callback_base_s, callback_max_s: attempts and backoff delays.
+        self.attempts, self.base_delay_s, self.max_delay_s = attempts, base_delay_s, max_delay_s
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -79,7 +77,7 @@ class CallbackSender:
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body),
                    "X-Fiscalflow-Job-Id": job_id}
         state = "failed: no attempt"
-        for attempt in range(ATTEMPTS):
+        for attempt in range(self.attempts):
             try:
                 resp = await self._client.post(url, content=body, headers=headers)
                 if resp.is_success:
@@ -90,7 +88,7 @@ class CallbackSender:
                     break  # the receiver refuses this body: retrying cannot help
             except httpx.HTTPError as exc:
                 state = f"failed: {type(exc).__name__}"
-            delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** attempt)
+            delay = min(self.max_delay_s, self.base_delay_s * 2 ** attempt)
             await asyncio.sleep(random.uniform(delay / 2, delay))  # jitter: receivers recovering are not stampeded
         log.info("job %s callback %s", job_id, state)
         try:

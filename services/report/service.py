@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Sequence
 
@@ -48,8 +47,9 @@ class ReportService:
         self.settings = s = host.settings
         self.topic_namespace = topic_namespace
         self.pool = host.postgres()
-        secret = os.environ.get("FISCALFLOW_CALLBACK_SECRET") or s.api_token.get_secret_value()
-        self.callbacks = CallbackSender(self.pool, secret.encode())
+        secret = s.callback_secret.get_secret_value() or s.api_token.get_secret_value()
+        self.callbacks = CallbackSender(self.pool, secret.encode(), attempts=s.callback_attempts,
+                                        base_delay_s=s.callback_base_s, max_delay_s=s.callback_max_s)
         self.backend: ReportBackend | None = None
         self.consistency: Consistency | None = None  # verify and rebuild (services/report/consistency.py)
         self.app: faust.App | None = None
@@ -170,4 +170,4 @@ class ReportService:
 
 async def build_service(host: ServiceHost) -> ReportService:
     """The workload of ``fiscalflow service run report`` (see services/registry.py)."""
-    return ReportService(host, os.environ.get("FISCALFLOW_TOPIC_NAMESPACE", ""))
+    return ReportService(host, host.settings.topic_namespace)

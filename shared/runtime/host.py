@@ -61,16 +61,11 @@ class Workload(Protocol):
 P = TypeVar("P", bound=Part)
 
 
-def replica_id() -> str:
-    """This replica's id (``FISCALFLOW_REPLICA_ID``, set by the supervisor or the orchestrator)."""
-    return os.environ.get("FISCALFLOW_REPLICA_ID", "0")
-
-
 class ServiceHost:
     def __init__(self, settings: Settings, service: str, replica: str | None = None) -> None:
         self.settings = settings
         self.service = str(service)
-        self.replica = replica if replica is not None else replica_id()
+        self.replica = replica if replica is not None else settings.replica_id
         # Who a state transition's audit event names (``audit_events.actor``).
         self.actor = f"{self.service}/{self.replica}"
         self.parts: list[Part] = []

@@ -33,7 +33,6 @@ from shared.runtime.delivery import MessageTooLarge, OutputNotDelivered, deliver
 from shared.runtime.engine import Engine
 from shared.runtime.gate import BreakerGate
 from shared.runtime.host import Readiness, dependency_ok
-from shared.runtime.host import replica_id as default_replica
 from shared.runtime.inflight import InFlight
 from shared.runtime.kafka_backend import KafkaBackend
 from shared.runtime.policy import RejectRatio, RetryPolicy
@@ -54,7 +53,7 @@ class StageRunner:
         self.spec = spec
         self.settings = settings
         self.stage = spec.stage.value
-        self.replica_id = replica_id or default_replica()
+        self.replica_id = replica_id or settings.replica_id
         client_id = f"fiscalflow-{self.stage}-{socket.gethostname()}-{self.replica_id}-{os.getpid()}"
         self.producer = backend.producer(client_id)
         self._stopped = asyncio.Event()

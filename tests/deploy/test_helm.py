@@ -117,6 +117,9 @@ def test_one_hardened_deployment_per_stage(chart: Any, values: dict[str, Any]) -
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["metrics"] == 9100
         assert ("http" in ports) == (stage in ("ingest", "report"))
+        # Each pod names itself in audit events and client ids (Settings.replica_id).
+        assert {"name": "FISCALFLOW_REPLICA_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} \
+            in container["env"]
     assert set(by_kind(docs, "PodDisruptionBudget")) == {f"{RELEASE}-{s}" for s in STAGES}
 
 

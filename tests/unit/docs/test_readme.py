@@ -22,6 +22,15 @@ def test_readme_settings_table_matches_the_settings_class() -> None:
         "README's settings table is stale: paste `fiscalflow config --markdown`"
 
 
+def test_the_product_reads_its_configuration_only_through_settings() -> None:
+    """So the settings table is every knob: no module of the product reads the environment itself."""
+    root = README.parent
+    sources = [p for top in ("shared", "services") for p in sorted((root / top).rglob("*.py"))]
+    readers = [f"{p.relative_to(root)}:{n}" for p in sources if p != root / "shared" / "settings.py"
+               for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bos\.(environ|getenv)\b", line)]
+    assert not readers, f"environment read outside shared/settings.py (make it a Settings field): {readers}"
+
+
 def test_readme_topology_table_matches_the_topology() -> None:
     assert _between("topology-table") == topology_table(), \
         "README's topology table is stale: paste `fiscalflow topology`"
