@@ -153,6 +153,18 @@ class Settings(BaseSettings):
         SecretStr(""), description="HMAC-SHA256 key of the job callbacks' `X-Fiscalflow-Signature`; empty: "
         "the API token (then every receiver holds the admin token: set one)."
     )
+    callback_allow_http: bool = Field(
+        False, description="Allow `http://` job callback URLs (default: https only)."
+    )
+    callback_allowed_hosts: str = Field(
+        "", description="Hosts job callbacks may go to, separated by commas (`hooks.example.com`, or "
+        "`*.example.com` for its subdomains); empty: any host whose every address is public."
+    )
+    callback_allowed_networks: str = Field(
+        "", description="Networks (CIDR, separated by commas) a job callback may reach although they are "
+        "loopback, private or link-local: refused otherwise, at submission and before each delivery. The "
+        "local stack allows loopback."
+    )
     callback_attempts: int = Field(8, ge=1, description="Deliveries of a job callback before it is given up.")
     callback_base_s: float = Field(0.5, gt=0, description="Delay before a callback's second attempt; doubles "
                                    "per attempt.")

@@ -27,6 +27,7 @@ from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFil
 from shared.db import jobs
 from shared.db.records import register
 from shared.domain.records import Priority
+from shared.egress import EgressPolicy, EgressRefused
 from shared.http_errors import error_body, error_responses, install_error_handlers
 from shared.runtime.kafka import AsyncProducer, DeliveryError
 from shared.runtime.memory import trim_heap
@@ -90,7 +91,8 @@ class JobView(BaseModel):
     progress: float
     created_at: str
     completed_at: str | None
-    callback_url: str | None
+    callback: bool = Field(False, description="Whether the job's status is POSTed to a callback when it completes "
+                           "(its URL is never shown: it may carry a receiver's token).")
     source: dict[str, Any] | None
     stalled: int = Field(0, description="Members not in a final state with no transition for longer than the "
                          "re-drive lease (FISCALFLOW_REDRIVE_LEASE_S): their messages may have been lost. "
@@ -180,8 +182,13 @@ def create_app(ctx: IngestContext) -> FastAPI:
 
     @app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted,
               dependencies=[Depends(authorized), Depends(not_overloaded)],
-              responses=error_responses(401, 413, 422, 503))
+              responses=error_responses(400, 401, 413, 422, 503))
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
+        if body.callback_url is not None:
+            try:  # before anything is registered: a refused job leaves nothing behind
+                await EgressPolicy.from_settings(ctx.settings).check(str(body.callback_url))
+            except EgressRefused as exc:
+                raise HTTPException(400, f"callback_url refused: {exc}") from exc
         job_id = str(uuid.uuid4())
         source: dict[str, Any] | None = None
         if body.source is not None:

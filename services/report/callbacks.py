@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from shared.db import jobs
+from shared.egress import EgressPolicy, EgressRefused, Resolver, system_resolver
 
 log = logging.getLogger("fiscalflow.report.callbacks")
 
@@ -33,10 +34,13 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 class CallbackSender:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes, timeout_s: float = 10.0, attempts: int = 8,
-                 base_delay_s: float = 0.5, max_delay_s: float = 60.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, secret: bytes, egress: EgressPolicy, timeout_s: float = 10.0,
+                 attempts: int = 8, base_delay_s: float = 0.5, max_delay_s: float = 60.0,
+                 resolve: Resolver = system_resolver) -> None:
         self.pool = pool
         self.secret = secret
+        # Checked again before each delivery, on a fresh resolution (shared/egress.py).
+        self.egress, self.resolve = egress, resolve
         # Settings callback_attempts, callback_base_s, callback_max_s: attempts and backoff delays.
         self.attempts, self.base_delay_s, self.max_delay_s = attempts, base_delay_s, max_delay_s
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
@@ -78,6 +82,11 @@ class CallbackSender:
                    "X-Fiscalflow-Job-Id": job_id}
         state = "failed: no attempt"
         for attempt in range(self.attempts):
+            try:
+                await self.egress.check(url, self.resolve)
+            except EgressRefused as exc:
+                state = f"refused: {exc}"
+                break  # never connected
             try:
                 resp = await self._client.post(url, content=body, headers=headers)
                 if resp.is_success:

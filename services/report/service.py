@@ -29,6 +29,7 @@ from services.report.events import Event
 from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
 from services.report.sink import Written, connect, create_schema, repair_derived
 from shared.db import jobs
+from shared.egress import EgressPolicy
 from shared.runtime.host import Readiness, ServiceHost
 
 log = logging.getLogger("fiscalflow.report")
@@ -48,7 +49,8 @@ class ReportService:
         self.topic_namespace = topic_namespace
         self.pool = host.postgres()
         secret = s.callback_secret.get_secret_value() or s.api_token.get_secret_value()
-        self.callbacks = CallbackSender(self.pool, secret.encode(), attempts=s.callback_attempts,
+        self.callbacks = CallbackSender(self.pool, secret.encode(), EgressPolicy.from_settings(s),
+                                        attempts=s.callback_attempts,
                                         base_delay_s=s.callback_base_s, max_delay_s=s.callback_max_s)
         self.backend: ReportBackend | None = None
         self.consistency: Consistency | None = None  # verify and rebuild (services/report/consistency.py)

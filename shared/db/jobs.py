@@ -69,7 +69,7 @@ class JobStatus:
         return {"job_id": self.job_id, "status": self.status, "priority": self.priority,
                 "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
                 "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
-                "callback_url": self.callback_url, "source": self.source, "stalled": self.stalled,
+                "callback": self.callback_url is not None, "source": self.source, "stalled": self.stalled,
                 "blocked_stages": [c.to_json() for c in self.blocked_stages]}
 
 

@@ -120,7 +120,9 @@ def lanes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lanes]:
     settings = isolated_settings("lanes", 50)
     with isolated_stack(settings):
         pki = DemoPKI.ensure(settings.pki_dir(), issuers=6)
-        env = service_env(settings, FISCALFLOW_LOG_LEVEL="WARNING",
+        # The test's callback receiver listens on loopback over http: allowed here, refused by default.
+        env = service_env(settings, FISCALFLOW_LOG_LEVEL="WARNING", FISCALFLOW_CALLBACK_ALLOW_HTTP="true",
+                          FISCALFLOW_CALLBACK_ALLOWED_NETWORKS="127.0.0.0/8",
                           **demo_trust(pki, tmp_path_factory.mktemp("stamp-certs")))
         services = Services(settings, env).start()
         try:
@@ -380,6 +382,10 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     assert _Callbacks.received, "no job callback"
     arrived, body = _Callbacks.received[0]
     assert (body["job_id"], body["status"], body["counts"]) == (job_id, "completed", {"archived": PRIORITY_JOB})
+    # Neither the callback nor the job view shows the callback's URL (it may carry a token).
+    view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job_id}", timeout=30).json()
+    assert body["callback"] is True and view["callback"] is True
+    assert callbacks not in json.dumps(body) + json.dumps(view)
     print(f"\npriority job of {PRIORITY_JOB}: completed {completed:.1f} s, in the daily report {in_report:.1f} s "
           "(incl. 2 s of steady polls), "
           f"callback {arrived - t0:.1f} s after submission")

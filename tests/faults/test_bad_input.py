@@ -89,6 +89,16 @@ def test_the_apis_refuse_traversal_unknown_ids_and_bad_manifests_with_a_reason(w
             resp = http.post(f"{world.ingest}/api/v1/jobs", headers=world.auth,
                              json={"source": {"region": "north", "pattern": pattern}})
             assert 400 <= resp.status_code < 500 and _reason(resp), (pattern, resp.status_code, resp.text)
+        # Callback URLs that reach inward (SSRF): refused at submission with why, before any
+        # connection (literal addresses: nothing is resolved) and before a job exists.
+        jobs_before = world.db("SELECT count(*) AS n FROM jobs")[0]["n"]
+        for callback in ("http://169.254.169.254/latest/meta-data/", "https://169.254.169.254/", "https://10.0.0.1/h",
+                         "https://127.0.0.1:8443/h", "https://[::1]/h", "http://hooks.example.invalid/h"):
+            rid = f"ssrf-{uuid.uuid4()}"
+            resp = http.post(f"{world.ingest}/api/v1/jobs", headers=world.auth,
+                             json={"record_ids": [rid], "callback_url": callback})
+            assert resp.status_code == 400 and _reason(resp).startswith("callback_url refused"), (callback, resp.text)
+        assert world.db("SELECT count(*) AS n FROM jobs")[0]["n"] == jobs_before
         for url in (f"{world.ingest}/api/v1/jobs/{uuid.uuid4()}", f"{world.report}/api/v1/jobs/{uuid.uuid4()}",
                     f"{world.report}/api/v1/records/never-registered-{uuid.uuid4()}"):
             resp = http.get(url)

@@ -187,8 +187,12 @@ def _start(tmp: Path) -> Iterator[World]:
         pki = DemoPKI.ensure(settings.pki_dir(), issuers=8)
         token_file = tmp / "api-token"
         token_file.write_text(SECRETS["api_token"] + "\n")  # a trailing newline, as secret mounts often have
+        # Callbacks only to a reserved name (.test) that nothing here submits: every other callback
+        # URL, the fuzzer's random hosts included, is refused before it is resolved, so no test sends
+        # a DNS query or a callback off this machine.
         env = service_env(settings, FISCALFLOW_TRUST_CA=f"demo={pki.ca_cert}",
-                          FISCALFLOW_STAMP_CERTS=str(pki.stamp_certs_dir), FISCALFLOW_API_TOKEN_FILE=str(token_file))
+                          FISCALFLOW_STAMP_CERTS=str(pki.stamp_certs_dir), FISCALFLOW_API_TOKEN_FILE=str(token_file),
+                          FISCALFLOW_CALLBACK_ALLOWED_HOSTS="callbacks.fiscalflow.test")
         del env["FISCALFLOW_API_TOKEN"]  # the services must read it from the file
         services = Services(settings, env).start()
         try:

@@ -44,6 +44,14 @@ def replica_command(ctx: StackContext) -> list[str]:
     return [str(ctx.venv_bin("fiscalflow")), "service", "run"]
 
 
+def demo_callback_env(settings: Settings) -> dict[str, str]:
+    """The local stack is the demo: unless an egress policy is configured, job callbacks may go to
+    a receiver on this machine (loopback, http).  Nowhere else are they allowed by default."""
+    if settings.callback_allowed_networks or settings.callback_allowed_hosts:
+        return {}
+    return {"FISCALFLOW_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128", "FISCALFLOW_CALLBACK_ALLOW_HTTP": "true"}
+
+
 def demo_trust_env(settings: Settings) -> dict[str, str]:
     """The local stack is the demo: unless trust is configured, its services trust the demo CA and
     stamping certificate the demo issuers sign with (created here once, shared by every replica)."""
@@ -145,7 +153,8 @@ class Supervisor:
     def _start(self, slot: _Slot, stage: Stage, n: int) -> None:
         log = self.ctx.logs / f"{stage.value}-{n}.log"
         argv = [*replica_command(self.ctx), stage.value]
-        env = {"FISCALFLOW_REPLICA_ID": str(n), **demo_trust_env(self.ctx.settings)}
+        env = {"FISCALFLOW_REPLICA_ID": str(n), **demo_trust_env(self.ctx.settings),
+               **demo_callback_env(self.ctx.settings)}
         slot.handle = spawn(argv, log, env=self.ctx.child_env(env))
         slot.record = record_of(slot.handle, "", log)
         slot.record.restarts = slot.restarts

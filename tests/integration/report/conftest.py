@@ -22,6 +22,8 @@ from tests.integration.store.harness import Topics
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI
 
+CALLBACK_SECRET = "callbacks-own-secret-not-the-api-token"  # the report signs callbacks with it
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -69,7 +71,9 @@ def report(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     env = {**os.environ, "FISCALFLOW_TOPIC_NAMESPACE": topics.ns, "FISCALFLOW_CLICKHOUSE_URL": f"chdb://{tmp}/ch",
            "FISCALFLOW_REPORT_PORT": str(api_port), "FISCALFLOW_METRICS_PORT": str(ops_port),
            "FISCALFLOW_LOCAL_DIR": str(tmp), "FISCALFLOW_CALLBACK_BASE_S": "0.2",
-           "FISCALFLOW_REPORT_FLUSH_S": "0.2"}
+           "FISCALFLOW_REPORT_FLUSH_S": "0.2", "FISCALFLOW_CALLBACK_ALLOW_HTTP": "true",
+           "FISCALFLOW_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",
+           "FISCALFLOW_CALLBACK_SECRET": CALLBACK_SECRET}
     log = tmp / "report.log"
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "service", "run", "report"], env=env,
                             cwd=PROJECT_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
