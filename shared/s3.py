@@ -31,10 +31,12 @@ class S3Store:
 
             self._stack = contextlib.AsyncExitStack()
             session = get_session()
+            # s3_credentials=chain: the client resolves botocore's chain itself (and refreshes it).
+            keys = {} if self.settings.s3_credentials == "chain" else {
+                "aws_access_key_id": self.settings.s3_access_key.get_secret_value(),
+                "aws_secret_access_key": self.settings.s3_secret_key.get_secret_value()}
             self._client = await self._stack.enter_async_context(session.create_client(
-                "s3", endpoint_url=self.settings.s3_endpoint, region_name=self.settings.s3_region,
-                aws_access_key_id=self.settings.s3_access_key.get_secret_value(),
-                aws_secret_access_key=self.settings.s3_secret_key.get_secret_value(),
+                "s3", endpoint_url=self.settings.s3_endpoint, region_name=self.settings.s3_region, **keys,
                 config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30,
                               max_pool_connections=64, s3={"addressing_style": "path"}),
             ))

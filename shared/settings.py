@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("fiscalflow", description="Archive bucket.")
     s3_access_key: SecretStr = Field(SecretStr("fiscalflow"), description="S3 access key id.")
     s3_secret_key: SecretStr = Field(SecretStr("fiscalflow-local-secret"), description="S3 secret key.")
+    s3_credentials: Literal["static", "chain"] = Field(
+        "static", description="`static`: the S3 access and secret keys above. `chain`: botocore's credential chain "
+        "(AWS_* environment with session token, profile, web identity as IRSA, container and instance roles), "
+        "refreshed before expiry; the keys above are then unused."
+    )
 
     # --- SFTP issuers -------------------------------------------------------------------------
     sftp_regions: str = Field(

@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from services.store.archive import ArchiveObject
 from shared.runtime.errors import TransientError
 from shared.s3 import S3Store
-from shared.sigv4 import SigV4Signer
+from shared.sigv4 import ChainCredentials, SigV4Signer
 
 SHA256_META = "sha256"  # x-amz-meta-sha256: the document's checksum, what "the same document" means
 
@@ -37,6 +37,8 @@ class ArchiveBucket:
         settings = s3.settings
         self._signer = SigV4Signer(settings.s3_access_key.get_secret_value(),
                                    settings.s3_secret_key.get_secret_value(), settings.s3_region)
+        # s3_credentials=chain: each PUT signed with the chain's current (temporary) credentials.
+        self._chain = ChainCredentials() if settings.s3_credentials == "chain" else None
         endpoint = yarl.URL(settings.s3_endpoint)
         self._origin = endpoint.origin()
         self._host = endpoint.raw_authority  # what aiohttp sends as Host (port included unless default)
@@ -71,7 +73,8 @@ class ArchiveBucket:
         through the client.
         """
         path = self._prefix + quote(key, safe="/~")
-        signed = self._signer.sign("PUT", self._host, path, headers, body)
+        creds = await self._chain.current() if self._chain is not None else None
+        signed = self._signer.sign("PUT", self._host, path, headers, body, credentials=creds)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30, connect=5))

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from services.store.service import build_stage
 from shared.db.archive import ArchiveResult, archive
@@ -20,6 +21,7 @@ from shared.db.records import Registration, Transition, register
 from shared.domain.messages import StoredEvent
 from shared.domain.records import RecordStatus
 from shared.runtime import headers as H
+from shared.runtime.errors import TransientError
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic
@@ -196,3 +198,43 @@ def test_an_s3_outage_is_retried_and_never_dead_lettered(
         assert [r["status"] for r in rows] == ["archived"] * len(ids)
 
     asyncio.run(scenario())
+
+
+def test_the_archive_put_signs_with_botocores_credential_chain(
+        stack_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``s3_credentials=chain``: no keys in the settings; the store finds them where botocore's chain
+    does (here the AWS_* environment, as a pod's IRSA or instance role would supply them) and its
+    fast PUT and its client both work against the real S3.  The metadata service is switched off:
+    the chain never reaches for it in a test."""
+    from services.store.archive import ArchiveObject
+    from services.store.bucket import ArchiveBucket, PutOutcome
+
+    for var in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_SESSION_TOKEN",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack_settings.s3_access_key.get_secret_value())
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack_settings.s3_secret_key.get_secret_value())
+    chain = stack_settings.model_copy(update={"s3_credentials": "chain", "s3_access_key": SecretStr("unused"),
+                                              "s3_secret_key": SecretStr("unused")})
+    key = f"chain-test/{uuid.uuid4()}.xml.gz"
+    obj = ArchiveObject(key=key, body=b"\x1f\x8b-not-really", sha256="ab" * 32, size=9, uuid="U",
+                        issued_on="2026-12-03")
+
+    async def put(settings: Settings) -> PutOutcome:
+        s3 = S3Store(settings)
+        bucket = ArchiveBucket(s3)
+        try:
+            return await bucket.put_once(obj, "chain-record")
+        finally:
+            await bucket.close()
+            await s3.close()
+
+    assert asyncio.run(put(chain)) is PutOutcome.CREATED
+    assert key in asyncio.run(_keys(chain, "chain-test/"))
+    # Wrong credentials from the chain are refused by S3: the chain's keys are what signs.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(TransientError, match="HTTP 403"):
+        asyncio.run(put(chain))

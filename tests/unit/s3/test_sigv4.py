@@ -11,6 +11,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from shared.sigv4 import Credentials as SigCredentials
 from shared.sigv4 import SigV4Signer
 
 NOW = dt.datetime(2026, 11, 30, 23, 59, 58, tzinfo=dt.UTC)
@@ -41,3 +42,19 @@ def test_a_new_day_gets_a_new_signing_key() -> None:
     two = signer.sign("PUT", "h", "/b/k", {}, b"x", now=NOW + dt.timedelta(seconds=3))
     assert one["Authorization"].split("Signature=")[1] != two["Authorization"].split("Signature=")[1]
     assert "/20261201/us-east-1/s3/aws4_request" in two["Authorization"]
+
+
+def test_temporary_credentials_sign_their_session_token_as_botocore_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IRSA, instance and container roles give temporary credentials: the token is sent as
+    X-Amz-Security-Token and signed, and the signing key follows a refreshed secret."""
+    headers = {"Content-Type": "application/gzip", "If-None-Match": "*"}
+    path = "/fiscal-archive/2026/11/30/k.xml.gz"
+    monkeypatch.setattr(botocore_auth, "get_current_datetime", lambda: NOW.replace(tzinfo=None))
+    signer = SigV4Signer("static-unused", "static-unused", "us-east-1")
+    for secret, token in (("temp/secret+1", "FwoGZXIvYXdzE-token-1"), ("temp/secret+2", "FwoGZXIvYXdzE-token-2")):
+        reference = AWSRequest(method="PUT", url=f"https://s3.amazonaws.com{path}", data=b"x", headers=dict(headers))
+        S3SigV4Auth(Credentials("ASIATEMP", secret, token), "s3", "us-east-1").add_auth(reference)
+        ours = signer.sign("PUT", "s3.amazonaws.com", path, headers, b"x", now=NOW,
+                           credentials=SigCredentials("ASIATEMP", secret, token))
+        assert ours["X-Amz-Security-Token"] == reference.headers["X-Amz-Security-Token"] == token
+        assert ours["Authorization"] == reference.headers["Authorization"]
