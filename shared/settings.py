@@ -7,6 +7,7 @@ this class (``fiscalflow config --markdown``).  Secrets may also come from files
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.topics import Stage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Tokens written in this repository (the Settings default, the demo stacks): fine on loopback,
+# refused by a service that listens beyond it (Settings.exposed_secret_problems).
+PUBLISHED_TOKENS = frozenset({"fiscalflow-dev-token", "fiscalflow-demo-token"})
+LOCAL_S3_SECRET = "fiscalflow-local-secret"  # the local stack's, the default when none is set
+MIN_SECRET_CHARS = 24
 
 
 class Settings(BaseSettings):
@@ -101,7 +109,7 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_bucket: str = Field("fiscalflow", description="Archive bucket.")
     s3_access_key: SecretStr = Field(SecretStr("fiscalflow"), description="S3 access key id.")
-    s3_secret_key: SecretStr = Field(SecretStr("fiscalflow-local-secret"), description="S3 secret key.")
+    s3_secret_key: SecretStr = Field(SecretStr(LOCAL_S3_SECRET), description="S3 secret key.")
     s3_credentials: Literal["static", "chain"] = Field(
         "static", description="`static`: the S3 access and secret keys above. `chain`: botocore's credential chain "
         "(AWS_* environment with session token, profile, web identity as IRSA, container and instance roles), "
@@ -209,6 +217,32 @@ class Settings(BaseSettings):
         return data
 
     # --- derived ------------------------------------------------------------------------------
+    def binds_loopback(self) -> bool:
+        """Whether every HTTP port of a service listens on this machine only."""
+        if self.http_host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.http_host).is_loopback
+        except ValueError:
+            return False
+
+    def exposed_secret_problems(self) -> list[str]:
+        """Why these settings must not serve beyond loopback: a secret that is one of the project's
+        published defaults, or too short to resist guessing.  Empty on loopback (the local stack)."""
+        if self.binds_loopback():
+            return []
+        problems = []
+        for name in ("api_token", "callback_secret"):
+            value = getattr(self, name).get_secret_value()
+            if name == "callback_secret" and not value:
+                continue  # unset: callbacks are signed with the API token, checked above
+            if value in PUBLISHED_TOKENS or len(value) < MIN_SECRET_CHARS:
+                problems.append(f"{name} is a published default or shorter than {MIN_SECRET_CHARS} characters")
+        if self.s3_credentials == "static" and self.s3_secret_key.get_secret_value() == LOCAL_S3_SECRET:
+            problems.append("s3_secret_key is unset (the local stack's default)")
+        return problems
+
+
     def partitions(self) -> dict[Stage, int]:
         return {
             Stage.INGEST: self.partitions_ingest,

@@ -37,9 +37,14 @@ def compose_binary() -> Path:
     return binary
 
 
-def run_compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+TOKEN = "compose-test-token-0123456789abcdef"  # what an operator puts in .env
+
+
+def run_compose(*args: str, file: Path = COMPOSE_FILE, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
     # A clean environment: the file's ${VAR:-default}s resolve to their defaults, not to this shell's.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    if token is not None:
+        env["FISCALFLOW_API_TOKEN"] = token
     return subprocess.run([str(compose_binary()), "-f", str(file), *args], capture_output=True, text=True,
                           env=env, cwd=file.parent, timeout=60)
 
@@ -64,6 +69,19 @@ def test_the_validator_really_rejects_a_broken_file(tmp_path: Path) -> None:
     broken.write_text("services:\n  a:\n    image: x\n    depends_on: [missing]\n")
     proc = run_compose("config", "--quiet", file=broken)
     assert proc.returncode != 0 and "missing" in proc.stderr
+
+
+def test_compose_has_no_default_token_and_the_stages_refuse_a_published_one(project: dict[str, Any]) -> None:
+    for token in (None, ""):
+        proc = run_compose("config", "--format", "json", token=token)
+        assert proc.returncode != 0 and "FISCALFLOW_API_TOKEN" in proc.stderr, proc.stderr
+    env = project["services"]["ingest"]["environment"]
+    assert env["FISCALFLOW_API_TOKEN"] == TOKEN and env["FISCALFLOW_HTTP_HOST"] == "0.0.0.0"
+    example = (ROOT / ".env.example").read_text()
+    assert "FISCALFLOW_API_TOKEN=\n" in example  # nothing to copy unchanged into production
+    # What a stage container would do with the demo token: refuse before it listens.
+    published = Settings(http_host="0.0.0.0", api_token="fiscalflow-demo-token")  # type: ignore[arg-type]
+    assert published.exposed_secret_problems()
 
 
 def test_every_service_the_readme_lists_is_there(project: dict[str, Any]) -> None:
