@@ -12,6 +12,7 @@ against a ClickHouse server (``FISCALFLOW_CLICKHOUSE_URL``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -99,7 +100,13 @@ class ReportService:
             log.info("report: consuming (faust app %s)", self.app.conf.id)
             if self.consistency is not None:
                 self.consistency.start()  # checks the tables against PostgreSQL now, then every few minutes
-            await self._stop.wait()
+            while not self._stop.is_set():
+                # A crashed app consumes nothing and never recovers by itself: fail the process so the
+                # supervisor or Kubernetes restarts it (unacked events are read again).
+                if self.app.crashed:
+                    raise RuntimeError(f"report: the faust app crashed: {self.app._crash_reason!r}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
         finally:
             await self.app.stop()  # finishes the batch in hand; unacked events are read again
 

@@ -12,7 +12,10 @@ One :class:`ServiceHost` per process owns, in this order at start and the revers
 
 A stop request stops the workload first (a stage drains its in-flight work and commits), then the
 parts in reverse order, then the ops port.  A part that fails to start (an API port already taken)
-stops what had started and fails the process at once.
+stops what had started and fails the process at once.  A part that stops on its own while the
+workload runs (the embedded API's server task ended) is a crash: the host stops the workload and
+the other parts in order and fails the process, so that the supervisor or Kubernetes restarts it
+(it would otherwise stay alive, unready, forever).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from shared.settings import Settings
 log = logging.getLogger("fiscalflow.host")
 
 Readiness = tuple[bool, dict[str, Any]]
+WATCH_S = 1.0  # how often the host looks for a part that stopped on its own
+
+
+class PartFailed(RuntimeError):
+    """A part stopped on its own while the workload ran."""
 
 
 class Part(Protocol):
@@ -124,7 +132,7 @@ class ServiceHost:
             if not self._stopping:
                 write_run_info(self.settings, self.service, self.replica, self.ops_port)
                 self._running = True
-                await main.run()
+                await self._run_watched(main)
         finally:
             self._stopping = True
             self._running = False
@@ -137,6 +145,27 @@ class ServiceHost:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             log.info("%s replica %s stopped", self.service, self.replica)
+
+    async def _run_watched(self, main: Workload) -> None:
+        """``main.run()``, while every part that can fail on its own is still up."""
+        task = asyncio.create_task(main.run(), name=f"{self.service} workload")
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=WATCH_S)
+                failed = None if self._stopping else next(
+                    ((p.name, why) for p in self.parts if (why := getattr(p, "failure", lambda: None)()) is not None),
+                    None)
+                if failed is not None:
+                    log.error("%s replica %s: %s stopped on its own (%s): stopping the service to be restarted",
+                              self.service, self.replica, *failed)
+                    self.stop()
+                    await task  # the workload finishes what it has in hand
+                    raise PartFailed(f"{failed[0]} stopped on its own: {failed[1]}")
+        except BaseException:
+            if not task.done():
+                task.cancel()
+            raise
+        await task  # its exception, if any
 
     def stop(self) -> None:
         """Graceful (what SIGTERM does): the workload finishes what it has in hand, then the parts stop."""

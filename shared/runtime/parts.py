@@ -121,6 +121,16 @@ class EmbeddedApi:
             await asyncio.sleep(0.01)
         log.info("%s on http://%s:%s", self.name, self.host, self.port)
 
+    def failure(self) -> str | None:
+        """Why the server is not running although it started (None while it serves): the host asks
+        this while the workload runs, so uvicorn ending on its own fails the process."""
+        if self._task is None or not self._task.done():
+            return None
+        if self._task.cancelled():
+            return "cancelled"
+        exc = self._task.exception()
+        return f"{type(exc).__name__}: {exc}" if exc is not None else "the server returned"
+
     async def stop(self) -> None:
         if self._server is None or self._task is None:
             return

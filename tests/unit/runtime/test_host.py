@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from shared.runtime.host import Readiness, ServiceHost
+from shared.runtime.host import PartFailed, Readiness, ServiceHost
 from shared.runtime.parts import _bind
 from shared.settings import Settings
 
@@ -234,3 +234,21 @@ async def test_api_connections_are_not_delayed_by_nagle() -> None:
     finally:
         writer.close()
         server.close()
+
+
+async def test_an_api_that_stops_on_its_own_fails_the_process_after_an_ordered_stop(tmp_path: Path) -> None:
+    """uvicorn's task ending while the workload runs (here: told to exit behind the host's back) is
+    a crash: alive but unready forever otherwise.  The host drains the workload, stops the parts
+    in reverse order and fails, so the supervisor or Kubernetes restarts the process."""
+    log: list[str] = []
+    host = ServiceHost(_settings(tmp_path), "demo")
+    _hooks(host, log, "clients")
+    api = host.api("demo API", lambda: _hello(log), 0)
+    work = Work(log)
+    task = asyncio.create_task(host.run(work, install_signals=False))
+    await _until(lambda: work.running and api.serving)
+    assert api._server is not None
+    api._server.should_exit = True
+    with pytest.raises(PartFailed, match="demo API stopped on its own"):
+        await asyncio.wait_for(task, 10)
+    assert log == ["start clients", "api built", "run", "stop", "drained", "stop clients"]
