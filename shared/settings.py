@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topics import Stage
@@ -203,6 +203,14 @@ class Settings(BaseSettings):
     # --- observability ------------------------------------------------------------------------
     otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint; empty: no export.")
     log_level: str = Field("INFO", description="Log level.")
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """A typo in the egress policy fails the start, not every job with a callback."""
+        for net in filter(None, (n.strip() for n in value.split(","))):
+            ipaddress.ip_network(net, strict=False)  # ValueError: pydantic names the setting
+        return value
 
     @model_validator(mode="before")
     @classmethod
