@@ -7,8 +7,10 @@ this class (``fiscalflow config --markdown``).  Secrets may also come from files
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_TOKENS = frozenset({"fiscalflow-dev-token", "fiscalflow-demo-token"})
 LOCAL_S3_SECRET = "fiscalflow-local-secret"  # the local stack's, the default when none is set
 MIN_SECRET_CHARS = 24
+
+
+def _published(value: str, published: Iterable[str]) -> bool:
+    """Whether a secret is one of these (compared in constant time, as every secret is)."""
+    return any(hmac.compare_digest(value.encode(), p.encode()) for p in published)
 
 
 class Settings(BaseSettings):
@@ -244,9 +251,9 @@ class Settings(BaseSettings):
             value = getattr(self, name).get_secret_value()
             if name == "callback_secret" and not value:
                 continue  # unset: callbacks are signed with the API token, checked above
-            if value in PUBLISHED_TOKENS or len(value) < MIN_SECRET_CHARS:
+            if _published(value, PUBLISHED_TOKENS) or len(value) < MIN_SECRET_CHARS:
                 problems.append(f"{name} is a published default or shorter than {MIN_SECRET_CHARS} characters")
-        if self.s3_credentials == "static" and self.s3_secret_key.get_secret_value() == LOCAL_S3_SECRET:
+        if self.s3_credentials == "static" and _published(self.s3_secret_key.get_secret_value(), {LOCAL_S3_SECRET}):
             problems.append("s3_secret_key is unset (the local stack's default)")
         return problems
 

@@ -29,15 +29,16 @@ class SigV4Signer:
         self._secret = secret_key
         self.region = region
         self.service = service
-        self._cached: tuple[str, str] = ("", "")  # (secret, day) of the cached signing key
+        self._cached_secret, self._cached_day = "", ""  # of the cached signing key
         self._key = b""
 
     def _signing_key(self, secret: str, day: str) -> bytes:
-        if (secret, day) != self._cached:  # a new day, or credentials refreshed
+        # A new day, or credentials refreshed (secrets compared in constant time, as everywhere).
+        if day != self._cached_day or not hmac.compare_digest(secret.encode(), self._cached_secret.encode()):
             k = _hmac(f"AWS4{secret}".encode(), day)
             for part in (self.region, self.service, "aws4_request"):
                 k = _hmac(k, part)
-            self._cached, self._key = (secret, day), k
+            self._cached_secret, self._cached_day, self._key = secret, day, k
         return self._key
 
     def sign(self, method: str, host: str, path: str, headers: Mapping[str, str], body: bytes,
