@@ -26,7 +26,7 @@ from services.ingest.publisher import publish
 from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
 from shared.db import jobs
 from shared.db.records import register
-from shared.domain.records import Priority
+from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority, valid_record_id
 from shared.egress import EgressPolicy, EgressRefused
 from shared.http_errors import error_body, error_responses, install_error_handlers
 from shared.runtime.kafka import AsyncProducer, DeliveryError
@@ -51,7 +51,7 @@ class JobSource(BaseModel):
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    record_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    record_ids: list[Annotated[str, Field(pattern=RECORD_ID_PATTERN, description=RECORD_ID_RULE)]] | None = Field(
         None, min_length=1, max_length=MAX_JOB_RECORDS)
     source: JobSource | None = None
     priority: Priority = Priority.NORMAL
@@ -239,6 +239,10 @@ async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:
                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     if not rows:
         raise HTTPException(422, f"no file of region {source.region} matches {source.pattern!r}")
+    # A file's name (without .xml) is its record id: one that breaks the rule refuses the whole job.
+    if bad := [r.remote_path for r in rows if not valid_record_id(r.record_id)]:
+        raise HTTPException(422, f"{len(bad)} file name(s) are not record ids ({RECORD_ID_RULE}), e.g. "
+                                 + ", ".join(repr(p) for p in bad[:5]))
     async with ctx.db.acquire() as conn:
         await register(conn, rows)
     return [r.record_id for r in rows]

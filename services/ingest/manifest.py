@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 from shared.db.records import Registration
+from shared.domain.records import RECORD_ID_RULE, valid_record_id
 from shared.runtime import PermanentError
 from shared.sftp.paths import safe_relative
 
@@ -53,8 +54,8 @@ def _check(n: int, row: object, regions: set[str]) -> Registration | str:
     if problems:
         return f"line {n}: {', '.join(problems)}"
     rid, region, path, sha = (str(values[k]) for k in REQUIRED)
-    if len(rid) > 200:
-        problems.append("record_id longer than 200 characters")
+    if not valid_record_id(rid):
+        problems.append(f"record_id {rid[:60]!r}: {RECORD_ID_RULE}")
     if region not in regions:
         problems.append(f"unknown region {region!r} (known: {', '.join(sorted(regions))})")
     try:

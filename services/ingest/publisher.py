@@ -9,12 +9,10 @@ import json
 from collections.abc import Iterable, Iterator
 
 from shared.domain.messages import IngestRequest
-from shared.domain.records import Priority
+from shared.domain.records import RECORD_ID_RULE, Priority, valid_record_id
 from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer
 from shared.topics import Stage, input_topic, priority_topic
-
-MAX_ID = 200  # IngestRequest.record_id's max_length
 
 
 def ingest_topic(priority: Priority, namespace: str = "") -> str:
@@ -39,8 +37,8 @@ def _encode_many(record_ids: Iterable[str], job_id: str | None,
         f',"priority":{json.dumps(priority.value)}}}'
     dumps = json.dumps
     for rid in record_ids:
-        if not 0 < len(rid) <= MAX_ID:
-            raise ValueError(f"record id of {len(rid)} characters (1 to {MAX_ID})")
+        if not valid_record_id(rid):
+            raise ValueError(f"record id {rid[:60]!r}: {RECORD_ID_RULE}")
         yield rid.encode(), f'{{"v":1,"record_id":{dumps(rid, ensure_ascii=False)}{tail}'.encode(), headers
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.records import Priority
+from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority
 
 
 class _Body(BaseModel):
@@ -28,7 +28,7 @@ class IngestRequest(_Body):
     value (UTF-8 text) is accepted too."""
 
     v: Literal[1] = 1
-    record_id: str = Field(min_length=1, max_length=200)
+    record_id: str = Field(pattern=RECORD_ID_PATTERN, description=f"Record id: {RECORD_ID_RULE}.")
     job_id: str | None = None
     priority: Priority = Priority.NORMAL
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+
+# A record id: what names it everywhere (keys, audit, S3 metadata, logs, URLs), so no spaces,
+# separators, quotes or control characters.  API, manifests and producers' messages all check it.
+RECORD_ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
+RECORD_ID_RULE = "1 to 200 characters: letters A-Z a-z, digits, '.', '_' and '-'"
+_RECORD_ID = re.compile(RECORD_ID_PATTERN)
+
+
+def valid_record_id(record_id: str) -> bool:
+    return _RECORD_ID.fullmatch(record_id) is not None
 
 
 class RecordStatus(StrEnum):

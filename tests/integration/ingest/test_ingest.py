@@ -135,6 +135,8 @@ def test_the_api_refuses_bad_requests_with_a_reason(stack_settings: Settings) ->
         ("wrong types", {"json": {"record_ids": "abc"}, "headers": auth}, 422, "list"),
         ("ids not strings", {"json": {"record_ids": [1, 2]}, "headers": auth}, 422, "string"),
         ("bad priority", {"json": {"record_ids": ["a"], "priority": "urgent"}, "headers": auth}, 422, "normal"),
+        *((f"record id {rid!r}", {"json": {"record_ids": ["ok-1", rid]}, "headers": auth}, 422, "pattern")
+          for rid in ("a b", "../etc", "a/b", "ñandú", "x" * 201, "", "tab\there", "quote'd")),
         ("neither ids nor source", {"json": {}, "headers": auth}, 422, "exactly one"),
         ("both", {"json": {"record_ids": ["a"], "source": {"region": "north", "pattern": "*.xml"}},
                   "headers": auth}, 422, "exactly one"),
