@@ -45,13 +45,14 @@ async def _size_of(f: asyncssh.SFTPClientFile, read: int) -> int:
     return size if size is not None and size >= read else read
 
 
-async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int | None = None) -> Fetched:
+async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int | None = None,
+                priority: bool = False) -> Fetched:
     rel = safe_relative(path)
     if expected_size is not None and expected_size > max_bytes:  # known from the job's manifest
         raise too_large(rel, expected_size, max_bytes)
     downstream = f"sftp:{pool.region}"
     try:
-        return await asyncio.wait_for(_read(pool, rel, max_bytes, expected_size), FETCH_TIMEOUT_S)
+        return await asyncio.wait_for(_read(pool, rel, max_bytes, expected_size, priority), FETCH_TIMEOUT_S)
     except asyncssh.SFTPNoSuchFile:
         raise PermanentError(ReasonCode.FILE_NOT_FOUND, f"{pool.region}:{rel} does not exist") from None
     except (TimeoutError, PoolUnavailable, asyncssh.Error, OSError) as exc:
@@ -61,7 +62,8 @@ async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int 
         raise TransientError(f"{type(exc).__name__}: {exc}"[:500] or "timeout", downstream=downstream) from exc
 
 
-async def _read(pool: RegionPool, rel: str, max_bytes: int, expected_size: int | None = None) -> Fetched:
+async def _read(pool: RegionPool, rel: str, max_bytes: int, expected_size: int | None = None,
+                priority: bool = False) -> Fetched:
     """open, READ…, close; no fstat (the loop stops one byte past the cap).
 
     Each ``f.read`` is one SFTP READ (``block_size=0``) of at most the server's read limit.  A
@@ -71,7 +73,8 @@ async def _read(pool: RegionPool, rel: str, max_bytes: int, expected_size: int |
     So a document of a manifest job costs three requests (open, read, close), one of a bare
     record id four.
     """
-    async with pool.channel() as sftp, sftp.open(rel, "rb", block_size=0) as f:
+    # A priority-lane document takes the next free channel before the backlog's waiting downloads.
+    async with pool.channel(priority) as sftp, sftp.open(rel, "rb", block_size=0) as f:
         step = min(BLOCK, sftp.limits.max_read_len or BLOCK)
         digest = hashlib.sha256()
         chunks: list[bytes] = []

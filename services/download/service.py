@@ -74,7 +74,7 @@ class DownloadStage:
         pool = self.pools.get(task.region)
         if pool is None:
             raise PermanentError(ReasonCode.UNKNOWN_REGION, f"no SFTP server for region {task.region!r}")
-        got = await fetch(pool, task.path, self.settings.max_document_bytes, task.size)
+        got = await fetch(pool, task.path, self.settings.max_document_bytes, task.size, priority=msg.priority)
         if task.expected_sha256 and got.sha256 != task.expected_sha256.lower():
             raise PermanentError(ReasonCode.CHECKSUM_MISMATCH,
                                  f"sha256 {got.sha256} != expected {task.expected_sha256}",

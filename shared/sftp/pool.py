@@ -67,15 +67,21 @@ class RegionPool:
         self._opening_conns = 0  # of which on new connections
         self._changed = asyncio.Condition()
         self._closed = False
+        # Priority first: while a priority request waits for a channel, normal ones wait behind it
+        # (a priority download otherwise queued behind the backlog's in-flight downloads).
+        self._priority_waiting = 0
+        self._no_priority = asyncio.Event()
+        self._no_priority.set()
 
     @property
     def size(self) -> int:
         return len(self._channels)
 
     @contextlib.asynccontextmanager
-    async def channel(self) -> AsyncIterator[asyncssh.SFTPClient]:
-        """An SFTP client with a free request slot; a connection-level failure drops the channel."""
-        ch = await self._acquire()
+    async def channel(self, priority: bool = False) -> AsyncIterator[asyncssh.SFTPClient]:
+        """An SFTP client with a free request slot; a connection-level failure drops the channel.
+        ``priority``: served before every normal request waiting for a slot."""
+        ch = await self._acquire(priority)
         try:
             yield ch.sftp
         except (TimeoutError, ConnectionError, asyncssh.DisconnectError, asyncssh.ConnectionLost,
@@ -85,8 +91,23 @@ class RegionPool:
         finally:
             await self._release(ch)
 
-    async def _acquire(self) -> _Channel:
+    async def _acquire(self, priority: bool = False) -> _Channel:
+        if not priority:
+            return await self._acquire_slot(priority)
+        self._priority_waiting += 1
+        self._no_priority.clear()
+        try:
+            return await self._acquire_slot(priority)
+        finally:  # no await here: a cancelled priority request never leaves normal ones waiting
+            self._priority_waiting -= 1
+            if not self._priority_waiting:
+                self._no_priority.set()
+
+    async def _acquire_slot(self, priority: bool) -> _Channel:
         while True:
+            if not priority and self._priority_waiting:
+                await self._no_priority.wait()
+                continue
             async with self._changed:
                 if self._closed:
                     raise PoolUnavailable(f"pool for {self.region} is closed")

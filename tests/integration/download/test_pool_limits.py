@@ -79,3 +79,38 @@ def test_several_channels_per_connection(slow_issuer: tuple[int, Path, Path]) ->
     pool, peak = _fetch_all(*slow_issuer, connections=2, channels=4)
     # A server that serves one request at a time per channel: concurrency comes from channels.
     assert pool.limit == 2 and peak == 8
+
+
+def test_a_priority_request_takes_the_next_free_slot_before_waiting_normal_ones(
+        slow_issuer: tuple[int, Path, Path]) -> None:
+    """One connection, one request at a time: the slot is held, three normal requests queue, then a
+    priority one.  When the slot frees, the priority request gets it first; the normal ones follow
+    in their order, none left waiting."""
+    port, key, known_hosts = slow_issuer
+
+    async def run() -> list[str]:
+        pool = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 1, 1, 1)
+        order: list[str] = []
+        hold, held = asyncio.Event(), asyncio.Event()
+
+        async def get(name: str, priority: bool) -> None:
+            async with pool.channel(priority) as sftp, sftp.open("b/f1.xml", "rb") as f:
+                order.append(name)
+                await f.read()
+                if name == "holder":
+                    held.set()
+                    await hold.wait()
+
+        holder = asyncio.create_task(get("holder", False))
+        await asyncio.wait_for(held.wait(), 20)
+        waiting = [asyncio.create_task(get(f"normal-{i}", False)) for i in range(3)]
+        await asyncio.sleep(0.2)  # the three normal requests are waiting for the slot
+        waiting.append(asyncio.create_task(get("priority", True)))
+        await asyncio.sleep(0.2)
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(holder, *waiting), 30)
+        await pool.close()
+        return order
+
+    order = asyncio.run(run())
+    assert order == ["holder", "priority", "normal-0", "normal-1", "normal-2"], order
