@@ -42,10 +42,6 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def _split(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
-
-
 def _public(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
@@ -60,11 +56,7 @@ class EgressPolicy:
 
     @classmethod
     def from_settings(cls, s: Settings) -> EgressPolicy:
-        try:
-            networks = tuple(ipaddress.ip_network(n, strict=False) for n in _split(s.callback_allowed_networks))
-        except ValueError as exc:
-            raise ValueError(f"callback_allowed_networks: {exc}") from exc
-        return cls(s.callback_allow_http, tuple(h.lower() for h in _split(s.callback_allowed_hosts)), networks)
+        return cls(s.callback_allow_http, s.callback_hosts(), s.callback_networks())
 
     def check_url(self, url: str) -> tuple[str, int]:
         """Scheme, host and allow-list; returns (host, port) to resolve.  No network access."""

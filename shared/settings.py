@@ -35,6 +35,10 @@ def _published(value: str, published: Iterable[str]) -> bool:
     return any(hmac.compare_digest(value.encode(), p.encode()) for p in published)
 
 
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in text.split(",") if n.strip())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FISCALFLOW_", extra="ignore")
 
@@ -215,8 +219,7 @@ class Settings(BaseSettings):
     @classmethod
     def _networks(cls, value: str) -> str:
         """A typo in the egress policy fails the start, not every job with a callback."""
-        for net in filter(None, (n.strip() for n in value.split(","))):
-            ipaddress.ip_network(net, strict=False)  # ValueError: pydantic names the setting
+        _networks(value)  # ValueError: pydantic names the setting
         return value
 
     @model_validator(mode="before")
@@ -246,17 +249,23 @@ class Settings(BaseSettings):
         published defaults, or too short to resist guessing.  Empty on loopback (the local stack)."""
         if self.binds_loopback():
             return []
-        problems = []
-        for name in ("api_token", "callback_secret"):
-            value = getattr(self, name).get_secret_value()
-            if name == "callback_secret" and not value:
-                continue  # unset: callbacks are signed with the API token, checked above
-            if _published(value, PUBLISHED_TOKENS) or len(value) < MIN_SECRET_CHARS:
-                problems.append(f"{name} is a published default or shorter than {MIN_SECRET_CHARS} characters")
+        secrets = {"api_token": self.api_token.get_secret_value()}
+        if callback := self.callback_secret.get_secret_value():  # unset: the API token signs callbacks
+            secrets["callback_secret"] = callback
+        problems = [f"{name} is a published default or shorter than {MIN_SECRET_CHARS} characters"
+                    for name, value in secrets.items()
+                    if _published(value, PUBLISHED_TOKENS) or len(value) < MIN_SECRET_CHARS]
         if self.s3_credentials == "static" and _published(self.s3_secret_key.get_secret_value(), {LOCAL_S3_SECRET}):
             problems.append("s3_secret_key is unset (the local stack's default)")
         return problems
 
+    def callback_hosts(self) -> tuple[str, ...]:
+        """``callback_allowed_hosts``, lower case."""
+        return tuple(h.strip().lower() for h in self.callback_allowed_hosts.split(",") if h.strip())
+
+    def callback_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``callback_allowed_networks``, parsed (checked when the settings are read)."""
+        return _networks(self.callback_allowed_networks)
 
     def partitions(self) -> dict[Stage, int]:
         return {

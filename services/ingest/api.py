@@ -168,6 +168,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app, validation_status=422)
     token = ctx.settings.api_token.get_secret_value().encode()
+    egress = EgressPolicy.from_settings(ctx.settings)  # callback URLs, checked at submission
 
     # (Annotations are strings here: dependencies must be module-level names FastAPI can resolve.)
     def authorized(creds: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
@@ -186,7 +187,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
         if body.callback_url is not None:
             try:  # before anything is registered: a refused job leaves nothing behind
-                await EgressPolicy.from_settings(ctx.settings).check(str(body.callback_url))
+                await egress.check(str(body.callback_url))
             except EgressRefused as exc:
                 raise HTTPException(400, f"callback_url refused: {exc}") from exc
         job_id = str(uuid.uuid4())

@@ -106,7 +106,9 @@ class IngestStage:
         return Transition(
             record_id=row.record_id, to_status=RecordStatus.DOWNLOADING, allowed_from=_STARTABLE, stage="ingest",
             actor=self.actor, idempotency_key=f"{row.record_id}:downloading:{origin}", job_id=job_id,
-            detail=detail, trace_id=current_trace_id() or None, restart_once=True,
+            detail=detail, trace_id=current_trace_id() or None,
+            # the audit key probe only where it matters: off the hot path of records starting fresh
+            restart_once=row.status is RecordStatus.REJECTED,
         )
 
     def _lease_s(self, msg: Message) -> float:
