@@ -8,7 +8,7 @@ are applied by whoever writes the manifest (output.py).
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 
 from lxml import etree
@@ -52,8 +52,12 @@ def pick_defect(rng: random.Random, bad_fraction: float) -> Defect | None:
 def shift_total(root: etree._Element, rng: random.Random) -> None:
     """Before sealing: Total off by 0.01–50.00 (whole cents, so only TOTAL_MISMATCH fails)."""
     delta = Decimal(rng.randint(1, 5000)) / 100
-    total = Decimal(root.get("Total", "0")) + delta
-    root.set("Total", f"{total:.2f}" if root.get("Moneda") != "XXX" else f"{total:.0f}")
+    if root.get("Moneda") == "XXX":
+        # A payment's amounts are whole units: a delta under 0.50 would round away, leaving a valid
+        # document labelled invalid (the chaos run that "lost" one record).
+        root.set("Total", str(Decimal(root.get("Total", "0")) + delta.to_integral_value(rounding=ROUND_CEILING)))
+        return
+    root.set("Total", f"{Decimal(root.get('Total', '0')) + delta:.2f}")
 
 
 def tamper_after_seal(xml: bytes, rng: random.Random) -> bytes:
