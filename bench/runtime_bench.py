@@ -37,7 +37,7 @@ async def run_case(settings: Settings, n: int, sleep_s: float, in_flight: int, p
                    pad: int = 200) -> dict[str, float]:
     ns = "b" + uuid.uuid4().hex[:8]
     topics = ["fiscal.validate", "fiscal.validate.priority", "fiscal.validate.retry", "fiscal.dlq", "out"]
-    ensure_topics(settings.bootstrap_servers, [TopicSpec(f"{ns}.{t}", partitions) for t in topics])
+    ensure_topics(settings, [TopicSpec(f"{ns}.{t}", partitions) for t in topics])
     p = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5, "batch.num.messages": 5000})
     body = b'{"id":"x","pad":"' + b"x" * pad + b'"}'
     for i in range(n):

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from shared.runtime.admin import topic_config
+from shared.runtime.kafka import admin_config
 from shared.settings import Settings
 from shared.topics import TopicSpec, all_topics
 
@@ -32,10 +33,11 @@ def wanted_topics(settings: Settings) -> list[TopicSpec]:
     return all_topics(settings.partitions(), settings.partitions_shared)
 
 
-def _admin(bootstrap: str, wait_s: float) -> Any:
+def _admin(settings: Settings, wait_s: float) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    bootstrap = settings.bootstrap_servers
+    admin = AdminClient(admin_config(settings))
     deadline = time.monotonic() + wait_s
     while True:  # the broker may still be starting (a Helm hook runs before anything waits for it)
         try:
@@ -53,7 +55,7 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
 
     config = topic_config(settings.message_max_bytes)
 
-    admin = _admin(settings.bootstrap_servers, wait_s)
+    admin = _admin(settings, wait_s)
     existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=10).topics.items()}
     create: list[Any] = []
     grow: list[tuple[TopicSpec, int]] = []

@@ -15,6 +15,7 @@ import asyncio
 
 from confluent_kafka import Consumer, TopicPartition
 
+from shared.runtime.kafka import client_config
 from shared.settings import Settings
 
 
@@ -40,7 +41,7 @@ def group_lag(settings: Settings, groups: dict[str, list[str]]) -> int:
 
 
 def _one_group_lag(settings: Settings, group: str, topics: list[str]) -> int:
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**client_config(settings), "group.id": group, "enable.auto.commit": False})
     try:
         md = c.list_topics(timeout=5)
         parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]

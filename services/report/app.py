@@ -24,6 +24,7 @@ from opentelemetry import trace
 from services.report.events import Event, parse_dead_letter, parse_stored
 from services.report.metrics import EVENTS
 from shared.runtime import tracing
+from shared.runtime.kafka import ssl_context
 from shared.settings import Settings
 from shared.topics import TOPOLOGY, Lane, Stage
 
@@ -93,6 +94,16 @@ def _materialiser(on_batch: BatchHandler, dlq: str, batch_size: int,
     return materialise
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The Kafka security settings (shared/runtime/kafka.py's client_config) for faust's aiokafka."""
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password.get_secret_value(),
+                                     ssl_context=context, mechanism=settings.kafka_sasl_mechanism)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str = "") -> faust.App:
     def ns(topic: str) -> str:
         return f"{topic_namespace}.{topic}" if topic_namespace else topic
@@ -101,7 +112,7 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
     session_s = settings.session_timeout_ms / 1000
     app = faust.App(
         app_id(topic_namespace),
-        broker=brokers, web_enabled=False, autodiscover=False, store="memory://",
+        broker=brokers, broker_credentials=broker_credentials(settings), web_enabled=False, autodiscover=False, store="memory://",
         producer_max_batch_size=1, processing_guarantee="at_least_once", topic_disable_leader=True,
         consumer_auto_offset_reset="earliest", broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 4), broker_commit_interval=1.0,

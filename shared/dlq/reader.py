@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from shared.dlq.model import DeadLetter
 from shared.runtime import headers as H
+from shared.runtime.kafka import client_config
 from shared.settings import Settings
 
 log = logging.getLogger("fiscalflow.dlq")
@@ -32,7 +33,7 @@ class DeadLetterTopicMissing(Exception):
 
 def reader_config(settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         # assign() joins no group and nothing is committed; a unique id keeps even a stray
         # commit from touching anybody's offsets.
         "group.id": f"fiscalflow-dlq-reader-{uuid.uuid4().hex}",

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from shared.runtime.kafka import admin_config
+from shared.settings import Settings
 from shared.topics import TopicSpec
 
 
@@ -15,7 +17,7 @@ def topic_config(message_max_bytes: int) -> dict[str, str]:
     return {"max.message.bytes": str(message_max_bytes)}
 
 
-def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: float = 30.0,
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0,
                   message_max_bytes: int | None = None) -> list[str]:
     """Create every missing topic (the local broker would auto-create them with 4 partitions),
     with ``max.message.bytes`` when given.
@@ -23,7 +25,7 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: f
     Returns the names created.  Existing topics are left alone: partitions cannot be added on
     the local broker, so a changed count needs the topic recreated, by hand.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(admin_config(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
     config = topic_config(message_max_bytes) if message_max_bytes else {}
     wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=config)
@@ -41,7 +43,7 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout: f
     return created
 
 
-def partition_counts(bootstrap_servers: str, timeout: float = 10.0) -> dict[str, int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+def partition_counts(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
+    admin = AdminClient(admin_config(settings))
     md = admin.list_topics(timeout=timeout)
     return {name: len(t.partitions) for name, t in md.topics.items()}

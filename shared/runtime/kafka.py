@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -16,9 +17,49 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from shared.settings import Settings
 
 
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Where and how every librdkafka client (consumers, producers, admin) connects: the bootstrap
+    servers and the security settings (TLS, SASL).  The one place they are built; the report
+    service's faust/aiokafka client takes the same settings through :func:`ssl_context`."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol.lower(),
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username
+        conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = "https" if settings.kafka_ssl_check_hostname else "none"
+        for key, value in (("ssl.ca.location", settings.kafka_ssl_ca_location),
+                           ("ssl.certificate.location", settings.kafka_ssl_certificate_location),
+                           ("ssl.key.location", settings.kafka_ssl_key_location),
+                           ("ssl.key.password", settings.kafka_ssl_key_password.get_secret_value())):
+            if value:
+                conf[key] = value
+    return conf
+
+
+def admin_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {**client_config(settings), **extra}
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the Kafka security settings for Python clients (aiokafka under faust);
+    None for the plaintext protocols."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+    ctx.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certificate_location:
+        ctx.load_cert_chain(settings.kafka_ssl_certificate_location, settings.kafka_ssl_key_location or None,
+                            settings.kafka_ssl_key_password.get_secret_value() or None)
+    return ctx
+
+
 def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "group.id": group_id,
         "client.id": client_id,
         "enable.auto.commit": False,
@@ -47,7 +88,7 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
 
 def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "client.id": client_id,
         # Not idempotent: the local broker (Tansu 0.6, s3 storage) acknowledges a retried batch
         # it never stored when the retry crosses a broker restart (its sequence bookkeeping

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from shared.runtime.admin import partition_counts
+from shared.runtime.kafka import client_config
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import Stage, all_topics
 from tests.integration.conftest import SLOT_OFFSET as _SLOT_OFFSET
@@ -73,7 +74,7 @@ def test_second_up_is_a_no_op(stack: LocalStack) -> None:
 
 
 def test_every_topic_has_its_configured_partitions(stack_settings: Settings) -> None:
-    counts = partition_counts(stack_settings.bootstrap_servers)
+    counts = partition_counts(stack_settings)
     wanted = all_topics(stack_settings.partitions(), stack_settings.partitions_shared)
     assert {t.name: counts.get(t.name) for t in wanted} == {t.name: t.partitions for t in wanted}
 
@@ -215,16 +216,16 @@ def test_supervisor_restarts_a_killed_replica(stack: LocalStack, standin_replica
     stack.up(services=())
 
 
-def _produce_and_commit(bootstrap: str, topic: str, group: str) -> None:
+def _produce_and_commit(settings: Settings, topic: str, group: str) -> None:
     from shared.runtime.admin import ensure_topics
     from shared.topics import TopicSpec
 
-    ensure_topics(bootstrap, [TopicSpec(topic, 2)])
-    producer = Producer({"bootstrap.servers": bootstrap})
+    ensure_topics(settings, [TopicSpec(topic, 2)])
+    producer = Producer(client_config(settings))
     for i in range(10):
         producer.produce(topic, key=f"k{i}", value=f"v{i}", partition=i % 2)
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+    consumer = Consumer({**client_config(settings), "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, "session.timeout.ms": 6000})
     consumer.assign([TopicPartition(topic, 0, 0)])
     seen: list[Message] = []
@@ -251,16 +252,16 @@ def test_durable_broker_keeps_topics_records_and_offsets_across_restart(
     topic, group = unique_name("durable"), unique_name("group")
     try:
         stack.start("broker")  # starts its S3 first
-        _produce_and_commit(settings.bootstrap_servers, topic, group)
+        _produce_and_commit(settings, topic, group)
         old = _component(stack, "broker").pid
         # Through the CLI, as the chaos suite does it.
         subprocess.run([FISCALFLOW, "stack", "restart", "broker"], check=True, capture_output=True,
                        env={**os.environ, **env})
         assert _component(stack, "broker").pid != old
 
-        assert partition_counts(settings.bootstrap_servers)[topic] == 2
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group,
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        assert partition_counts(settings)[topic] == 2
+        consumer = Consumer({**client_config(settings), "group.id": group, "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False})
         committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)
         assert committed[0].offset == 3
         consumer.assign([TopicPartition(topic, 0, committed[0].offset), TopicPartition(topic, 1, 0)])

@@ -63,7 +63,7 @@ class Pipeline:
     async def __aenter__(self) -> Pipeline:
         specs = [TopicSpec(f"{self.ns}.{t.name}", t.partitions)
                  for t in all_topics(self.settings.partitions(), self.settings.partitions_shared)]
-        await asyncio.to_thread(ensure_topics, self.settings.bootstrap_servers, specs)
+        await asyncio.to_thread(ensure_topics, self.settings, specs)
         for stage in self.stages:
             self.running.append(await RunningStage.start(self.settings, stage, topic_namespace=self.ns,
                                                          group_id=f"{self.ns}-{stage.value}"))

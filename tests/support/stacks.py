@@ -26,11 +26,15 @@ SLOT_OFFSET = int(os.environ.get("FISCALFLOW_TEST_SLOT", "0") or 0) * 100
 FISCALFLOW = str(Path(sys.executable).parent / "fiscalflow")
 
 
-def isolated_settings(name: str, offset: int, **overrides: object) -> Settings:
-    """Settings of a stack named ``name`` whose ports are the test ports shifted by ``offset``."""
+def isolated_settings(name: str, offset: int, kafka_tls: bool = False, **overrides: object) -> Settings:
+    """Settings of a stack named ``name`` whose ports are the test ports shifted by ``offset``;
+    ``kafka_tls``: the broker behind its TLS listener, every client with the stack's certificates."""
+    from tooling.stack.kafka_tls import tls_settings
+
     off = SLOT_OFFSET + offset
-    base = dict(
-        local_dir=PROJECT_ROOT / f".local-{name}{SLOT_OFFSET or ''}",
+    local_dir = PROJECT_ROOT / f".local-{name}{SLOT_OFFSET or ''}"
+    base: dict[str, object] = dict(
+        local_dir=local_dir,
         bootstrap_servers=f"127.0.0.1:{29092 + off}",
         s3_endpoint=f"http://127.0.0.1:{28333 + off}",
         sftp_regions=f"north=127.0.0.1:{22201 + off},central=127.0.0.1:{22202 + off},south=127.0.0.1:{22203 + off}",
@@ -40,6 +44,8 @@ def isolated_settings(name: str, offset: int, **overrides: object) -> Settings:
         session_timeout_ms=4000,
         breaker_reset_s=1.0,
     )
+    if kafka_tls:
+        base.update(tls_settings(local_dir))
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

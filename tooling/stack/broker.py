@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 from shared.runtime.admin import ensure_topics
+from shared.runtime.kafka import admin_config
 from shared.topics import all_topics
 from tooling.stack.component import Component, split_hostport
+from tooling.stack.kafka_tls import backend_address, uses_tls
 from tooling.stack.s3 import BROKER_BUCKET, S3Identities
 from tooling.stack.state import ProcessRecord
 
@@ -35,15 +37,23 @@ class Broker(Component):
         return self.settings.bootstrap_servers.split(",")[0]
 
     @property
+    def listen_address(self) -> str:
+        """Where Tansu itself listens: the bootstrap address, or behind TLS a loopback port of its own."""
+        return backend_address(self.settings) if uses_tls(self.settings) else self.address
+
+    @property
     def durable(self) -> bool:
         return self.settings.broker_storage == "s3"
 
     def requires(self) -> list[str]:
-        return ["s3"] if self.durable else []
+        return (["s3"] if self.durable else []) + (["broker-tls"] if uses_tls(self.settings) else [])
 
     def launch(self) -> ProcessRecord:
         host, port = split_hostport(self.address)
-        url = f"tcp://{host}:{port}"
+        advertised = f"tcp://{host}:{port}"
+        # Behind the TLS terminator Tansu listens on a loopback port of its own and advertises the
+        # TLS address: every connection after bootstrap goes through TLS.
+        listen = f"tcp://{self.listen_address}"
         env = self.ctx.child_env()
         if self.durable:
             ident = S3Identities.load(self.ctx).broker
@@ -55,7 +65,7 @@ class Broker(Component):
             storage = "memory://tansu/"
         else:
             raise self.fail(f"unknown broker_storage {self.settings.broker_storage!r} (memory or s3)")
-        argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        argv = [str(tansu_binary()), "broker", "--listener-url", listen, "--advertised-listener-url", advertised,
                 "--storage-engine", storage]
         return self.spawn_record(argv, env)
 
@@ -63,7 +73,7 @@ class Broker(Component):
         from confluent_kafka.admin import AdminClient
 
         # log_level 0: the refused connections while it starts are expected, not worth printing.
-        admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
+        admin = AdminClient(admin_config(self.settings, log_level=0))
 
         def metadata() -> bool:
             admin.list_topics(timeout=1.0)
@@ -77,5 +87,5 @@ class Broker(Component):
         # producers' message limit as its max.message.bytes (Tansu 0.6 accepts it; its own limit
         # is what refuses a larger produce, see docs/producers.md).
         s = self.settings
-        ensure_topics(self.address, all_topics(s.partitions(), s.partitions_shared),
+        ensure_topics(s, all_topics(s.partitions(), s.partitions_shared),
                       message_max_bytes=s.message_max_bytes)

@@ -19,6 +19,7 @@ from shared.topics import Stage
 from tooling.stack.broker import Broker
 from tooling.stack.clickhouse import ClickHouseDir
 from tooling.stack.component import Component, ComponentError, StackContext, port_open, split_hostport
+from tooling.stack.kafka_tls import KafkaTls, uses_tls
 from tooling.stack.postgres import Postgres
 from tooling.stack.probe import probe_all
 from tooling.stack.s3 import S3Identities, S3Server
@@ -74,7 +75,9 @@ class LocalStack:
         self.settings = settings or Settings()
         self.ctx = StackContext(self.settings)
         self.state = state_file(self.settings)
-        comps: list[Component] = [Postgres(self.ctx), S3Server(self.ctx), Broker(self.ctx)]
+        comps: list[Component] = [Postgres(self.ctx), S3Server(self.ctx)]
+        comps += [KafkaTls(self.ctx)] if uses_tls(self.settings) else []
+        comps += [Broker(self.ctx)]
         comps += [SftpRegion(self.ctx, region) for region in self.settings.regions()]
         comps += [ClickHouseDir(self.ctx), Services(self.ctx)]
         self.components: dict[str, Component] = {c.name: c for c in comps}
@@ -214,7 +217,7 @@ class LocalStack:
             parts = urlsplit(comp.address)
             host, port = parts.hostname or "127.0.0.1", parts.port or 80
         else:
-            host, port = split_hostport(comp.address)
+            host, port = split_hostport(comp.listen_address if isinstance(comp, Broker) else comp.address)
         if port_open(host, port, 0.3):
             raise ComponentError(comp.name, f"{host}:{port} is already in use by a process this stack did "
                                  f"not start (state: {self.state.path})", comp.log_path)

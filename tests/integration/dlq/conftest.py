@@ -141,6 +141,6 @@ def isolated(stack_settings: Settings) -> Iterator[DlqWorld]:
     get_settings.cache_clear()
     ns = "dlqt" + uuid.uuid4().hex[:8]
     names = [DLQ, PARKING, *(t for s in (Stage.VALIDATE, Stage.DOWNLOAD) for t in (input_topic(s), priority_topic(s)))]
-    ensure_topics(stack_settings.bootstrap_servers, [TopicSpec(f"{ns}.{n}", 2) for n in names])
+    ensure_topics(stack_settings, [TopicSpec(f"{ns}.{n}", 2) for n in names])
     yield DlqWorld(stack_settings, ns)
     get_settings.cache_clear()

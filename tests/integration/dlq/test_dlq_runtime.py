@@ -31,7 +31,7 @@ def _wait_letters(w: DlqWorld, record: str, n: int, timeout: float = 60) -> list
 def test_runtime_dead_letter_replayed_fails_again_then_is_parked(stack_settings: Settings, tmp_path: Path) -> None:
     get_settings.cache_clear()
     ns = Namespace(stack_settings, tmp_path)
-    ensure_topics(stack_settings.bootstrap_servers, [TopicSpec(ns.topic(PARKING), 2)])
+    ensure_topics(stack_settings, [TopicSpec(ns.topic(PARKING), 2)])
     w = DlqWorld(stack_settings, ns.ns)
     (rid,) = w.ids(1)
     try:

@@ -80,7 +80,7 @@ class Namespace:
         self.tmp = tmp
         self.procs: list[StageProc] = []
         names = ["fiscal.validate", "fiscal.validate.priority", "fiscal.validate.retry", "fiscal.dlq", "out"]
-        ensure_topics(settings.bootstrap_servers, [TopicSpec(f"{self.ns}.{n}", PARTITIONS) for n in names])
+        ensure_topics(settings, [TopicSpec(f"{self.ns}.{n}", PARTITIONS) for n in names])
         self._producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5,
                                    "partitioner": "murmur2_random"})
 

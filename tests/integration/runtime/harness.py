@@ -87,7 +87,7 @@ class Harness:
             for t in TOPICS:
                 self.broker.create_topic(self.topic(t))
         else:
-            ensure_topics(settings.bootstrap_servers, [TopicSpec(self.topic(t), PARTITIONS) for t in TOPICS])
+            ensure_topics(settings, [TopicSpec(self.topic(t), PARTITIONS) for t in TOPICS])
             self.backend = KafkaBackend(settings)
             self._producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5,
                                        "partitioner": "murmur2_random"})

@@ -49,7 +49,7 @@ class Topics:
         t = cls(settings, "t" + uuid.uuid4().hex[:10])
         names = [input_topic(Stage.STORE), priority_topic(Stage.STORE), retry_topic(Stage.STORE), STORED, DLQ,
                  priority_topic(Stage.REPORT)]
-        ensure_topics(settings.bootstrap_servers, [TopicSpec(t.name(n), 2) for n in names])
+        ensure_topics(settings, [TopicSpec(t.name(n), 2) for n in names])
         return t
 
     def name(self, topic: str) -> str:
