@@ -43,7 +43,7 @@ async def build_workload(stage: Stage, host: ServiceHost) -> Workload:
 def run(stage: Stage) -> None:
     """One replica of ``stage`` in this process, until SIGTERM (``fiscalflow service run STAGE``)."""
     settings = Settings()
-    if problems := settings.exposed_secret_problems():
+    if problems := settings.exposed_secret_problems(stage):
         # Before anything listens: published or guessable secrets never guard a reachable port.
         raise SystemExit(f"fiscalflow {stage.value}: refusing to start on {settings.http_host} (not loopback): "
                          + "; ".join(problems) + ". Set them (FISCALFLOW_<NAME> or FISCALFLOW_<NAME>_FILE).")

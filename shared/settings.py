@@ -25,9 +25,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Tokens written in this repository (the Settings default, the demo stacks): fine on loopback,
 # refused by a service that listens beyond it (Settings.exposed_secret_problems).
-PUBLISHED_TOKENS = frozenset({"fiscalflow-dev-token", "fiscalflow-demo-token"})
+PUBLISHED_TOKENS = frozenset({"fiscalflow-dev-token", "fiscalflow-demo-token", "fiscalflow-dev-read-token",
+                              "fiscalflow-demo-read-token"})
 LOCAL_S3_SECRET = "fiscalflow-local-secret"  # the local stack's, the default when none is set
 MIN_SECRET_CHARS = 24
+
+
+# The secrets each stage uses, checked at its start (and mounted by the chart): the HTTP APIs'
+# tokens, the job callbacks' key, the S3 keys (claim checks, the archive, rebuilds).
+SECRETS_OF_STAGE: dict[Stage, frozenset[str]] = {
+    Stage.INGEST: frozenset({"tokens"}),
+    Stage.DOWNLOAD: frozenset({"s3"}),
+    Stage.VALIDATE: frozenset({"s3"}),
+    Stage.STORE: frozenset({"s3"}),
+    Stage.REPORT: frozenset({"tokens", "callback", "s3"}),
+}
 
 
 def _published(value: str, published: Iterable[str]) -> bool:
@@ -53,6 +65,27 @@ class Settings(BaseSettings):
     topic_namespace: str = Field(
         "", description="Prefix of the report service's topics and consumer group, for several isolated "
         "pipelines on one broker (tests). Empty in production."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or "
+        "`SASL_SSL`."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with `SASL_*` protocols): `PLAIN`, `SCRAM-SHA-256` or "
+        "`SCRAM-SHA-512`."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (or `_FILE`).")
+    kafka_ssl_ca_location: str = Field(
+        "", description="PEM file of the CA(s) that sign the brokers' certificates; empty: the system's CAs."
+    )
+    kafka_ssl_certificate_location: str = Field("", description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_key_location: str = Field("", description="Client private key (PEM) for mutual TLS.")
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of the client private key (or `_FILE`)."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to (keep it on)."
     )
     partitions_ingest: int = Field(4, ge=1, description="Partitions of the ingest topics.")
     partitions_download: int = Field(6, ge=1, description="Partitions of the download topics.")
@@ -161,10 +194,19 @@ class Settings(BaseSettings):
     stamp_certs: str = Field("", description="Directory of stamping (TFD) certificates named by number.")
 
     # --- ClickHouse / report ------------------------------------------------------------------
-    clickhouse_url: str = Field("", description="ClickHouse: `chdb://DIR` (default: local dir) or http(s) URL.")
+    clickhouse_url: SecretStr = Field(
+        SecretStr(""), description="ClickHouse: `chdb://DIR` (default: local dir) or http(s) URL, credentials "
+        "included (a secret: also `_FILE`, never printed)."
+    )
 
     # --- HTTP APIs ----------------------------------------------------------------------------
-    api_token: SecretStr = Field(SecretStr("fiscalflow-dev-token"), description="Token for mutating endpoints.")
+    api_token: SecretStr = Field(
+        SecretStr("fiscalflow-dev-token"), description="Admin token: submit jobs, replay, rebuild; it also reads."
+    )
+    read_token: SecretStr = Field(
+        SecretStr("fiscalflow-dev-read-token"), description="Read token: reports, records and job views of both "
+        "APIs (the admin token reads too)."
+    )
     ingest_port: int = Field(18080, description="Port of the ingest HTTP API.")
     report_port: int = Field(18081, description="Port of the report HTTP API.")
     report_batch_size: int = Field(
@@ -228,7 +270,8 @@ class Settings(BaseSettings):
         """``FISCALFLOW_<NAME>_FILE`` supplies a secret from a file (Kubernetes secret mounts)."""
         if not isinstance(data, dict):
             return data
-        for name in ("pg_dsn", "s3_access_key", "s3_secret_key", "api_token", "callback_secret"):
+        for name in ("pg_dsn", "s3_access_key", "s3_secret_key", "api_token", "read_token", "callback_secret",
+                     "kafka_sasl_password", "kafka_ssl_key_password", "clickhouse_url"):
             path = os.environ.get(f"FISCALFLOW_{name.upper()}_FILE")
             if path and name not in data:
                 data[name] = Path(path).read_text().strip()
@@ -244,18 +287,29 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
-    def exposed_secret_problems(self) -> list[str]:
+    def exposed_secret_problems(self, stage: Stage | None = None) -> list[str]:
         """Why these settings must not serve beyond loopback: a secret that is one of the project's
-        published defaults, or too short to resist guessing.  Empty on loopback (the local stack)."""
+        published defaults, or too short to resist guessing.  Empty on loopback (the local stack).
+
+        ``stage``: only the secrets that stage uses (the chart mounts each stage its own: the API
+        tokens in ingest and report, the callback secret in report, the S3 keys in download,
+        validate, store and report); None: all of them."""
         if self.binds_loopback():
             return []
-        secrets = {"api_token": self.api_token.get_secret_value()}
-        if callback := self.callback_secret.get_secret_value():  # unset: the API token signs callbacks
-            secrets["callback_secret"] = callback
+        uses = SECRETS_OF_STAGE[stage] if stage is not None else frozenset({"tokens", "callback", "s3"})
+        secrets: dict[str, str] = {}
+        if "tokens" in uses:
+            secrets |= {"api_token": self.api_token.get_secret_value(),
+                        "read_token": self.read_token.get_secret_value()}
+        if "callback" in uses and (callback := self.callback_secret.get_secret_value()):
+            secrets["callback_secret"] = callback  # unset: the API token signs callbacks
         problems = [f"{name} is a published default or shorter than {MIN_SECRET_CHARS} characters"
                     for name, value in secrets.items()
                     if _published(value, PUBLISHED_TOKENS) or len(value) < MIN_SECRET_CHARS]
-        if self.s3_credentials == "static" and _published(self.s3_secret_key.get_secret_value(), {LOCAL_S3_SECRET}):
+        if "tokens" in uses and hmac.compare_digest(secrets["api_token"].encode(), secrets["read_token"].encode()):
+            problems.append("read_token equals api_token (every reader could submit and replay)")
+        if ("s3" in uses and self.s3_credentials == "static"
+                and _published(self.s3_secret_key.get_secret_value(), {LOCAL_S3_SECRET})):
             problems.append("s3_secret_key is unset (the local stack's default)")
         return problems
 
@@ -299,7 +353,7 @@ class Settings(BaseSettings):
         return self.local_dir / "pki"
 
     def clickhouse_dsn(self) -> str:
-        return self.clickhouse_url or f"chdb://{self.local_dir / 'clickhouse'}"
+        return self.clickhouse_url.get_secret_value() or f"chdb://{self.local_dir / 'clickhouse'}"
 
 
 @lru_cache(maxsize=1)

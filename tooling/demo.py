@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shared.cli.api_client import bearer
 from shared.settings import Settings
 
 console = Console()
@@ -63,7 +64,7 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, seed: int, tim
     ingest = f"http://127.0.0.1:{settings.ingest_port}"
     jobs = submit_jobs(settings, ingest, batch)
     t_jobs = time.monotonic()
-    final = follow(ingest, jobs, timeout)
+    final = follow(settings, ingest, jobs, timeout)
     elapsed = time.monotonic() - t_jobs
     done = sum(s["finished"] for s in final.values())
     console.print(f"4/4 {done:,} records finished in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.0f} records/s)")
@@ -88,7 +89,7 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
 
 def submit_jobs(settings: Settings, ingest: str, batch: str) -> dict[str, str]:
     _wait_ready(f"{ingest}/openapi.json")
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    headers = bearer(settings, admin=True)  # submitting is the admin token's; the rest reads
     jobs: dict[str, str] = {}
     for region in settings.regions():
         resp = httpx.post(f"{ingest}/api/v1/jobs", headers=headers, timeout=120,
@@ -100,12 +101,12 @@ def submit_jobs(settings: Settings, ingest: str, batch: str) -> dict[str, str]:
     return jobs
 
 
-def follow(ingest: str, jobs: dict[str, str], timeout: float) -> dict[str, dict[str, Any]]:
+def follow(settings: Settings, ingest: str, jobs: dict[str, str], timeout: float) -> dict[str, dict[str, Any]]:
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
     status: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=30) as client, Progress(*columns, console=console) as progress:
+    with httpx.Client(timeout=30, headers=bearer(settings)) as client, Progress(*columns, console=console) as progress:
         tasks = {job: progress.add_task(region, total=None, counts="") for job, region in jobs.items()}
         while True:
             for job, task in tasks.items():
@@ -122,7 +123,7 @@ def follow(ingest: str, jobs: dict[str, str], timeout: float) -> dict[str, dict[
 def _report(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
     url = f"http://127.0.0.1:{settings.report_port}{path}"
     _wait_ready(f"http://127.0.0.1:{settings.report_port}/openapi.json")
-    body: dict[str, Any] = httpx.get(url, params=params, timeout=30).json()
+    body: dict[str, Any] = httpx.get(url, params=params, headers=bearer(settings), timeout=30).json()
     return body
 
 
@@ -202,7 +203,10 @@ def where_next(settings: Settings, jobs: list[str]) -> None:
         "stack        fiscalflow stack status      (logs: .local/logs/, metrics: ops URLs in status)",
         "reports      fiscalflow report summary | daily YYYY-MM-DD | issuers --from D | trend",
         "dead letters fiscalflow dlq stats | list --reason TOTAL_MISMATCH | replay --dry-run --all",
-        "a record     curl " + report + "/api/v1/records?status=rejected&limit=5",
+        "a record     curl -H \"Authorization: Bearer ${FISCALFLOW_READ_TOKEN:-fiscalflow-dev-read-token}\" "
+        f"'{report}/api/v1/records?status=rejected&limit=5'",
+        "             (the APIs need a token: the read token reads, FISCALFLOW_API_TOKEN also submits; /docs: "
+        "Authorize)",
         "more         fiscalflow issuer generate --count 1000 && fiscalflow job submit --region north "
         "--pattern '<batch>/*.xml' --wait",
         "stop         fiscalflow demo --stop    (or: fiscalflow stack down)",

@@ -1,6 +1,7 @@
 """The ingest HTTP API: submit a job (record ids, or a region and a file pattern) and follow it.
 
-Mutating endpoints need ``Authorization: Bearer <api_token>`` (compared in constant time).
+Every route needs a bearer token (shared/http_auth.py): the read token for job views, the admin
+token (``api_token``) to submit.
 Backpressure is explicit: 503 with Retry-After when the producer queue or the pipeline lag is
 over its limit, so a client slows down instead of the system dropping work.
 """
@@ -8,7 +9,6 @@ over its limit, so a client slows down instead of the system dropping work.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,9 +24,10 @@ from services.ingest.backpressure import LagMonitor
 from services.ingest.publisher import publish
 from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
 from shared.db import jobs
-from shared.db.records import register
+from shared.db.records import RegionConflict, register
 from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority, valid_record_id
 from shared.egress import EgressPolicy, EgressRefused
+from shared.http_auth import ApiAuth
 from shared.http_errors import error_body, error_responses, install_error_handlers
 from shared.runtime.kafka import AsyncProducer, DeliveryError
 from shared.runtime.memory import trim_heap
@@ -160,20 +160,14 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-_BEARER = HTTPBearer(auto_error=False)
-
-
 def create_app(ctx: IngestContext) -> FastAPI:
-    app = FastAPI(title="fiscalflow ingest", version="1", description=__doc__)
+    auth = ApiAuth(ctx.settings)
+    # Every route needs at least the read token (one added later too); /openapi.json and /docs are open.
+    app = FastAPI(title="fiscalflow ingest", version="1", description=__doc__,
+                  dependencies=[Depends(auth.require_read)], responses=error_responses(401))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app, validation_status=422)
-    token = ctx.settings.api_token.get_secret_value().encode()
     egress = EgressPolicy.from_settings(ctx.settings)  # callback URLs, checked at submission
-
-    # (Annotations are strings here: dependencies must be module-level names FastAPI can resolve.)
-    def authorized(creds: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def not_overloaded() -> None:
         if ctx.producer.queue_length() > MAX_PRODUCER_QUEUE or ctx.lag.lag > MAX_PIPELINE_LAG:
@@ -182,8 +176,8 @@ def create_app(ctx: IngestContext) -> FastAPI:
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted,
-              dependencies=[Depends(authorized), Depends(not_overloaded)],
-              responses=error_responses(400, 401, 413, 422, 503))
+              dependencies=[Depends(auth.require_admin("submit jobs")), Depends(not_overloaded)],
+              responses=error_responses(400, 403, 409, 413, 422, 503))
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
         if body.callback_url is not None:
             try:  # before anything is registered: a refused job leaves nothing behind
@@ -217,6 +211,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
 
     @app.get("/api/v1/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 422))
     async def get_job(job_id: uuid.UUID) -> JobView:
+        """A job's progress (the read token is enough); never its callback URL."""
         status = await jobs.job_status(ctx.db, str(job_id), ctx.settings.redrive_lease_s)
         if status is None:
             raise HTTPException(404, f"no job {job_id}")
@@ -244,6 +239,9 @@ async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:
     if bad := [r.remote_path for r in rows if not valid_record_id(r.record_id)]:
         raise HTTPException(422, f"{len(bad)} file name(s) are not record ids ({RECORD_ID_RULE}), e.g. "
                                  + ", ".join(repr(p) for p in bad[:5]))
-    async with ctx.db.acquire() as conn:
-        await register(conn, rows)
+    try:
+        async with ctx.db.acquire() as conn:
+            await register(conn, rows)
+    except RegionConflict as exc:  # a record id is global: never re-pointed to another region
+        raise HTTPException(409, str(exc)) from None
     return [r.record_id for r in rows]

@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -40,6 +40,7 @@ def publish(
     from confluent_kafka import Producer
 
     from services.ingest.publisher import encode, ingest_topic
+    from shared.runtime.kafka import client_config
     from shared.settings import Settings
 
     if job is not None:
@@ -51,8 +52,8 @@ def publish(
     settings = Settings()
     # Not idempotent, acks from every replica: see producer_config (the local broker loses
     # acknowledged idempotent batches across a restart; a duplicate id is harmless).
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": False,
-                         "acks": "all", "partitioner": "murmur2_random", "linger.ms": 5})
+    producer = Producer({**client_config(settings), "enable.idempotence": False, "acks": "all",
+                         "partitioner": "murmur2_random", "linger.ms": 5})
     failures: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:
@@ -82,7 +83,7 @@ def register_manifest(
     """Register records from a manifest (record_id, region, path, sha256[, size]) in one COPY."""
     from services.ingest.manifest import ManifestError, parse_manifest
     from shared.db.migrate import connect_pool
-    from shared.db.records import register
+    from shared.db.records import RegionConflict, register
     from shared.settings import Settings
 
     settings = Settings()
@@ -103,24 +104,28 @@ def register_manifest(
         finally:
             await pool.close()
 
-    changed = asyncio.run(run())
+    try:
+        changed = asyncio.run(run())
+    except RegionConflict as exc:
+        typer.echo(f"{manifest}: {exc}\nnothing registered", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"registered {len(rows)} record(s) from {manifest} ({changed} new or updated while pending)")
 
 
-def _api() -> tuple[str, dict[str, str]]:
+def _api(admin: bool = False) -> tuple[str, dict[str, str]]:
+    """The ingest API's URL and the header of a read (the read token) or a write (the admin token)."""
+    from shared.cli.api_client import bearer
     from shared.settings import Settings
 
     s = Settings()
-    return f"http://127.0.0.1:{s.ingest_port}", {"Authorization": f"Bearer {s.api_token.get_secret_value()}"}
+    return f"http://127.0.0.1:{s.ingest_port}", bearer(s, admin)
 
 
-def _fail(resp: Any) -> None:
-    try:
-        detail = resp.json().get("detail", resp.text)
-    except ValueError:
-        detail = resp.text
-    typer.echo(f"HTTP {resp.status_code}: {json.dumps(detail) if not isinstance(detail, str) else detail}", err=True)
-    raise typer.Exit(1)
+def _fail(resp: Any, admin: bool = False) -> NoReturn:
+    """The API's refusal in one line on stderr (a wrong token names its variable); exit 1."""
+    from shared.cli.api_client import body_of, fail
+
+    fail(resp.status_code, body_of(resp), admin)
 
 
 @job_app.command("submit")
@@ -146,14 +151,14 @@ def job_submit(
         body["source"] = {"region": region, "pattern": pattern}
     if callback_url:
         body["callback_url"] = callback_url
-    base, auth = _api()
-    resp = httpx.post(f"{base}/api/v1/jobs", json=body, headers=auth, timeout=300)
+    base, admin = _api(admin=True)
+    resp = httpx.post(f"{base}/api/v1/jobs", json=body, headers=admin, timeout=300)
     if resp.status_code != 202:
-        _fail(resp)
+        _fail(resp, admin=True)
     accepted = resp.json()
     typer.echo(f"job {accepted['job_id']}: {accepted['record_count']} record(s)")
     if wait:
-        _follow(base, accepted["job_id"])
+        _follow(accepted["job_id"])
 
 
 # `job submit --wait` exit codes: 0 the job completed, 1 the API refused or failed, 3 a stage the
@@ -167,7 +172,7 @@ def _blocked_line(b: dict[str, Any]) -> str:
            f"{b['reason']}"
 
 
-def _follow(base: str, job_id: str) -> None:
+def _follow(job_id: str) -> None:
     import httpx
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -177,7 +182,8 @@ def _follow(base: str, job_id: str) -> None:
     paused_seen: set[tuple[str, str, str]] = set()
     halted: list[str] = []
     stalled_said = False
-    with httpx.Client(timeout=30) as client, Progress(*columns) as progress:
+    base, read = _api()
+    with httpx.Client(timeout=30, headers=read) as client, Progress(*columns) as progress:
         task = progress.add_task("job", total=None, job=job_id[:8], counts="")
         while True:
             resp = client.get(f"{base}/api/v1/jobs/{job_id}")
@@ -223,8 +229,8 @@ def job_show(
     """A job's status, record count, counts per outcome, and the halted or paused stages it waits on."""
     import httpx
 
-    base, _ = _api()
-    resp = httpx.get(f"{base}/api/v1/jobs/{job_id}", timeout=30)
+    base, read = _api()
+    resp = httpx.get(f"{base}/api/v1/jobs/{job_id}", headers=read, timeout=30)
     if resp.status_code != 200:
         _fail(resp)
     st = resp.json()

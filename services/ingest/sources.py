@@ -8,6 +8,7 @@ and size come from a ``MANIFEST.csv`` in the same directory when there is one.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from shared.db.records import Registration
 from shared.sftp.pool import RegionPool
 
 MANIFEST = "MANIFEST.csv"
+# Caps of one pattern job, each refused with a 422 and its reason: how deep a pattern or a name
+# search goes, how many directory entries one listing may scan (matching or not), how long the
+# listing and its manifests may take, and how large one MANIFEST.csv may be (it is read whole).
 MAX_DEPTH = 8
+MAX_SCANNED = 1_000_000
+LIST_TIMEOUT_S = 120.0
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 
 
 class PatternError(ValueError):
@@ -28,7 +35,8 @@ class PatternError(ValueError):
 
 
 class TooManyFiles(ValueError):
-    pass
+    """The job would be too large: too many files, entries to scan, a listing too slow or a
+    manifest too large."""
 
 
 class ManifestUnreadable(ValueError):
@@ -42,6 +50,8 @@ def check_pattern(pattern: str) -> PurePosixPath:
         raise PatternError(f"pattern {pattern!r} must be a relative path under the region root")
     if ".." in p.parts:
         raise PatternError(f"pattern {pattern!r} may not contain '..'")
+    if len(p.parts) > MAX_DEPTH:
+        raise PatternError(f"pattern {pattern!r} has {len(p.parts)} path segments; at most {MAX_DEPTH}")
     return p
 
 
@@ -65,6 +75,7 @@ async def list_matching(pool: RegionPool, pattern: str, limit: int) -> list[_Mat
             break
         base.append(part)
     found: list[_Match] = []
+    scanned = 0
     async with pool.channel() as sftp:
         stack = [(base, len(base))]
         while stack:
@@ -77,6 +88,10 @@ async def list_matching(pool: RegionPool, pattern: str, limit: int) -> list[_Mat
                     name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
                     if name in (".", ".."):
                         continue
+                    scanned += 1
+                    if scanned > MAX_SCANNED:
+                        raise TooManyFiles(f"pattern {pattern!r} scans more than {MAX_SCANNED:,} directory entries; "
+                                           "narrow it to the directories that hold the files")
                     rel = [*prefix, name]
                     if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                         if (by_name and depth < MAX_DEPTH) or (not by_name and depth < len(parts) - 1
@@ -99,12 +114,15 @@ async def _manifest(pool: RegionPool, directory: str) -> dict[str, tuple[str, in
     path = f"{directory}/{MANIFEST}" if directory else MANIFEST
     try:
         async with pool.channel() as sftp, sftp.open(path, "rb") as f:
-            raw = await f.read()
+            raw = await f.read(MAX_MANIFEST_BYTES + 1)
     except asyncssh.SFTPNoSuchFile:
         return {}
     except asyncssh.SFTPPermissionDenied:
         raise ManifestUnreadable(f"{pool.region}:{path} exists but is not readable over SFTP") from None
     assert isinstance(raw, bytes)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise TooManyFiles(f"{pool.region}:{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB; split the "
+                           "directory (one manifest per batch directory)")
     out: dict[str, tuple[str, int | None]] = {}
     for row in csv.DictReader(io.StringIO(raw.decode("utf-8", "replace"))):
         if row.get("path") and row.get("sha256"):
@@ -113,7 +131,17 @@ async def _manifest(pool: RegionPool, directory: str) -> dict[str, tuple[str, in
     return out
 
 
-async def registrations(pool: RegionPool, pattern: str, limit: int) -> list[Registration]:
+async def registrations(pool: RegionPool, pattern: str, limit: int,
+                        timeout_s: float = LIST_TIMEOUT_S) -> list[Registration]:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _registrations(pool, pattern, limit)
+    except TimeoutError:
+        raise TooManyFiles(f"listing {pool.region}:{pattern!r} and its manifests took longer than {timeout_s:.0f} s; "
+                           "narrow the pattern or submit the files as a manifest") from None
+
+
+async def _registrations(pool: RegionPool, pattern: str, limit: int) -> list[Registration]:
     matches = await list_matching(pool, pattern, limit)
     manifests: dict[str, dict[str, tuple[str, int | None]]] = {}
     rows = []

@@ -1,6 +1,7 @@
-"""The report HTTP API (FastAPI; OpenAPI at /openapi.json).  Read-only, JSON, amounts as decimal
-strings; a bad parameter is a 400 and an unknown id a 404, each with ``{"error", "detail"}``
-(shared/http_errors.py)."""
+"""The report HTTP API (FastAPI; OpenAPI at /openapi.json).  JSON, amounts as decimal strings; a
+bad parameter is a 400 and an unknown id a 404, each with ``{"error", "detail"}``
+(shared/http_errors.py).  Every route needs the read token (or the admin token), the rebuild routes
+the admin token (shared/http_auth.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import ORJSONResponse
 
 from services.report.backend import ReportBackend
 from services.report.queries import decode_cursor
 from shared.domain.records import RecordStatus
+from shared.http_auth import ApiAuth
 from shared.http_errors import error_responses, install_error_handlers
 
 MAX_RANGE_DAYS = 366
@@ -32,9 +34,10 @@ def _job_id(value: str) -> str:
         raise _bad(f"job_id {value!r} is not a UUID") from None
 
 
-def create_api(backend: ReportBackend) -> FastAPI:
+def create_api(backend: ReportBackend, auth: ApiAuth) -> FastAPI:
+    # Every route needs at least the read token (one added later too); /openapi.json and /docs are open.
     api = FastAPI(title="fiscalflow reports", version="1", default_response_class=ORJSONResponse,
-                  responses=error_responses(400, 404))
+                  responses=error_responses(400, 401, 404), dependencies=[Depends(auth.require_read)])
 
     install_error_handlers(api, validation_status=400)
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.cli.api_client import bearer, body_of, fail
 from shared.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Reports from the report service's API.")
@@ -22,23 +23,22 @@ JsonOpt = typer.Option(False, "--json", help="Print the API's JSON instead of ta
 
 
 def _get(path: str, **params: Any) -> dict[str, Any]:
-    return _request(path, params, auth=False)
+    return _request(path, params, admin=False)
 
 
-def _request(path: str, params: dict[str, Any], auth: bool) -> dict[str, Any]:
+def _request(path: str, params: dict[str, Any], admin: bool) -> dict[str, Any]:
+    """GET ``path`` with the read token (``admin``: the admin token); a refusal exits 1 in one line."""
     settings = Settings()
     url = f"http://127.0.0.1:{settings.report_port}{path}"
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"} if auth else {}
     try:
-        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, headers=headers,
-                         timeout=120)
+        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None},
+                         headers=bearer(settings, admin), timeout=120)
     except httpx.HTTPError as exc:
         console.print(f"[red]report API at {url} unreachable: {exc}[/red] (is `fiscalflow service run report` up?)")
         raise typer.Exit(2) from None
-    body: dict[str, Any] = resp.json()
-    if resp.status_code >= 400:
-        console.print(f"[red]{resp.status_code}: {body.get('detail', body)}[/red]")
-        raise typer.Exit(1)
+    body = body_of(resp)
+    if resp.status_code >= 400 or not isinstance(body, dict):
+        fail(resp.status_code, body, admin)
     return body
 
 
@@ -170,7 +170,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     scope = {"from": start, "to": end}
-    plan = _request("/api/v1/reports/rebuild", scope, auth=True)
+    plan = _request("/api/v1/reports/rebuild", scope, admin=True)
     cp = plan["checkpoint"] or {}
     resumed = 0 if restart or dry_run or not plan["resumes"] else int(cp.get("scanned", 0))
     if resumed and not as_json:
@@ -225,18 +225,17 @@ def _post_step(body: dict[str, Any], attempts: int = 30) -> dict[str, Any]:
     """One rebuild step; a report service restarting or a dependency down is waited for."""
     settings = Settings()
     url = f"http://127.0.0.1:{settings.report_port}/api/v1/reports/rebuild"
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    headers = bearer(settings, admin=True)
     delay = 1.0
     for attempt in range(attempts):
         try:
             resp = httpx.post(url, json=body, headers=headers, timeout=300)
+            out = body_of(resp)
             if resp.status_code != 503:
-                out: dict[str, Any] = resp.json()
-                if resp.status_code >= 400:
-                    console.print(f"[red]{resp.status_code}: {out.get('detail', out)}[/red]")
-                    raise typer.Exit(1)
+                if resp.status_code >= 400 or not isinstance(out, dict):
+                    fail(resp.status_code, out, admin=True)
                 return out
-            reason = resp.json().get("detail", "")
+            reason = out.get("detail", "") if isinstance(out, dict) else out
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}"
         if attempt + 1 < attempts:

@@ -9,7 +9,8 @@ and this service holds it — so both go through this API (docs/decisions/0020).
 - ``GET /api/v1/reports/rebuild?from&to``: how many records the scope holds, where a rebuild got to.
 - ``POST /api/v1/reports/rebuild``: one rebuild step (services/report/rebuild.py).
 
-The rebuild routes need the API token (``Authorization: Bearer``), like every mutating endpoint.
+The verify route needs the read token, like every route of the API; the rebuild routes the admin
+token (``Authorization: Bearer``, shared/http_auth.py).
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hmac
 import logging
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.report.backend import ReportBackend
 from services.report.metrics import VERIFY_CHECKED_AT, VERIFY_DIFFERENCES, VERIFY_RECORDS_OFF
 from services.report.rebuild import MAX_BATCH, Rebuilder, Writer
 from services.report.verify import Scope, Verification, Verifier, days_back
+from shared.http_auth import ApiAuth
 from shared.http_errors import error_responses
 from shared.runtime.errors import TransientError
 from shared.s3 import S3Store
@@ -38,8 +38,6 @@ from shared.settings import Settings
 log = logging.getLogger("fiscalflow.report.consistency")
 
 MAX_SETTLE_S = 86400.0
-
-_BEARER = HTTPBearer(auto_error=False)
 
 
 class RebuildStep(BaseModel):
@@ -74,7 +72,6 @@ class Consistency:
         self.verifier = Verifier(backend)
         self.s3 = S3Store(settings)
         self.rebuilder = Rebuilder(backend, self.s3, write, namespace)
-        self.token = settings.api_token.get_secret_value().encode()
         self.days = settings.report_verify_days
         self.interval_s = settings.report_verify_interval_s
         self.settle_s = settings.report_verify_settle_s
@@ -139,10 +136,9 @@ class Consistency:
                 "error": self.error}
 
     # ------------------------------------------------------------------ the API
-    def install(self, api: FastAPI) -> None:
-        def authorized(creds: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
-            if creds is None or not hmac.compare_digest(creds.credentials.encode(), self.token):
-                raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    def install(self, api: FastAPI, auth: ApiAuth) -> None:
+        """The routes on ``api``, whose dependencies already ask every route for the read token."""
+        admin = Depends(auth.require_admin("rebuild the reports"))
 
         @api.get("/api/v1/reports/verify", responses=error_responses(400, 503))
         async def verify(start: Annotated[dt.date | None, Query(alias="from")] = None,
@@ -157,14 +153,13 @@ class Consistency:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise HTTPException(503, f"{type(exc).__name__}: {exc}", headers={"Retry-After": "5"}) from None
 
-        @api.get("/api/v1/reports/rebuild", dependencies=[Depends(authorized)], responses=error_responses(400, 401))
+        @api.get("/api/v1/reports/rebuild", dependencies=[admin], responses=error_responses(400, 403))
         async def rebuild_plan(start: Annotated[dt.date | None, Query(alias="from")] = None,
                                end: Annotated[dt.date | None, Query(alias="to")] = None) -> dict[str, Any]:
             """Records a rebuild of the scope reads, and where an unfinished one got to."""
             return await self.rebuilder.plan(_scope(start, end))
 
-        @api.post("/api/v1/reports/rebuild", dependencies=[Depends(authorized)],
-                  responses=error_responses(400, 401, 503))
+        @api.post("/api/v1/reports/rebuild", dependencies=[admin], responses=error_responses(400, 403, 503))
         async def rebuild_step(body: RebuildStep) -> dict[str, Any]:
             """One rebuild step: the scope's next records re-materialised from PostgreSQL (or their
             archived documents), idempotently; ``finished`` when the scope is done."""

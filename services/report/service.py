@@ -31,6 +31,7 @@ from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
 from services.report.sink import Written, connect, create_schema, repair_derived
 from shared.db import jobs
 from shared.egress import EgressPolicy
+from shared.http_auth import ApiAuth
 from shared.runtime.host import Readiness, ServiceHost
 
 log = logging.getLogger("fiscalflow.report")
@@ -88,8 +89,9 @@ class ReportService:
 
     def _api(self) -> FastAPI:
         assert self.backend is not None and self.consistency is not None
-        api = create_api(self.backend)
-        self.consistency.install(api)
+        auth = ApiAuth(self.settings)
+        api = create_api(self.backend, auth)
+        self.consistency.install(api, auth)
         return api
 
     # ------------------------------------------------------------------ the workload: the faust app

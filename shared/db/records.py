@@ -73,9 +73,34 @@ class Registration:
     size: int | None = None
 
 
+class RegionConflict(ValueError):
+    """Record ids named in another region than the one that holds them (or in two regions at once).
+
+    A record id is global (producers publish ids, not paths): a file of the same name in a second
+    region is refused, never re-pointed, and nothing of the registration is kept."""
+
+    def __init__(self, conflicts: list[tuple[str, str, str]]) -> None:
+        shown = "; ".join(f"{rid!r} is in region {held}, not {wanted}" for rid, held, wanted in conflicts[:5])
+        super().__init__(f"record ids already belong to another region: {shown}"
+                         + (" (and more)" if len(conflicts) > 5 else "") + "; give the file another name")
+        self.conflicts = conflicts
+
+
+_CONFLICTS_SQL = """
+SELECT r.record_id, f.region AS held, r.region AS wanted FROM _reg r JOIN fiscal_records f USING (record_id)
+WHERE f.region <> r.region
+UNION ALL
+SELECT record_id, min(region), max(region) FROM _reg GROUP BY record_id HAVING count(DISTINCT region) > 1
+LIMIT 6
+"""
+
+
 async def register(conn: asyncpg.Connection, rows: Iterable[Registration]) -> int:
     """Bulk-register records by COPY into a staging table; existing ids keep their state but get
-    the new location/checksum only while still pending.  Returns how many rows were new."""
+    the new location/checksum only while still pending.  Returns how many rows were new.
+
+    Raises RegionConflict, registering nothing, when an id is named in another region than the
+    one that holds it."""
     records = [(r.record_id, r.region, r.remote_path, r.expected_sha256, r.size) for r in rows]
     if not records:
         return 0
@@ -85,6 +110,8 @@ async def register(conn: asyncpg.Connection, rows: Iterable[Registration]) -> in
             " expected_sha256 text, size bigint) ON COMMIT DELETE ROWS"
         )
         await conn.copy_records_to_table("_reg", records=records)
+        if conflicts := await conn.fetch(_CONFLICTS_SQL):
+            raise RegionConflict([(c["record_id"], c["held"], c["wanted"]) for c in conflicts])
         result: str = await conn.execute(
             "INSERT INTO fiscal_records (record_id, region, remote_path, expected_sha256, size)"
             " SELECT DISTINCT ON (record_id) record_id, region, remote_path, expected_sha256, size FROM _reg"

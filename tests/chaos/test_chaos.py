@@ -31,6 +31,7 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.cli.api_client import bearer
 from shared.dlq.model import collapse_copies
 from shared.dlq.reader import read_dead_letters
 from shared.domain.reasons import ReasonCode
@@ -100,10 +101,11 @@ def _audit_diff(settings: Settings, status: str, got: set[str], want: set[str],
             f" with; e.g. {_trails(settings, sorted(got ^ want)[:5], expected)}")
 
 
-def _get_json(url: str, **params: Any) -> Any:
-    """A GET answered 200, or None (a replica restarting, the shared PostgreSQL restarting)."""
+def _get_json(settings: Settings, url: str, **params: Any) -> Any:
+    """A GET (with the read token) answered 200, or None (a replica restarting, the shared PostgreSQL
+    restarting)."""
     try:
-        resp = httpx.get(url, params=params, timeout=30)
+        resp = httpx.get(url, params=params, headers=bearer(settings), timeout=30)
     except httpx.HTTPError:
         return None
     return resp.json() if resp.status_code == 200 else None
@@ -130,7 +132,7 @@ def _generate(settings: Settings, pki: DemoPKI) -> dict[str, dict[str, str]]:
 
 def _submit(settings: Settings) -> list[str]:
     api = f"http://127.0.0.1:{settings.ingest_port}"
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    headers = bearer(settings, admin=True)
     jobs = []
     for region in settings.regions():
         resp = httpx.post(f"{api}/api/v1/jobs", headers=headers, timeout=120,
@@ -205,7 +207,7 @@ def _wait_jobs(settings: Settings, jobs: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     states: list[Any] = []
     while time.monotonic() < deadline:
-        states = [_get_json(f"{api}/api/v1/jobs/{j}") for j in jobs]
+        states = [_get_json(settings, f"{api}/api/v1/jobs/{j}") for j in jobs]
         if all(s is not None and s["status"] == "completed" for s in states):
             return
         time.sleep(1)
@@ -221,7 +223,7 @@ def _wait_settled(settings: Settings, timeout: float) -> dict[str, Any]:
     while time.monotonic() < deadline:
         pg = {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                          "GROUP BY 1")}
-        summary = _get_json(report)
+        summary = _get_json(settings, report)
         caught_up = summary is not None and all(summary["by_status"].get(s, 0) == pg.get(s, 0) for s in FINAL)
         moving = sum(n for s, n in pg.items() if s not in FINAL)
         snapshot = (pg, summary)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.cli.api_client import bearer
 from shared.dlq.reader import read_dead_letters
 from shared.settings import Settings
 from shared.topics import DLQ, Stage
@@ -55,7 +56,7 @@ def _write(settings: Settings, batch: str, invoices: list[GeneratedInvoice]) -> 
 
 def _submit(settings: Settings, batch: str) -> str:
     resp = httpx.post(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs", timeout=120,
-                      headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"},
+                      headers=bearer(settings, admin=True),
                       json={"source": {"region": "north", "pattern": f"{batch}/*.xml"}})
     assert resp.status_code == 202, resp.text
     job_id: str = resp.json()["job_id"]
@@ -67,7 +68,7 @@ def _wait_report(settings: Settings, archived: int, rejected: int, timeout: floa
     deadline = time.monotonic() + timeout
     while True:
         summary: dict[str, Any] = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/summary",
-                                            timeout=30).json()
+                                            headers=bearer(settings), timeout=30).json()
         got = (summary["by_status"].get("archived", 0), summary["by_status"].get("rejected", 0))
         if got == (archived, rejected) or time.monotonic() > deadline:
             return summary
@@ -165,7 +166,8 @@ def test_a_big_invoice_and_a_bigger_one_among_twenty_ordinary_ones_all_archived(
     invoices = [gen.generate_sized(900, 900_000), gen.generate_sized(1100, 1_100_000)]
     invoices += [gen.generate(2000 + i, defect=None) for i in range(20)]
     assert [len(inv.xml) > 880_000 for inv in invoices] == [True, True] + [False] * 20
-    before = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/summary", timeout=30).json()
+    before = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/summary", headers=bearer(settings),
+                       timeout=30).json()
     archived, rejected = before["by_status"].get("archived", 0), before["by_status"].get("rejected", 0)
     _write(settings, "mixed", invoices)
     job = _submit(settings, "mixed")
@@ -174,7 +176,8 @@ def test_a_big_invoice_and_a_bigger_one_among_twenty_ordinary_ones_all_archived(
     statuses = {r["record_id"]: r["status"] for r in _db(
         settings, "SELECT record_id, status FROM fiscal_records WHERE record_id = ANY($1)", ids)}
     assert statuses == dict.fromkeys(ids, "archived")
-    view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job}", timeout=30).json()
+    view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job}", headers=bearer(settings),
+                     timeout=30).json()
     assert view["status"] == "completed" and view["counts"].get("archived") == view["finished"] == 22, view
     summary = _wait_report(settings, archived=archived + 22, rejected=rejected)
     assert summary["by_status"]["archived"] == archived + 22

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from services.ingest.cli import EXIT_HALTED
+from shared.cli.api_client import bearer
 from shared.topics import Stage
 from tests.support.stacks import FISCALFLOW, isolated_settings, isolated_stack, service_env
 from tooling.issuers.pki import DemoPKI
@@ -122,7 +123,7 @@ def test_a_paused_stage_is_printed_and_the_wait_goes_on_until_the_job_completes(
             deadline = time.monotonic() + 90
             blocked: list[dict[str, str]] = []
             while not blocked and time.monotonic() < deadline:
-                blocked = httpx.get(api, timeout=10).json()["blocked_stages"]
+                blocked = httpx.get(api, headers=bearer(stack.settings), timeout=10).json()["blocked_stages"]
                 time.sleep(0.3)
             assert [(b["stage"], b["state"]) for b in blocked] == [("store", "paused")], blocked
             assert blocked[0]["reason"].startswith("paused: s3 down")
@@ -135,4 +136,4 @@ def test_a_paused_stage_is_printed_and_the_wait_goes_on_until_the_job_completes(
                          out, re.S), out
         final = json.loads(out.strip().splitlines()[-1])
         assert final["status"] == "completed" and final["counts"] == {"archived": DOCUMENTS}
-        assert httpx.get(api, timeout=10).json()["blocked_stages"] == []
+        assert httpx.get(api, headers=bearer(stack.settings), timeout=10).json()["blocked_stages"] == []

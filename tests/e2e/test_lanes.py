@@ -28,6 +28,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from shared.cli.api_client import bearer
 from shared.db.records import Registration, register
 from shared.dlq.reader import read_dead_letters
 from shared.domain.messages import DocumentRef, DownloadTask, IngestRequest, ValidatedDocument
@@ -189,7 +190,8 @@ def _matrix(settings: Settings, gen: InvoiceGenerator) -> list[Doc]:
 
 
 def _report(settings: Settings, path: str, **params: str | int) -> Any:
-    resp = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/{path}", params=params, timeout=30)
+    resp = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/{path}", params=params,
+                     headers=bearer(settings), timeout=30)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -362,7 +364,7 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
 
     t0 = time.monotonic()
     resp = httpx.post(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs", timeout=120,
-                      headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"},
+                      headers=bearer(settings, admin=True),
                       json={"source": {"region": REGION, "pattern": "priority-job/*.xml"}, "priority": "high",
                             "callback_url": callbacks})
     assert resp.status_code == 202, resp.text
@@ -383,7 +385,8 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     arrived, body = _Callbacks.received[0]
     assert (body["job_id"], body["status"], body["counts"]) == (job_id, "completed", {"archived": PRIORITY_JOB})
     # Neither the callback nor the job view shows the callback's URL (it may carry a token).
-    view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job_id}", timeout=30).json()
+    view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job_id}", headers=bearer(settings),
+                     timeout=30).json()
     assert body["callback"] is True and view["callback"] is True
     assert callbacks not in json.dumps(body) + json.dumps(view)
     print(f"\npriority job of {PRIORITY_JOB}: completed {completed:.1f} s, in the daily report {in_report:.1f} s "

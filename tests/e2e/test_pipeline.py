@@ -1,7 +1,10 @@
 """The whole pipeline on an isolated local stack: generated invoices plus the public samples go
 through ingest, download, validate, store and report as real processes; the reports must equal
 sums computed independently from the documents, every archived record has one S3 object, every
-rejected one one dead letter with its reason, and a second run of the same jobs changes no count."""
+rejected one one dead letter with its reason, and a second run of the same jobs changes no count.
+
+Every Kafka client of the run (the five services, the test's own dead-letter reader) speaks
+mutual TLS: the broker is reached only through the stack's TLS listener."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from shared.cli.api_client import bearer
 from shared.dlq.reader import read_dead_letters
 from shared.runtime import metrics as runtime_metrics
 from shared.settings import PROJECT_ROOT, Settings
@@ -28,10 +32,13 @@ from tests.e2e.otlp_sink import OtlpSink, Span
 from tests.support.e2e import db as _db
 from tests.support.e2e import s3_keys as _s3_keys
 from tests.support.e2e import wait_jobs as _wait_jobs
+from tests.support.sockets import connected_pids, descendants
 from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI
+from tooling.stack import LocalStack
+from tooling.stack.kafka_tls import backend_address
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +51,7 @@ DAYS = 5
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = isolated_settings("e2e", 40)
+    settings = isolated_settings("e2e", 40, kafka_tls=True)
     with isolated_stack(settings):
         pki = DemoPKI.ensure(settings.pki_dir(), issuers=12)
         trust = [f"demo={pki.ca_cert}"]
@@ -63,7 +70,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         services = Services(settings, env).start()
         try:
             services.wait_http()
-            yield {"settings": settings, "expected": expected, "services": services, "spans": sink}
+            yield {"settings": settings, "expected": expected, "services": services, "spans": sink,
+                   "stack": LocalStack(settings)}
         finally:
             services.stop()
             sink.close()
@@ -102,7 +110,7 @@ def _write_inputs(settings: Settings, pki: DemoPKI) -> dict[str, dict[str, Any]]
 
 def _submit(settings: Settings) -> list[str]:
     api = f"http://127.0.0.1:{settings.ingest_port}"
-    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    headers = bearer(settings, admin=True)
     sources = [(r, "gen/*.xml") for r in settings.regions()]
     if SHARED_CFDI.is_dir():
         sources.append(("north", "samples/*.xml"))
@@ -124,7 +132,7 @@ def _wait_settled(settings: Settings, timeout: float = 300) -> None:
     while time.monotonic() < deadline:
         moving = _db(settings, "SELECT count(*) AS n FROM fiscal_records WHERE status NOT IN "
                                "('archived', 'rejected', 'duplicate')")[0]["n"]
-        summary = httpx.get(report, timeout=30).json()
+        summary = httpx.get(report, headers=bearer(settings), timeout=30).json()
         pg = {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                          "GROUP BY 1")}
         snapshot = (moving, summary, pg)
@@ -161,12 +169,13 @@ def _api_groups(groups: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]
 def _counts(settings: Settings) -> dict[str, Any]:
     report = f"http://127.0.0.1:{settings.report_port}"
     days = [(START + dt.timedelta(days=d)).isoformat() for d in range(DAYS + 1)]
+    read = bearer(settings)
     return {
-        "summary": httpx.get(f"{report}/api/v1/reports/summary", timeout=30).json(),
-        "daily": {d: httpx.get(f"{report}/api/v1/reports/daily", params={"date": d}, timeout=30).json()
+        "summary": httpx.get(f"{report}/api/v1/reports/summary", headers=read, timeout=30).json(),
+        "daily": {d: httpx.get(f"{report}/api/v1/reports/daily", params={"date": d}, headers=read, timeout=30).json()
                   for d in days},
         "issuers": httpx.get(f"{report}/api/v1/reports/issuers", params={"from": days[0], "to": days[-1]},
-                             timeout=30).json(),
+                             headers=read, timeout=30).json(),
         "s3": len(_s3_keys(settings)),
         "pg": {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                           "GROUP BY 1")},
@@ -214,7 +223,7 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
     counts = _counts(settings)
     for day, groups in want.items():
         body = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/daily", params={"date": day},
-                         timeout=30).json()
+                         headers=bearer(settings), timeout=30).json()
         assert _api_groups(body["groups"]) == groups, day
     # Issuers over the generated invoices' window (the report answers at most a year per request).
     window = {(START + dt.timedelta(days=d)).isoformat() for d in range(DAYS + 1)}
@@ -245,6 +254,21 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
 
 
 STAGES = ["ingest", "download", "validate", "store", "report"]
+
+
+def test_every_kafka_client_went_through_the_tls_listener(e2e: dict[str, Any]) -> None:
+    """After the run: each service holds connections to the TLS listener, and the only process
+    connected to the broker's own (plaintext) port is the TLS terminator."""
+    settings: Settings = e2e["settings"]
+    components = e2e["stack"].state.load().components
+    stunnel, broker = components["broker-tls"].pid, components["broker"].pid
+    tls_port = int(settings.bootstrap_servers.rsplit(":", 1)[1])
+    behind = int(backend_address(settings).rsplit(":", 1)[1])
+    on_tls = connected_pids(tls_port)
+    for stage, proc in e2e["services"].procs.items():
+        assert descendants(proc.pid) & set(on_tls), f"{stage.value} holds no connection to the TLS listener"
+    on_plain = set(connected_pids(behind)) - {broker}
+    assert on_plain == {stunnel}, f"processes connected to the broker around TLS: {on_plain - {stunnel}}"
 
 
 def test_one_trace_per_record_across_the_five_services(e2e: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from shared.cli.api_client import bearer
 from shared.settings import Settings
 from shared.topics import STORED, Stage
 from tests.support.e2e import db, demo_trust, wait_jobs
@@ -95,7 +96,7 @@ def _submit(settings: Settings, batch: str) -> list[str]:
     jobs = []
     for region in settings.regions():
         resp = httpx.post(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs", timeout=120,
-                          headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"},
+                          headers=bearer(settings, admin=True),
                           json={"source": {"region": region, "pattern": f"{batch}/*.xml"}})
         assert resp.status_code == 202, resp.text
         jobs.append(resp.json()["job_id"])
@@ -103,7 +104,8 @@ def _submit(settings: Settings, batch: str) -> list[str]:
 
 
 def _report(settings: Settings, path: str, **params: Any) -> Any:
-    resp = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/{path}", params=params, timeout=60)
+    resp = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/{path}", params=params,
+                     headers=bearer(settings), timeout=60)
     assert resp.status_code == 200, resp.text
     return resp.json()
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.cli.api_client import bearer
 from shared.settings import Settings
 from shared.topics import Stage
 from tests.support.e2e import db
@@ -51,13 +52,13 @@ def _api(settings: Settings) -> str:
 
 def _submit(settings: Settings, batch: str) -> str:
     resp = httpx.post(_api(settings), timeout=120, json={"source": {"region": "north", "pattern": f"{batch}/*.xml"}},
-                      headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"})
+                      headers=bearer(settings, admin=True))
     assert resp.status_code == 202, resp.text
     return str(resp.json()["job_id"])
 
 
 def _job(settings: Settings, job_id: str) -> dict[str, Any]:
-    resp = httpx.get(f"{_api(settings)}/{job_id}", timeout=30)
+    resp = httpx.get(f"{_api(settings)}/{job_id}", headers=bearer(settings), timeout=30)
     assert resp.status_code == 200, resp.text
     return dict(resp.json())
 

@@ -101,11 +101,11 @@ def test_the_apis_refuse_traversal_unknown_ids_and_bad_manifests_with_a_reason(w
         assert world.db("SELECT count(*) AS n FROM jobs")[0]["n"] == jobs_before
         for url in (f"{world.ingest}/api/v1/jobs/{uuid.uuid4()}", f"{world.report}/api/v1/jobs/{uuid.uuid4()}",
                     f"{world.report}/api/v1/records/never-registered-{uuid.uuid4()}"):
-            resp = http.get(url)
+            resp = http.get(url, headers=world.read_auth)
             assert resp.status_code == 404 and _reason(resp), (url, resp.text)
         for url in (f"{world.ingest}/api/v1/jobs/..%2F..%2Fetc%2Fpasswd", f"{world.ingest}/api/v1/jobs/not-a-uuid"):
-            resp = http.get(url)
-            assert 400 <= resp.status_code < 500, (url, resp.status_code, resp.text)
+            resp = http.get(url, headers=world.read_auth)
+            assert 400 <= resp.status_code < 500 and resp.status_code != 401, (url, resp.status_code, resp.text)
 
     # A manifest naming a path outside the region root is refused whole, with the line and why.
     bad = tmp_path / "MANIFEST.csv"
@@ -117,4 +117,20 @@ def test_the_apis_refuse_traversal_unknown_ids_and_bad_manifests_with_a_reason(w
     assert done.returncode != 0
     assert "line 2" in done.stdout + done.stderr and "line 3" in done.stdout + done.stderr, done
     assert world.records([rid, f"{rid}-abs"]) == {}
+
+    # A record id is global: the same file name in a second region is refused (409, both regions
+    # named), never re-pointed; the first region's record keeps its path.
+    twin = f"twin-{uuid.uuid4().hex[:12]}"
+    for region in ("north", "south"):
+        (world.settings.region_root(region) / "twins").mkdir(parents=True, exist_ok=True)
+        (world.settings.region_root(region) / "twins" / f"{twin}.xml").write_bytes(b"<x/>")
+    with httpx.Client(timeout=30) as http:
+        first = http.post(f"{world.ingest}/api/v1/jobs", headers=world.auth,
+                          json={"source": {"region": "north", "pattern": f"twins/{twin}.xml"}})
+        assert first.status_code == 202, first.text
+        second = http.post(f"{world.ingest}/api/v1/jobs", headers=world.auth,
+                           json={"source": {"region": "south", "pattern": f"twins/{twin}.xml"}})
+        assert second.status_code == 409 and "is in region north, not south" in _reason(second), second.text
+    assert [tuple(r) for r in world.db("SELECT region, remote_path FROM fiscal_records WHERE record_id = $1",
+                                        twin)] == [("north", f"twins/{twin}.xml")]
     world.assert_alive()

@@ -3,7 +3,8 @@ security tests: starting a stack costs more than most of these tests, and the se
 stronger on logs that went through outages (error paths are where a DSN or a key leaks).
 
 The secrets are distinctive strings so the security tests can grep every log for them; the API
-token reaches the services only through ``FISCALFLOW_API_TOKEN_FILE``.
+(admin) and read tokens reach the services and the CLI only through ``FISCALFLOW_API_TOKEN_FILE`` and
+``FISCALFLOW_READ_TOKEN_FILE``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tooling.issuers.pki import DemoPKI
 SLOT = SLOT_OFFSET // 100 or ""
 SECRETS = {
     "api_token": "tok-faults-Zq81vKx3Lr0p",
+    "read_token": "rtok-faults-Gd63yNc8Vf4k",
     "s3_access_key": "akid-faults-Hw52nTy7",
     "s3_secret_key": "s3sk-faults-Pm94cVb6Ud2e",
     "pg_password": "pgpw-faults-Jx37sQe5Wn1o",
@@ -60,7 +62,13 @@ class World:
 
     @property
     def auth(self) -> dict[str, str]:
+        """The admin token: submits jobs (and reads)."""
         return {"Authorization": f"Bearer {SECRETS['api_token']}"}
+
+    @property
+    def read_auth(self) -> dict[str, str]:
+        """The read token: reports, records, job views."""
+        return {"Authorization": f"Bearer {SECRETS['read_token']}"}
 
     # --- inputs -------------------------------------------------------------------------------
     def generate(self, region: str, batch: str, count: int, *, seed: int, bad_fraction: float = 0.0,
@@ -83,7 +91,7 @@ class World:
         return str(resp.json()["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
-        resp = httpx.get(f"{self.ingest}/api/v1/jobs/{job_id}", timeout=30)
+        resp = httpx.get(f"{self.ingest}/api/v1/jobs/{job_id}", headers=self.read_auth, timeout=30)
         assert resp.status_code == 200, resp.text
         return dict(resp.json())
 
@@ -180,20 +188,24 @@ def shared_world(tmp: Path) -> Iterator[World]:
 @contextmanager
 def _start(tmp: Path) -> Iterator[World]:
     settings = isolated_settings(
-        "faults", 70, api_token=SECRETS["api_token"], s3_access_key=SECRETS["s3_access_key"],
-        s3_secret_key=SECRETS["s3_secret_key"],
+        "faults", 70, api_token=SECRETS["api_token"], read_token=SECRETS["read_token"],
+        s3_access_key=SECRETS["s3_access_key"], s3_secret_key=SECRETS["s3_secret_key"],
         pg_dsn=f"postgresql://postgres:{SECRETS['pg_password']}@127.0.0.1:5432/fiscalflow_faults{SLOT}")
     with isolated_stack(settings):
         pki = DemoPKI.ensure(settings.pki_dir(), issuers=8)
-        token_file = tmp / "api-token"
-        token_file.write_text(SECRETS["api_token"] + "\n")  # a trailing newline, as secret mounts often have
+        token_files = {}
+        for name in ("api_token", "read_token"):
+            token_files[name] = tmp / name.replace("_", "-")
+            token_files[name].write_text(SECRETS[name] + "\n")  # a trailing newline, as secret mounts often have
         # Callbacks only to a reserved name (.test) that nothing here submits: every other callback
         # URL, the fuzzer's random hosts included, is refused before it is resolved, so no test sends
         # a DNS query or a callback off this machine.
         env = service_env(settings, FISCALFLOW_TRUST_CA=f"demo={pki.ca_cert}",
-                          FISCALFLOW_STAMP_CERTS=str(pki.stamp_certs_dir), FISCALFLOW_API_TOKEN_FILE=str(token_file),
+                          FISCALFLOW_STAMP_CERTS=str(pki.stamp_certs_dir),
+                          FISCALFLOW_API_TOKEN_FILE=str(token_files["api_token"]),
+                          FISCALFLOW_READ_TOKEN_FILE=str(token_files["read_token"]),
                           FISCALFLOW_CALLBACK_ALLOWED_HOSTS="callbacks.fiscalflow.test")
-        del env["FISCALFLOW_API_TOKEN"]  # the services must read it from the file
+        del env["FISCALFLOW_API_TOKEN"], env["FISCALFLOW_READ_TOKEN"]  # the services must read them from the files
         services = Services(settings, env).start()
         try:
             services.wait_http()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.cli.api_client import bearer
 from shared.settings import Settings
 from tests.support.stacks import archive_keys, db  # noqa: F401  (db: the e2e modules import it from here)
 from tests.support.wait import wait_for
@@ -21,7 +22,8 @@ def s3_keys(settings: Settings) -> set[str]:
 
 def wait_jobs(settings: Settings, jobs: list[str], timeout: float = 600) -> None:
     api = f"http://127.0.0.1:{settings.ingest_port}"
-    wait_for(lambda: [httpx.get(f"{api}/api/v1/jobs/{j}", timeout=30).json() for j in jobs],
+    read = bearer(settings)
+    wait_for(lambda: [httpx.get(f"{api}/api/v1/jobs/{j}", headers=read, timeout=30).json() for j in jobs],
              lambda states: all(s["status"] == "completed" for s in states), "jobs completed", timeout, every=1)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from shared.cli.api_client import bearer
 from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import Stage
 from tooling.bench import corpus
@@ -172,7 +173,8 @@ class BenchStack:
         self.stack = LocalStack(settings)
         self.series: dict[int, Series] = {}
         self.client = httpx.Client(timeout=30)
-        self.headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+        self.headers = bearer(settings, admin=True)  # submitting jobs: the admin token
+        self.read_headers = bearer(settings)  # job views: the read token
         self.submitted: dict[str, int] = {}  # job id -> its record count
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -333,7 +335,8 @@ class BenchStack:
         return str(body["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.client.get(f"{self.ingest}/api/v1/jobs/{job_id}").json()
+        resp = self.client.get(f"{self.ingest}/api/v1/jobs/{job_id}", headers=self.read_headers)
+        body: dict[str, Any] = resp.json()
         return body
 
     def follow_jobs(self, jobs: list[str], timeout: float) -> tuple[bool, dict[str, dict[str, Any]]]:

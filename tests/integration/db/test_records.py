@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
 from shared.db.migrate import connect_pool, migrate
 from shared.db.records import (
     _SEEN_SQL,
     _TRANSITION_SQL,
+    RegionConflict,
     Registration,
     Transition,
     apply_transitions,
@@ -109,3 +111,28 @@ async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings
             assert "Seq Scan" not in found, found
     finally:
         await pool.close()
+
+
+async def test_a_record_id_is_never_re_pointed_to_another_region(stack_settings: Settings) -> None:
+    """Record ids are global: the same file name registered in a second region (or in two regions in
+    one batch) is refused whole, naming both regions; a pending record keeps its region and path."""
+    rid, fresh = (f"db-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    conn = await asyncpg.connect(stack_settings.pg_dsn.get_secret_value())
+    try:
+        await migrate(conn)
+        await register(conn, [Registration(rid, "north", f"a/{rid}.xml")])
+        with pytest.raises(RegionConflict, match="is in region north, not south") as refused:
+            await register(conn, [Registration(fresh, "south", f"b/{fresh}.xml"),
+                                  Registration(rid, "south", f"b/{rid}.xml")])
+        assert refused.value.conflicts == [(rid, "north", "south")]
+        rows = await lookup(conn, [rid, fresh])
+        assert (rows[rid].region, rows[rid].remote_path) == ("north", f"a/{rid}.xml")
+        assert fresh not in rows  # nothing of the refused batch was kept
+        # The same region again is a re-registration while pending: the new path is taken.
+        await register(conn, [Registration(rid, "north", f"c/{rid}.xml")])
+        assert (await lookup(conn, [rid]))[rid].remote_path == f"c/{rid}.xml"
+        with pytest.raises(RegionConflict) as twice:
+            await register(conn, [Registration(fresh, "north", "x.xml"), Registration(fresh, "central", "x.xml")])
+        assert twice.value.conflicts == [(fresh, "central", "north")]
+    finally:
+        await conn.close()

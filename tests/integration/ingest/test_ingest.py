@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 
+from shared.db.jobs import create_job
 from shared.db.migrate import connect_pool
-from shared.db.records import history, lookup, register
+from shared.db.records import Registration, history, lookup, register
 from shared.domain.messages import DownloadTask, IngestRequest
+from shared.domain.records import Priority
 from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, priority_topic
@@ -25,7 +32,13 @@ def _api(settings: Settings) -> str:
 
 
 def _auth(settings: Settings) -> dict[str, str]:
+    """The admin token: submits."""
     return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+
+def _read(settings: Settings) -> dict[str, str]:
+    """The read token: job views."""
+    return {"Authorization": f"Bearer {settings.read_token.get_secret_value()}"}
 
 
 def test_a_job_by_pattern_registers_the_files_and_takes_them_through_download(stack_settings: Settings) -> None:
@@ -43,7 +56,8 @@ def test_a_job_by_pattern_registers_the_files_and_takes_them_through_download(st
             assert set(out) == {r.record_id for r in rows}
             for m in out.values():
                 assert headers_of(m)[H.JOB_ID] == job_id
-            status = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}{resp.headers['location']}"))
+            status = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}{resp.headers['location']}",
+                                     headers=_read(stack_settings)))
             body = status.json()
             assert body["record_count"] == len(rows)
             assert body["counts"] == {"downloaded": len(rows)}
@@ -130,6 +144,8 @@ def test_the_api_refuses_bad_requests_with_a_reason(stack_settings: Settings) ->
     cases: list[tuple[str, dict[str, object], int, str]] = [
         ("no token", {"json": {"record_ids": ["a"]}}, 401, "token"),
         ("wrong token", {"json": {"record_ids": ["a"]}, "headers": {"Authorization": "Bearer nope"}}, 401, "token"),
+        ("the read token", {"json": {"record_ids": ["a"]}, "headers": _read(stack_settings)}, 403,
+         "the read token cannot submit jobs; use the admin token"),
         ("malformed JSON", {"content": b'{"record_ids": [', "headers": {**auth, "content-type": "application/json"}},
          422, "JSON"),
         ("wrong types", {"json": {"record_ids": "abc"}, "headers": auth}, 422, "list"),
@@ -159,10 +175,55 @@ def test_the_api_refuses_bad_requests_with_a_reason(stack_settings: Settings) ->
                 assert resp.status_code == status, (name, resp.text[:300])
                 body = resp.json()  # the one error body of every API: a code and the reason in words
                 assert set(body) == {"error", "detail"} and reason in body["detail"], (name, resp.text[:300])
-            missing = await http.get(f"{url}/{uuid.uuid4()}")
+            missing = await http.get(f"{url}/{uuid.uuid4()}", headers=_read(stack_settings))
             assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-            assert (await http.get(f"{url}/not-a-uuid")).status_code == 422
+            assert (await http.get(f"{url}/not-a-uuid", headers=_read(stack_settings))).status_code == 422
             openapi = (await http.get(f"http://127.0.0.1:{stack_settings.ingest_port}/openapi.json")).json()
             assert "/api/v1/jobs" in openapi["paths"] and "/api/v1/jobs/{job_id}" in openapi["paths"]
+
+    asyncio.run(scenario())
+
+
+def test_job_views_need_the_read_token_never_show_a_callback_and_the_cli_names_a_wrong_token(
+        stack_settings: Settings, tmp_path: Path) -> None:
+    job_id, member = str(uuid.uuid4()), f"auth-{uuid.uuid4().hex[:12]}"
+    url = f"http://127.0.0.1:{stack_settings.ingest_port}/api/v1/jobs"
+    assert _read(stack_settings) != _auth(stack_settings)  # the test stack's two tokens differ
+    cli = [sys.executable, "-m", "services.cli", "job"]
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env})
+
+    async def scenario() -> None:
+        pool = await connect_pool(stack_settings.pg_dsn.get_secret_value())
+        async with pool.acquire() as conn:  # a pending member: the job stays running, no callback is tried
+            await register(conn, [Registration(member, "north", f"t/{member}.xml")])
+            await create_job(conn, job_id, [member], Priority.NORMAL,
+                             callback_url="https://hooks.invalid/h?token=cb-Hq7")
+        await pool.close()
+        async with Pipeline(stack_settings, (Stage.INGEST,)), httpx.AsyncClient(timeout=30) as http:
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+                resp = await http.get(f"{url}/{job_id}", headers=headers)
+                assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer", resp.text
+                assert resp.json()["error"] == "unauthorized" and "token" in resp.json()["detail"]
+            for headers in (_read(stack_settings), _auth(stack_settings)):
+                resp = await http.get(f"{url}/{job_id}", headers=headers)
+                assert resp.status_code == 200 and resp.json()["callback"] is True, resp.text
+                assert "hooks.invalid" not in resp.text and "cb-Hq7" not in resp.text
+            # The command line: `job show` reads with the read token ...
+            shown = await asyncio.to_thread(run, "show", job_id, "--json")
+            assert shown.returncode == 0 and json.loads(shown.stdout)["job_id"] == job_id, shown.stderr
+            # ... and a wrong one is one line that names the variable, no traceback, exit 1.
+            wrong = await asyncio.to_thread(run, "show", job_id, FISCALFLOW_READ_TOKEN="not-the-read-token")
+            assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1, wrong.stderr
+            assert "FISCALFLOW_READ_TOKEN" in wrong.stderr and "Traceback" not in wrong.stderr
+            # `job submit` with the read token as its admin token: refused, and told which token to use.
+            ids = tmp_path / "ids"
+            ids.write_text(member + "\n")
+            refused = await asyncio.to_thread(run, "submit", "--ids", str(ids), FISCALFLOW_API_TOKEN=(
+                stack_settings.read_token.get_secret_value()))
+            assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+            assert "HTTP 403" in refused.stderr and "use the admin token" in refused.stderr, refused.stderr
 
     asyncio.run(scenario())

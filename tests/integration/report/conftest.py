@@ -38,9 +38,15 @@ class ReportProc:
     ops: str
     proc: subprocess.Popen[bytes]
     log: Path
+    read_token: str  # the service's (the stack's defaults: distinct from the admin token)
+    admin_token: str
 
-    def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(self.api + path, params={k: v for k, v in params.items() if v is not None}, timeout=10)
+    def get(self, path: str, *, token: str | None = "read", **params: object) -> httpx.Response:
+        """GET with the read token; ``token``: "admin", another token, or None for no token."""
+        token = {"read": self.read_token, "admin": self.admin_token}.get(token or "", token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.api + path, params={k: v for k, v in params.items() if v is not None},
+                         headers=headers, timeout=10)
 
     def wait_until(self, check: object, timeout: float = 60) -> None:
         assert callable(check)
@@ -77,7 +83,8 @@ def report(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     log = tmp / "report.log"
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "service", "run", "report"], env=env,
                             cwd=PROJECT_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    rp = ReportProc(topics, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ops_port}", proc, log)
+    rp = ReportProc(topics, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ops_port}", proc, log,
+                    stack_settings.read_token.get_secret_value(), stack_settings.api_token.get_secret_value())
     try:
         rp.wait_until(lambda: httpx.get(rp.ops + "/readyz", timeout=2).status_code == 200, timeout=60)
         yield rp

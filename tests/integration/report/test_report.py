@@ -8,17 +8,22 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import os
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from confluent_kafka import Producer
 
@@ -316,8 +321,6 @@ def test_a_completed_job_calls_back_signed_and_retried(
     secret = CALLBACK_SECRET.encode()  # its own secret: a receiver need not hold the admin token
     for body, signature in _Receiver.calls:
         assert signature == "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    import orjson
-
     sent = orjson.loads(_Receiver.calls[-1][0])
     assert sent["job_id"] == job_id and sent["status"] == "completed"
     assert sent["callback"] is True and receiver not in _Receiver.calls[-1][0].decode()  # the URL never shown
@@ -328,22 +331,91 @@ def test_a_completed_job_calls_back_signed_and_retried(
     assert len(_Receiver.calls) == 3  # sent once it succeeded
 
 
+def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
+        report: ReportProc, stack_settings: Settings) -> None:
+    job_id, (member,) = str(uuid.uuid4()), _ids(1, "auth")
+
+    async def a_job() -> None:
+        # With a callback URL that carries a receiver's token, and a pending member: the job stays
+        # running, so the service never tries the callback (nothing is resolved or sent).
+        conn = await _pg(stack_settings)
+        try:
+            await register(conn, [Registration(member, "north", f"t/{member}.xml")])
+            await create_job(conn, job_id, [member], Priority.NORMAL, callback_url="https://hooks.invalid/h?t=cb-Xq2")
+        finally:
+            await conn.close()
+
+    asyncio.run(a_job())
+    reads = [("/api/v1/records", {}), (f"/api/v1/records/{_ids(1)[0]}", {}), ("/api/v1/reports/summary", {}),
+             ("/api/v1/reports/daily", {"date": "2025-03-03"}),
+             ("/api/v1/reports/issuers", {"from": "2025-03-01", "to": "2025-03-03"}),
+             ("/api/v1/reports/trend", {}), ("/api/v1/reports/verify", {"from": "2025-03-01", "to": "2025-03-01"}),
+             (f"/api/v1/jobs/{job_id}", {})]
+    assert report.read_token != report.admin_token
+    for path, params in reads:
+        for token in (None, "wrong-token", report.read_token[:-1]):
+            resp = report.get(path, token=token, **params)
+            assert resp.status_code == 401, (path, token, resp.text)
+            assert resp.json()["error"] == "unauthorized" and "token" in resp.json()["detail"], path
+            assert resp.headers["www-authenticate"] == "Bearer", path
+        for token in ("read", "admin"):
+            resp = report.get(path, token=token, **params)
+            # records/<unknown id> is a 404: past the token check, as the 401s above were not.
+            assert resp.status_code == (404 if path.startswith("/api/v1/records/") else 200), (path, token)
+    view = report.get(f"/api/v1/jobs/{job_id}").text
+    assert '"callback":true' in view.replace(" ", "") and "hooks.invalid" not in view and "cb-Xq2" not in view
+    # The rebuild (plan and steps) is the admin token's: the read token gets a 403 that says so.
+    plan = f"{report.api}/api/v1/reports/rebuild"
+    for call in (lambda h: httpx.get(plan, headers=h, timeout=10),
+                 lambda h: httpx.post(plan, headers=h, json={"dry_run": True, "limit": 1}, timeout=10)):
+        assert call({}).status_code == 401
+        refused = call({"Authorization": f"Bearer {report.read_token}"})
+        assert refused.status_code == 403, refused.text
+        assert refused.json() == {"error": "forbidden",
+                                  "detail": "the read token cannot rebuild the reports; use the admin token"}
+    assert httpx.get(plan, headers={"Authorization": f"Bearer {report.admin_token}"}, timeout=30).status_code == 200
+    # The OpenAPI document (no token: it holds no data) declares the scheme on every operation.
+    spec = report.get("/openapi.json", token=None).json()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert all(op["security"] == [{"bearer": []}] for ops in spec["paths"].values() for op in ops.values())
+
+
+def _cli(report: ReportProc, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``fiscalflow report ARGS`` against this report service, with the test stack's environment
+    (its tokens: the settings' defaults) changed by ``env``."""
+    return subprocess.run([sys.executable, "-m", "services.cli", "report", *args],
+                          env={**os.environ, "FISCALFLOW_REPORT_PORT": report.api.rsplit(":", 1)[1], **env},
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_the_cli_prints_the_api_as_tables_or_json(report: ReportProc) -> None:
-    import os
-    import subprocess
-    import sys
-
-    import orjson
-
-    env = {**os.environ, "FISCALFLOW_REPORT_PORT": report.api.rsplit(":", 1)[1]}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "services.cli", "report", *args], env=env,
-                              capture_output=True, text=True, timeout=60)
-
-    out = cli("summary", "--json")
+    out = _cli(report, "summary", "--json")
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout) == report.get("/api/v1/reports/summary").json()
-    table = cli("daily", "2025-03-03")
+    table = _cli(report, "daily", "2025-03-03")
     assert table.returncode == 0 and "issuers" in table.stdout
-    assert cli("daily", "not-a-date").returncode == 1
+    assert _cli(report, "daily", "not-a-date").returncode == 1
+
+
+def test_the_cli_reads_with_the_read_token_and_says_so_in_one_line_when_it_is_wrong(
+        report: ReportProc, tmp_path: Path) -> None:
+    # Its read token only (the admin token wrong): every read works.
+    for args in (["summary", "--json"], ["trend"], ["verify", "--from", "2025-03-01", "--to", "2025-03-01"]):
+        out = _cli(report, *args, FISCALFLOW_API_TOKEN="not-the-admin-token")
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+    # From a file, as a secret mount gives it.
+    (tmp_path / "read-token").write_text(report.read_token + "\n")
+    out = _cli(report, "summary", "--json", FISCALFLOW_READ_TOKEN_FILE=str(tmp_path / "read-token"))
+    assert out.returncode == 0, out.stderr
+    # A wrong read token: one line naming the variable to set, no traceback, a non-zero exit.
+    for args in (["summary"], ["daily", "2025-03-03", "--json"], ["verify"]):
+        out = _cli(report, *args, FISCALFLOW_READ_TOKEN="not-the-read-token")
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert out.stderr.count("\n") == 1 and "FISCALFLOW_READ_TOKEN" in out.stderr, out.stderr
+        assert "Traceback" not in out.stdout + out.stderr and "not-the-read-token" not in out.stderr
+    # The rebuild is the admin token's: the read token there is refused in one line too.
+    out = _cli(report, "rebuild", "--dry-run", FISCALFLOW_API_TOKEN=report.read_token)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "use the admin token" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
+    out = _cli(report, "rebuild", "--dry-run", FISCALFLOW_API_TOKEN="not-the-admin-token")
+    assert out.returncode == 1 and "HTTP 401" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
