@@ -33,6 +33,18 @@ def schema() -> dict[str, Any]:
            "description": "Kubernetes resources (requests/limits); {} takes defaults.resources."}
     name = {"$ref": "#/$defs/name"}
     port = {"$ref": "#/$defs/port"}
+    peers = {"type": "array", "items": {"$ref": "#/$defs/peer"}}
+    optional_name = {"type": "string", "maxLength": 253, "description": "A Secret (or a key); empty: none."}
+
+    def egress(derived: str | None = None) -> dict[str, Any]:
+        """One networkPolicy.egress target: where (`to`, NetworkPolicy peers) and TCP ports."""
+        ports: dict[str, Any] = {"type": "array", "items": port, "uniqueItems": True}
+        if derived is None:
+            ports["minItems"] = 1
+        else:
+            ports["description"] = f"Empty: {derived}."
+        return {"type": "object", "additionalProperties": False, "required": ["to", "ports"],
+                "properties": {"to": peers, "ports": ports}}
     stage = {
         "type": "object",
         "additionalProperties": False,
@@ -71,6 +83,15 @@ def schema() -> dict[str, Any]:
                          "additionalProperties": {"type": ["string", "integer", "number", "boolean"]}},
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "name": {"type": "string", "minLength": 1, "maxLength": 253},
+            "peer": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                     "description": "A NetworkPolicy peer.",
+                     "properties": {
+                         "ipBlock": {"type": "object", "additionalProperties": False, "required": ["cidr"],
+                                     "properties": {"cidr": {"$ref": "#/$defs/cidr"},
+                                                    "except": {"type": "array", "items": {"$ref": "#/$defs/cidr"}}}},
+                         "namespaceSelector": {"type": "object"},
+                         "podSelector": {"type": "object"}}},
+            "cidr": {"type": "string", "pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"},
         },
         "required": ["image", "kafka", "topics", "postgres", "s3", "sftp", "clickhouse", "api", "stages", "ports"],
         "additionalProperties": False,
@@ -87,7 +108,24 @@ def schema() -> dict[str, Any]:
                       "properties": {"bootstrapServers": {"type": "string", "minLength": 1},
                                      "sessionTimeoutMs": {"type": "integer", "minimum": 1000},
                                      "fetchWaitMaxMs": {"type": "integer", "minimum": 0},
-                                     "messageMaxBytes": {"type": "integer", "minimum": 4096}}},
+                                     "messageMaxBytes": {"type": "integer", "minimum": 4096},
+                                     "security": {
+                                         "type": "object", "additionalProperties": False, "required": ["protocol"],
+                                         "properties": {
+                                             "protocol": {"enum": ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]},
+                                             "sasl": {"type": "object", "additionalProperties": False,
+                                                      "properties": {
+                                                          "mechanism": {"enum": ["PLAIN", "SCRAM-SHA-256",
+                                                                                 "SCRAM-SHA-512"]},
+                                                          "username": {"type": "string"},
+                                                          "existingSecret": optional_name,
+                                                          "passwordKey": name}},
+                                             "tls": {"type": "object", "additionalProperties": False,
+                                                     "properties": {
+                                                         "existingSecret": optional_name,
+                                                         "caKey": optional_name, "certKey": optional_name,
+                                                         "keyKey": optional_name, "keyPasswordKey": optional_name,
+                                                         "checkHostname": {"type": "boolean"}}}}}}},
             "topics": {"type": "object", "additionalProperties": False,
                        "required": ["create", "replicationFactor", "sharedPartitions"],
                        "properties": {
@@ -115,11 +153,16 @@ def schema() -> dict[str, Any]:
                                      "pattern": "^[A-Za-z0-9_-]+=[^,=]+:[0-9]+(,[A-Za-z0-9_-]+=[^,=]+:[0-9]+)*$"},
                          "user": {"type": "string", "minLength": 1},
                          "existingSecret": name, "keyKey": name, "knownHostsKey": name}},
-            "clickhouse": {"type": "object", "additionalProperties": False, "required": ["url"],
-                           "properties": {"url": {"type": "string", "pattern": "^https?://",
-                                                  "description": "A ClickHouse server (chdb:// is in-process only)."}}},
-            "api": {"type": "object", "additionalProperties": False, "required": ["existingSecret", "tokenKey"],
-                    "properties": {"existingSecret": name, "tokenKey": name}},
+            "clickhouse": {"type": "object", "additionalProperties": False, "required": ["existingSecret", "urlKey"],
+                           "description": "The report's ClickHouse URL, credentials included, from a Secret only.",
+                           "properties": {"existingSecret": name, "urlKey": name}},
+            "api": {"type": "object", "additionalProperties": False,
+                    "required": ["existingSecret", "tokenKey", "readTokenKey"],
+                    "properties": {"existingSecret": {"type": "string", "maxLength": 253,
+                                                      "description": "Required: the templates refuse it empty."},
+                                   "tokenKey": name, "readTokenKey": name}},
+            "callbacks": {"type": "object", "additionalProperties": False,
+                          "properties": {"existingSecret": optional_name, "secretKey": name}},
             "otlpEndpoint": {"type": "string"},
             "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
             "config": {"$ref": "#/$defs/settings"},
@@ -154,6 +197,19 @@ def schema() -> dict[str, Any]:
                                "properties": {"enabled": {"type": "boolean"}, "interval": {"type": "string"},
                                               "scrapeTimeout": {"type": "string"}, "labels": {"type": "object"}}},
             "podMetricsAnnotations": {"type": "boolean"},
+            "networkPolicy": {
+                "type": "object", "additionalProperties": False, "required": ["enabled"],
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "ingress": {"type": "object", "additionalProperties": False,
+                                "properties": {k: {"type": "object", "additionalProperties": False,
+                                                   "required": ["from"], "properties": {"from": peers}}
+                                               for k in ("api", "metrics")}},
+                    "egress": {"type": "object", "additionalProperties": False,
+                               "properties": {"dns": egress(), "kafka": egress("the ports of kafka.bootstrapServers"),
+                                              "postgres": egress(), "s3": egress("the port of s3.endpoint"),
+                                              "sftp": egress("the ports of sftp.regions"), "clickhouse": egress(),
+                                              "otlp": egress("the port of otlpEndpoint"), "callbacks": egress()}}}},
             "extraEnv": {"type": "array"},
             "extraVolumes": {"type": "array"},
             "extraVolumeMounts": {"type": "array"},

@@ -26,8 +26,20 @@ NAMESPACE = "fiscal"
 # A recent Kubernetes release the schemas of kubernetes-validate cover.
 KUBE_VERSION = "1.33"
 
+# The values the chart cannot render without (api.existingSecret: it never generates tokens).
+REQUIRED: dict[str, Any] = {"api": {"existingSecret": "fiscalflow-api"}}
+
 # Every optional feature of the chart switched on.
 ALL_FEATURES: dict[str, Any] = {
+    "api": {"existingSecret": "fiscalflow-api"},
+    "callbacks": {"existingSecret": "fiscalflow-callbacks"},
+    "kafka": {"security": {"protocol": "SASL_SSL",
+                           "sasl": {"mechanism": "SCRAM-SHA-256", "username": "fiscalflow",
+                                    "existingSecret": "kafka-user"},
+                           "tls": {"existingSecret": "kafka-client-tls", "keyPasswordKey": "key-password"}}},
+    "networkPolicy": {"ingress": {"api": {"from": [{"ipBlock": {"cidr": "10.20.0.0/16"}},
+                                                   {"namespaceSelector": {"matchLabels": {
+                                                       "kubernetes.io/metadata.name": "ingress-nginx"}}}]}}},
     "keda": {"enabled": True, "authenticationRef": "kafka-sasl"},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "topics": {"create": True, "replicationFactor": 3, "sharedPartitions": 3, "increasePartitions": True},
@@ -66,9 +78,19 @@ def chart(helm: Any) -> Iterator[Any]:
         yield loaded
 
 
-def render(chart: Any, values: dict[str, Any] | None = None) -> dict[str, str]:
-    """The chart's templates rendered as for `helm install RELEASE -n NAMESPACE`."""
-    out: dict[str, str] = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, maps merged key by key (as Helm merges values files)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def render(chart: Any, values: dict[str, Any] | None = None, *, required: bool = True) -> dict[str, str]:
+    """The chart's templates rendered as for `helm install RELEASE -n NAMESPACE`, with the REQUIRED
+    values under ``values`` (``required=False``: exactly ``values``)."""
+    values = merged(REQUIRED, values or {}) if required else (values or {})
+    out: dict[str, str] = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     return out
 
 
