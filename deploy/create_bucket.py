@@ -1,6 +1,6 @@
 """Compose one-shot: create the archive bucket (FISCALFLOW_S3_BUCKET) as the S3 admin identity.
 
-The services' own identity may only use that bucket (deploy/seaweedfs-s3.json), so the bucket
+The services' own identity may only use that bucket (the `s3-identities` config of docker-compose.yml), so the bucket
 is made with the admin keys from S3_ADMIN_ACCESS_KEY / S3_ADMIN_SECRET_KEY.
 """
 

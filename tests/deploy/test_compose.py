@@ -38,12 +38,20 @@ def compose_binary() -> Path:
 
 
 TOKEN = "compose-test-token-0123456789abcdef"  # what an operator puts in .env
+# Every secret .env must give (.env.example lists them, empty).
+DOTENV = {"FISCALFLOW_API_TOKEN": TOKEN, "FISCALFLOW_READ_TOKEN": "compose-test-read-token-0123456789",
+          "POSTGRES_PASSWORD": "compose-test-pg-password", "FISCALFLOW_S3_SECRET_KEY": "compose-test-s3-secret",
+          "S3_ADMIN_SECRET_KEY": "compose-test-s3-admin-secret"}
 
 
-def run_compose(*args: str, file: Path = COMPOSE_FILE, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+def run_compose(*args: str, file: Path = COMPOSE_FILE, token: str | None = TOKEN,
+                without: str | None = None) -> subprocess.CompletedProcess[str]:
     # A clean environment: the file's ${VAR:-default}s resolve to their defaults, not to this shell's.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    if token is not None:
+    env.update({k: v for k, v in DOTENV.items() if k != without})
+    if token is None or without == "FISCALFLOW_API_TOKEN":
+        env.pop("FISCALFLOW_API_TOKEN", None)
+    else:
         env["FISCALFLOW_API_TOKEN"] = token
     return subprocess.run([str(compose_binary()), "-f", str(file), *args], capture_output=True, text=True,
                           env=env, cwd=file.parent, timeout=60)
@@ -71,14 +79,24 @@ def test_the_validator_really_rejects_a_broken_file(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "missing" in proc.stderr
 
 
-def test_compose_has_no_default_token_and_the_stages_refuse_a_published_one(project: dict[str, Any]) -> None:
+def test_compose_has_no_default_secret_and_the_stages_refuse_a_published_one(project: dict[str, Any]) -> None:
     for token in (None, ""):
         proc = run_compose("config", "--format", "json", token=token)
         assert proc.returncode != 0 and "FISCALFLOW_API_TOKEN" in proc.stderr, proc.stderr
     env = project["services"]["ingest"]["environment"]
     assert env["FISCALFLOW_API_TOKEN"] == TOKEN and env["FISCALFLOW_HTTP_HOST"] == "0.0.0.0"
     example = (ROOT / ".env.example").read_text()
-    assert "FISCALFLOW_API_TOKEN=\n" in example  # nothing to copy unchanged into production
+    for name in DOTENV:  # each required, each empty in the example: nothing to copy unchanged
+        assert f"\n{name}=\n" in example, name
+        proc = run_compose("config", "--format", "json", without=name)
+        assert proc.returncode != 0 and name in proc.stderr, (name, proc.stderr)
+    # SeaweedFS's identities carry .env's secrets, none from the repository.
+    identities = json.loads(project["configs"]["s3-identities"]["content"])["identities"]
+    keys = {c["accessKey"]: c["secretKey"] for i in identities for c in i["credentials"]}
+    assert keys == {"fiscalflow-admin": DOTENV["S3_ADMIN_SECRET_KEY"], "fiscalflow": DOTENV["FISCALFLOW_S3_SECRET_KEY"]}
+    assert env["FISCALFLOW_S3_SECRET_KEY"] == DOTENV["FISCALFLOW_S3_SECRET_KEY"]
+    assert env["FISCALFLOW_READ_TOKEN"] == DOTENV["FISCALFLOW_READ_TOKEN"]
+    assert DOTENV["POSTGRES_PASSWORD"] in env["FISCALFLOW_PG_DSN"]
     # What a stage container would do with the demo token: refuse before it listens.
     published = Settings(http_host="0.0.0.0", api_token="fiscalflow-demo-token")  # type: ignore[arg-type]
     assert published.exposed_secret_problems()
