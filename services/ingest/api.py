@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest.backpressure import LagMonitor
 from services.ingest.publisher import publish
+from services.ingest.seed_api import install_seed_routes
 from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
 from shared.db import jobs
 from shared.db.records import RegionConflict, register
@@ -85,6 +86,11 @@ class JobView(BaseModel):
     job_id: str
     status: str
     priority: str
+    processed: int = Field(0, description="Members archived (or duplicates of an archived document).")
+    failed: int = Field(0, description="Members rejected (each with a dead letter and its reason).")
+    duration_s: float | None = Field(None, description="Seconds from submission to completion (to now while "
+                                     "it runs).")
+    throughput_per_s: float | None = Field(None, description="Finished members per second over that duration.")
     record_count: int
     counts: dict[str, int]
     finished: int
@@ -167,7 +173,7 @@ def create_app(ctx: IngestContext) -> FastAPI:
                   dependencies=[Depends(auth.require_read)], responses=error_responses(401))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app, validation_status=422)
-    egress = EgressPolicy.from_settings(ctx.settings)  # callback URLs, checked at submission
+    submitter = Submitter(ctx, EgressPolicy.from_settings(ctx.settings))
 
     def not_overloaded() -> None:
         if ctx.producer.queue_length() > MAX_PRODUCER_QUEUE or ctx.lag.lag > MAX_PIPELINE_LAG:
@@ -179,32 +185,11 @@ def create_app(ctx: IngestContext) -> FastAPI:
               dependencies=[Depends(auth.require_admin("submit jobs")), Depends(not_overloaded)],
               responses=error_responses(400, 403, 409, 413, 422, 503))
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
-        if body.callback_url is not None:
-            try:  # before anything is registered: a refused job leaves nothing behind
-                await egress.check(str(body.callback_url))
-            except EgressRefused as exc:
-                raise HTTPException(400, f"callback_url refused: {exc}") from exc
-        job_id = str(uuid.uuid4())
-        source: dict[str, Any] | None = None
         if body.source is not None:
-            record_ids = await _register_source(ctx, body.source)
-            source = body.source.model_dump()
+            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, source=body.source)
         else:
             assert body.record_ids is not None
-            record_ids = list(dict.fromkeys(body.record_ids))
-        async with ctx.db.acquire() as conn:
-            await jobs.create_job(conn, job_id, record_ids, body.priority,
-                                  str(body.callback_url) if body.callback_url else None, source)
-        try:
-            await publish(ctx.producer, record_ids, body.priority, job_id, ctx.namespace())
-        except DeliveryError as exc:
-            # The job exists; publishing its ids again is safe (ingest is idempotent).
-            raise HTTPException(503, f"broker did not take the records: {exc}",
-                                headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
-        if len(record_ids) >= TRIM_AFTER_RECORDS:
-            # A big job's listing, request body and messages were transient: once the response is
-            # out, give their freed heap back instead of carrying it for the life of the process.
-            asyncio.get_running_loop().call_later(1.0, trim_heap)
+            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, record_ids=body.record_ids)
         location = f"/api/v1/jobs/{job_id}"
         response.headers["Location"] = location
         return JobAccepted(job_id=job_id, record_count=len(record_ids), status_url=location)
@@ -218,7 +203,68 @@ def create_app(ctx: IngestContext) -> FastAPI:
         status = await jobs.with_blocked_stages(ctx.db, status, ctx.namespace())
         return JobView(**status.to_json())
 
+    install_seed_routes(app, ctx, submitter, [Depends(auth.require_admin("submit jobs")), Depends(not_overloaded)])
     return app
+
+
+class Submitter:
+    """Submits a job: checks its callback, registers a pattern's files, records the job and
+    publishes its ids.  Shared by ``POST /api/v1/jobs`` and the seed's ``/api/v1/fiscal/process``."""
+
+    def __init__(self, ctx: IngestContext, egress: EgressPolicy) -> None:
+        self.ctx = ctx
+        self.egress = egress
+
+    async def submit(self, priority: Priority, callback_url: AnyHttpUrl | str | None, *,
+                     record_ids: list[str] | None = None, source: JobSource | None = None,
+                     sources: list[JobSource] | None = None) -> tuple[str, list[str]]:
+        """Returns the job id and its record ids; raises HTTPException (4xx/503) with the reason."""
+        ctx = self.ctx
+        if callback_url is not None:
+            try:  # before anything is registered: a refused job leaves nothing behind
+                await self.egress.check(str(callback_url))
+            except EgressRefused as exc:
+                raise HTTPException(400, f"callback_url refused: {exc}") from exc
+        job_id = str(uuid.uuid4())
+        job_source: dict[str, Any] | None = None
+        if source is not None:
+            record_ids = await _register_source(ctx, source)
+            job_source = source.model_dump()
+        elif sources is not None:  # every region a region-less seed pattern names
+            record_ids = await _register_sources(ctx, sources)
+            job_source = {"regions": [s.region for s in sources], "pattern": sources[0].pattern}
+        assert record_ids is not None
+        record_ids = list(dict.fromkeys(record_ids))
+        async with ctx.db.acquire() as conn:
+            await jobs.create_job(conn, job_id, record_ids, priority,
+                                  str(callback_url) if callback_url else None, job_source)
+        try:
+            await publish(ctx.producer, record_ids, priority, job_id, ctx.namespace())
+        except DeliveryError as exc:
+            # The job exists; publishing its ids again is safe (ingest is idempotent).
+            raise HTTPException(503, f"broker did not take the records: {exc}",
+                                headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+        if len(record_ids) >= TRIM_AFTER_RECORDS:
+            # A big job's listing, request body and messages were transient: once the response is
+            # out, give their freed heap back instead of carrying it for the life of the process.
+            asyncio.get_running_loop().call_later(1.0, trim_heap)
+        return job_id, record_ids
+
+
+async def _register_sources(ctx: IngestContext, sources: list[JobSource]) -> list[str]:
+    """A pattern over several regions: the regions where nothing matches are skipped; none at all
+    matching is a 422."""
+    found: list[str] = []
+    for source in sources:
+        try:
+            found += await _register_source(ctx, source)
+        except HTTPException as exc:
+            if not (exc.status_code == 422 and str(exc.detail).startswith("no file of region")):
+                raise
+    if not found:
+        raise HTTPException(422, f"no file of any region ({', '.join(s.region for s in sources)}) matches "
+                                 f"{sources[0].pattern!r}")
+    return found
 
 
 async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:

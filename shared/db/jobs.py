@@ -3,6 +3,7 @@ members' current statuses (never incremented), so a redelivered message cannot c
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,8 +66,30 @@ class JobStatus:
     def progress(self) -> float:
         return 1.0 if self.record_count == 0 else round(self.finished / self.record_count, 4)
 
+    @property
+    def processed(self) -> int:
+        """Members done with a document in the archive (archived, or a duplicate of an archived one)."""
+        return self.counts.get(RecordStatus.ARCHIVED.value, 0) + self.counts.get(RecordStatus.DUPLICATE.value, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(RecordStatus.REJECTED.value, 0)
+
+    @property
+    def duration_s(self) -> float | None:
+        """Submission to completion, or to now while it runs."""
+        if not self.created_at:
+            return None
+        start = dt.datetime.fromisoformat(self.created_at)
+        end = dt.datetime.fromisoformat(self.completed_at) if self.completed_at else dt.datetime.now(start.tzinfo)
+        return round(max(0.0, (end - start).total_seconds()), 3)
+
     def to_json(self) -> dict[str, Any]:
+        duration = self.duration_s
+        throughput = round(self.finished / duration, 2) if duration else None
         return {"job_id": self.job_id, "status": self.status, "priority": self.priority,
+                "processed": self.processed, "failed": self.failed, "duration_s": duration,
+                "throughput_per_s": throughput,
                 "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
                 "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
                 "callback": self.callback_url is not None, "source": self.source, "stalled": self.stalled,

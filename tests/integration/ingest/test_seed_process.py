@@ -1,0 +1,95 @@
+"""Seed 000's ``POST /api/v1/fiscal/process`` on the running ingest API: its request, its answer,
+a region-less pattern over every region, and the refusals of what is not built yet."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import httpx
+import pytest
+
+from services.ingest.seed_api import go_duration
+from shared.settings import Settings
+from shared.topics import Stage, priority_topic
+from tests.support.pipeline import Pipeline, write_batch
+
+pytestmark = pytest.mark.integration
+
+
+def _auth(settings: Settings, token: str = "api") -> dict[str, str]:
+    secret = settings.api_token if token == "api" else settings.read_token
+    return {"Authorization": f"Bearer {secret.get_secret_value()}"}
+
+
+def test_a_pattern_without_a_region_is_one_job_over_every_region_in_the_seeds_shape(stack_settings: Settings) -> None:
+    batch = f"seed{uuid.uuid4().hex[:8]}"
+    _, north = write_batch(stack_settings, "north", 6, batch=batch)
+    _, south = write_batch(stack_settings, "south", 4, batch=batch)
+    base = f"http://127.0.0.1:{stack_settings.ingest_port}"
+
+    async def scenario() -> None:
+        async with Pipeline(stack_settings, (Stage.INGEST, Stage.DOWNLOAD)) as pipe, httpx.AsyncClient() as http:
+            before = dt.datetime.now(dt.timezone.utc)
+            resp = await http.post(f"{base}/api/v1/fiscal/process", headers=_auth(stack_settings),
+                                   json={"source": "sftp", "file_pattern": f"{batch}/*.xml", "priority": "high",
+                                         "validation_rules": "strict"})
+            assert resp.status_code == 202, resp.text
+            body = resp.json()
+            assert resp.headers["location"] == f"/api/v1/jobs/{body['job_id']}"
+            assert body["status"] == "queued" and body["record_count"] == 10
+            assert before <= dt.datetime.fromisoformat(body["submitted_at"]) <= dt.datetime.now(dt.timezone.utc)
+            assert set(body["metrics"]) == {"queue_depth", "workers", "rate_per_s"}
+            assert body["metrics"]["queue_depth"] >= 0 and body["metrics"]["workers"] >= 0
+            # An estimate only from a measured rate: both present or both null.
+            assert (body["estimated_duration"] is None) == (body["metrics"]["rate_per_s"] is None)
+            # The north and south files of that name, both, downloaded on the priority lane.
+            out = await pipe.read(priority_topic(Stage.VALIDATE), [r.record_id for r in north + south])
+            assert set(out) == {r.record_id for r in north + south}
+
+            # A region prefix narrows it to that region (the files are registered already: same ids).
+            one = await http.post(f"{base}/api/v1/fiscal/process", headers=_auth(stack_settings),
+                                  json={"source": "sftp", "file_pattern": f"north:{batch}/*.xml"})
+            assert one.status_code == 202 and one.json()["record_count"] == 6, one.text
+
+            view = (await http.get(f"{base}{resp.headers['location']}", headers=_auth(stack_settings, "read"))).json()
+            assert {"processed", "failed", "duration_s", "throughput_per_s"} <= set(view)
+            assert view["processed"] == 0 and view["failed"] == 0 and view["duration_s"] > 0  # not archived here
+
+    asyncio.run(scenario())
+
+
+REFUSED: list[tuple[dict[str, object], str]] = [
+    ({"source": "s3", "file_pattern": "x/*.xml"}, "source s3 is not supported yet"),
+    ({"source": "api", "record_ids": ["a1"], "validation_rules": "lenient"}, "lenient is not supported yet"),
+    ({"source": "api", "record_ids": ["a1"], "max_retries": 2}, "max_retries per job is not supported yet"),
+    ({"source": "sftp", "file_pattern": "atlantis:x/*.xml"}, "unknown region 'atlantis'"),
+    ({"source": "sftp"}, "source sftp needs file_pattern"),
+    ({"source": "api"}, "source api needs record_ids"),
+    ({"source": "api", "file_pattern": "*.xml"}, "source api takes record_ids"),
+    ({"source": "sftp", "file_pattern": "nothing-matches-this-*.xml"}, "no file of any region"),
+    ({"source": "ftp", "record_ids": ["a1"]}, "source"),
+]
+
+
+def test_what_is_not_built_or_not_valid_is_refused_with_the_reason(stack_settings: Settings) -> None:
+    """422 with the reason, never accepted and ignored; the read token never submits (403)."""
+    async def scenario() -> list[str]:
+        wrong = []
+        async with Pipeline(stack_settings, (Stage.INGEST,)), httpx.AsyncClient() as http:
+            url = f"http://127.0.0.1:{stack_settings.ingest_port}/api/v1/fiscal/process"
+            for body, reason in REFUSED:
+                resp = await http.post(url, headers=_auth(stack_settings), json=body)
+                if resp.status_code != 422 or reason not in resp.text:
+                    wrong.append(f"{body}: {resp.status_code} {resp.text}")
+                refused = await http.post(url, headers=_auth(stack_settings, "read"), json=body)
+                if refused.status_code != 403:
+                    wrong.append(f"{body} with the read token: {refused.status_code}")
+        return wrong
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_go_durations_read_as_the_seeds_clients_parse_them() -> None:
+    assert [go_duration(s) for s in (0, 0.4, 45, 90, 3600, 3723.6)] == ["0s", "0s", "45s", "1m30s", "1h0m0s", "1h2m4s"]
