@@ -141,12 +141,13 @@ def print_reports(settings: Settings, batch: str) -> None:
     today = dt.date.today()
     days = [(today - dt.timedelta(days=d)).isoformat() for d in range(8)]
     dailies = {d: _report(settings, "/api/v1/reports/daily", date=d) for d in days}
-    busiest = max(dailies, key=lambda d: sum(g["count"] for g in dailies[d]["groups"]))
+    # A day without archived documents is a 404 (no "groups"): an empty day here.
+    busiest = max(dailies, key=lambda d: sum(g["count"] for g in dailies[d].get("groups", [])))
     day = dailies[busiest]
     t = Table(title=f"daily report {busiest} (archived, by TipoDeComprobante and Moneda)")
     for col in ("tipo", "moneda", "count", "total", "total MXN"):
         t.add_column(col, justify="left" if col in ("tipo", "moneda") else "right")
-    for g in day["groups"]:
+    for g in day.get("groups", []):
         t.add_row(g["tipo"], g["moneda"], f"{g['count']:,}", g["total"], g["total_mxn"])
     console.print(t)
 

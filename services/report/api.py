@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import ORJSONResponse
 
 from services.report.backend import ReportBackend
+from services.report.contract import DailyReport, FiscalRecords
 from services.report.queries import decode_cursor
 from shared.domain.records import RecordStatus
 from shared.http_auth import ApiAuth
@@ -50,11 +51,14 @@ def create_api(backend: ReportBackend, auth: ApiAuth) -> FastAPI:
                 raise HTTPException(404, f"job {job_id} not found")
         return await backend.summary(job_id)
 
-    @api.get("/api/v1/reports/daily")
+    @api.get("/api/v1/reports/daily", response_model=None, responses={200: {"model": DailyReport}})
     async def daily(date: dt.date) -> dict[str, Any]:
         """Archived documents of one day (date part of Fecha as written): per TipoDeComprobante and
-        Moneda, and per issuer."""
-        return await backend.daily(date)
+        Moneda, and per issuer; with the seed contract's totals.  A day without any is a 404."""
+        body = await backend.daily(date)
+        if not body["record_count"]:
+            raise HTTPException(404, f"no archived documents dated {date.isoformat()}")
+        return body
 
     @api.get("/api/v1/reports/issuers")
     async def issuers(start: Annotated[dt.date, Query(alias="from")],
@@ -84,6 +88,13 @@ def create_api(backend: ReportBackend, auth: ApiAuth) -> FastAPI:
                 raise _bad("cursor is not one this API returned") from None
         return await backend.records(status=status.value if status else None, issuer=issuer, day=date,
                                      reason=reason, limit=limit, after=after)
+
+    @api.get("/api/v1/fiscal/records", response_model=None, responses={200: {"model": FiscalRecords}})
+    async def fiscal_records(status: RecordStatus | None = None,
+                             limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """The seed contract's record list (docs/seed-api.md): the most recently changed records
+        first, in the Go system's fields."""
+        return await backend.fiscal_records(status, limit)
 
     @api.get("/api/v1/records/{record_id}")
     async def record(record_id: str) -> dict[str, Any]:

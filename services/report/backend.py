@@ -15,15 +15,18 @@ from services.report import queries
 from services.report.events import Event
 from services.report.sink import ClickHouseSink, Written
 from shared.db import jobs
+from shared.domain.records import RecordStatus
 
 T = TypeVar("T")
 Json = dict[str, Any]
 
 
 class ReportBackend:
-    def __init__(self, client: Client, pool: asyncpg.Pool, redrive_lease_s: float | None = None) -> None:
+    def __init__(self, client: Client, pool: asyncpg.Pool, redrive_lease_s: float | None = None, *,
+                 bucket: str) -> None:
         self.client = client
         self.pool = pool
+        self.bucket = bucket  # the archive's (Settings.s3_bucket): the seed contract's file_url names it
         self.redrive_lease_s = redrive_lease_s  # a job view counts its members stalled longer than this
         self.sink = ClickHouseSink(client)
         # chDB is one in-process engine: every call goes through this one thread, off the event loop.
@@ -50,7 +53,12 @@ class ReportBackend:
         return queries.summary_from(finals, in_progress)
 
     async def daily(self, day: dt.date) -> Json:
-        return await self.ch(queries.daily, self.client, day)
+        """The day's sums (ClickHouse) with ``last_update`` from PostgreSQL, read at the same time:
+        when the registry archived the day's last document (a few milliseconds after its
+        ``archived_at``; the seed contract's records list has the same time as ``processed_at``)."""
+        sums, last = await asyncio.gather(self.ch(queries.daily, self.client, day),
+                                          queries.last_archived(self.pool, day))
+        return {**sums, "last_update": last.isoformat() if last is not None else None}
 
     async def issuers(self, start: dt.date, end: dt.date) -> Json:
         return await self.ch(queries.issuers, self.client, start, end)
@@ -60,6 +68,9 @@ class ReportBackend:
 
     async def records(self, **filters: Any) -> Json:
         return await queries.list_records(self.pool, **filters)
+
+    async def fiscal_records(self, status: RecordStatus | None, limit: int) -> Json:
+        return await queries.fiscal_records(self.pool, self.bucket, status, limit)
 
     async def record(self, record_id: str) -> Json | None:
         return await queries.record_with_history(self.pool, record_id)

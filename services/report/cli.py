@@ -26,8 +26,9 @@ def _get(path: str, **params: Any) -> dict[str, Any]:
     return _request(path, params, admin=False)
 
 
-def _request(path: str, params: dict[str, Any], admin: bool) -> dict[str, Any]:
-    """GET ``path`` with the read token (``admin``: the admin token); a refusal exits 1 in one line."""
+def _request(path: str, params: dict[str, Any], admin: bool, absent_ok: bool = False) -> dict[str, Any]:
+    """GET ``path`` with the read token (``admin``: the admin token); a refusal exits 1 in one line.
+    ``absent_ok``: a 404 is an answer (its body returned, with ``error``), not a refusal."""
     settings = Settings()
     url = f"http://127.0.0.1:{settings.report_port}{path}"
     try:
@@ -37,7 +38,7 @@ def _request(path: str, params: dict[str, Any], admin: bool) -> dict[str, Any]:
         console.print(f"[red]report API at {url} unreachable: {exc}[/red] (is `fiscalflow service run report` up?)")
         raise typer.Exit(2) from None
     body = body_of(resp)
-    if resp.status_code >= 400 or not isinstance(body, dict):
+    if not isinstance(body, dict) or (resp.status_code >= 400 and not (absent_ok and resp.status_code == 404)):
         fail(resp.status_code, body, admin)
     return body
 
@@ -75,11 +76,16 @@ def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this 
 @app.command()
 def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha as written)."),
           as_json: bool = JsonOpt) -> None:
-    """One day's archived documents per TipoDeComprobante and Moneda, and per issuer."""
-    body = _get("/api/v1/reports/daily", date=date)
+    """One day's archived documents per TipoDeComprobante and Moneda, and per issuer (a day
+    without any says so and exits 0; with ``--json``, the API's 404 body)."""
+    body = _request("/api/v1/reports/daily", {"date": date}, admin=False, absent_ok=True)
     if as_json:
         return _print_json(body)
-    console.print(_groups_table(f"{body['date']}", body["groups"]))
+    if "error" in body:
+        console.print(f"No archived documents dated {date}: nothing to report for that day.", highlight=False)
+        return None
+    console.print(_groups_table(f"{body['date']} — {body['record_count']} documents, "
+                                f"{body['total_amount']} MXN", body["groups"]))
     t = Table(title="issuers")
     for col in ("rfc", "count", "total_mxn"):
         t.add_column(col, justify="left" if col == "rfc" else "right")

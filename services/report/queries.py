@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from services.report.amounts import money
 from shared.db.records import history
-from shared.domain.records import FINAL_STATUSES
+from shared.domain.records import FINAL_STATUSES, RecordStatus
 
 Json = dict[str, Any]
 
@@ -49,6 +49,8 @@ def _totals(client: Client, start: dt.date, end: dt.date) -> list[Sequence[Any]]
 
 
 def daily(client: Client, day: dt.date) -> Json:
+    """The day's groups and issuers, and the seed contract's view of the same sums (``record_count``,
+    ``total_amount`` in MXN, ``by_issuer``); ``record_count`` 0 for a day without archived documents."""
     groups: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, Decimal(0), Decimal(0)])
     issuers: dict[str, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
     for rfc, tipo, moneda, n, total, total_mxn in _totals(client, day, day):
@@ -59,11 +61,16 @@ def daily(client: Client, day: dt.date) -> Json:
         i = issuers[rfc]
         i[0] += n
         i[1] += total_mxn
+    count = sum(int(v[0]) for v in issuers.values())
     return {
         "date": day.isoformat(),
         "groups": [_group(t, m, *v) for (t, m), v in sorted(groups.items())],
         "issuers": [{"rfc": rfc, "count": int(v[0]), "total_mxn": money(v[1])}
                     for rfc, v in sorted(issuers.items(), key=lambda kv: (-kv[1][1], kv[0]))],
+        "record_count": count,
+        "total_amount": money(sum((v[1] for v in issuers.values()), Decimal(0))),
+        "by_issuer": {rfc: {"record_count": int(v[0]), "total_amount": money(v[1])}
+                      for rfc, v in sorted(issuers.items())},
     }
 
 
@@ -94,6 +101,14 @@ def final_counts(client: Client) -> list[tuple[str, str, int]]:
     rows = client.query("SELECT outcome, reason, sum(n) AS c FROM status_counts GROUP BY outcome, reason"
                         " HAVING c != 0", settings=_QUERY_SETTINGS).result_rows
     return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+async def last_archived(pool: asyncpg.Pool, day: dt.date) -> dt.datetime | None:
+    """When the registry last archived a document dated ``day`` (one entry of index
+    fiscal_records_archived_day, migration 0080): the daily report's ``last_update``."""
+    at: dt.datetime | None = await pool.fetchval(
+        "SELECT max(updated_at) FROM fiscal_records WHERE status = 'archived' AND issued_on = $1", day)
+    return at
 
 
 async def in_progress_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -175,3 +190,58 @@ async def record_with_history(pool: asyncpg.Pool, record_id: str) -> Json | None
             e["detail"] = orjson.loads(e["detail"])
         events.append(e)
     return {**_record_json(row), "history": events}
+
+
+# ---------------------------------------------------------------- seed 000's record list (PostgreSQL)
+_FINAL = tuple(sorted(s.value for s in FINAL_STATUSES))
+_RECENT = ("SELECT record_id, tfd_uuid, issuer_rfc, receiver_rfc, total, moneda, fecha, issued_on, status, s3_key,"
+           " sha256, gz_size, updated_at, reason, last_error, attempts FROM fiscal_records WHERE {where}"
+           " ORDER BY updated_at DESC, record_id DESC LIMIT $1")
+# Statuses are written into the SQL (RecordStatus values only), never passed as parameters: the
+# planner must see them to use the partial indexes, which a prepared statement's generic plan
+# cannot.  One part per final status (fiscal_records_final_recent, migration 0080) and one for the
+# in-flight ones (fiscal_records_in_flight), each reading at most ``limit`` rows in order, merged.
+_IN_FLIGHT = "status NOT IN ({})".format(", ".join(f"'{s}'" for s in _FINAL))
+_ALL_RECENT = " UNION ALL ".join("(" + _RECENT.format(where=where) + ")"
+                                 for where in [*(f"status = '{s}'" for s in _FINAL), _IN_FLIGHT])
+# A retry is a pass started again (a re-drive, a replay, a resubmitted job): the ingest stage moves
+# the record to downloading each time (``attempts``); transient retries inside a stage are not
+# recorded in PostgreSQL.
+_WITH_RETRIES = ("SELECT r.*, CASE WHEN r.attempts > 1 THEN (SELECT max(a.created_at) FROM audit_events a"
+                 " WHERE a.record_id = r.record_id AND a.to_status = 'downloading') END AS last_retry_at"
+                 " FROM ({source}) r ORDER BY r.updated_at DESC, r.record_id DESC LIMIT $1")
+
+
+def _fiscal_record(r: asyncpg.Record, bucket: str) -> Json:
+    status = r["status"]
+    failed = status in ("rejected", "duplicate")
+    issued = r["fecha"] or (r["issued_on"].isoformat() if r["issued_on"] else None)
+    return {
+        "uuid": r["tfd_uuid"],
+        "invoice_id": None,  # Serie + Folio: no stage keeps them (yet)
+        "issuer_rfc": r["issuer_rfc"],
+        "receiver_rfc": r["receiver_rfc"],
+        "amount": money(r["total"]) if r["total"] is not None else None,
+        "currency": r["moneda"],
+        "issuance_date": issued,
+        "status": status,
+        "file_url": f"s3://{bucket}/{r['s3_key']}" if status == "archived" and r["s3_key"] else None,
+        "checksum": r["sha256"],
+        "compressed_size": r["gz_size"],
+        # When the registry wrote the final status (the list's order); an archived record's
+        # archived_at (the reports' time) is a few milliseconds earlier.
+        "processed_at": r["updated_at"].isoformat() if status in _FINAL else None,
+        "error_message": r["last_error"] if failed else None,
+        "retry_count": max(int(r["attempts"]) - 1, 0),
+        "last_retry_at": r["last_retry_at"].isoformat() if r["last_retry_at"] else None,
+        "record_id": r["record_id"],
+        "reason": r["reason"] if failed else None,
+    }
+
+
+async def fiscal_records(pool: asyncpg.Pool, bucket: str, status: RecordStatus | None, limit: int) -> Json:
+    """Seed 000's ``GET /api/v1/fiscal/records``: the most recently changed records first (the
+    finished ones by when they finished), mapped onto the Go system's record fields."""
+    source = _ALL_RECENT if status is None else _RECENT.format(where=f"status = '{RecordStatus(status).value}'")
+    records = [_fiscal_record(r, bucket) for r in await pool.fetch(_WITH_RETRIES.format(source=source), limit)]
+    return {"count": len(records), "records": records}

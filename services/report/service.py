@@ -74,7 +74,8 @@ class ReportService:
 
     async def _open(self) -> None:
         client = await asyncio.to_thread(connect, self.settings.clickhouse_dsn())
-        self.backend = ReportBackend(client, self.pool, self.settings.redrive_lease_s)
+        self.backend = ReportBackend(client, self.pool, self.settings.redrive_lease_s,
+                                     bucket=self.settings.s3_bucket)
         await self.backend.ch(create_schema, client)
         await self.backend.ch(repair_derived, client)  # after a crash mid-insert (see repair_derived)
         await self.callbacks.resume()

@@ -106,6 +106,8 @@ def _submit(settings: Settings, batch: str) -> list[str]:
 def _report(settings: Settings, path: str, **params: Any) -> Any:
     resp = httpx.get(f"http://127.0.0.1:{settings.report_port}/api/v1/reports/{path}", params=params,
                      headers=bearer(settings), timeout=60)
+    if path == "daily" and resp.status_code == 404:  # a day without archived documents, said the same way
+        return {"not_found": resp.json()}
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -254,7 +256,7 @@ def test_reports_rebuilt_from_the_record_equal_the_reports_before_the_loss(stack
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert _consistency(settings, _now())["state"] == "consistent"
     before = _snapshot(settings)
-    assert sum(g["count"] for d in before["daily"].values() for g in d["groups"]) == len(valid)
+    assert sum(g["count"] for d in before["daily"].values() for g in d.get("groups", [])) == len(valid)
 
     # Every record from PostgreSQL's columns.
     wiped = _now()

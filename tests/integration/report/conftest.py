@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,12 +42,19 @@ class ReportProc:
     read_token: str  # the service's (the stack's defaults: distinct from the admin token)
     admin_token: str
 
-    def get(self, path: str, *, token: str | None = "read", **params: object) -> httpx.Response:
+    def get(self, path: str, *, token: str | None = "read", **params: Any) -> httpx.Response:
         """GET with the read token; ``token``: "admin", another token, or None for no token."""
         token = {"read": self.read_token, "admin": self.admin_token}.get(token or "", token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.get(self.api + path, params={k: v for k, v in params.items() if v is not None},
                          headers=headers, timeout=10)
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``fiscalflow report ARGS`` against this report service, with the test stack's environment
+        (its tokens: the settings' defaults) changed by ``env``."""
+        return subprocess.run([sys.executable, "-m", "services.cli", "report", *args],
+                              env={**os.environ, "FISCALFLOW_REPORT_PORT": self.api.rsplit(":", 1)[1], **env},
+                              capture_output=True, text=True, timeout=60)
 
     def wait_until(self, check: object, timeout: float = 60) -> None:
         assert callable(check)

@@ -8,14 +8,11 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +37,8 @@ from tests.support.stages import stage_running
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 
 pytestmark = pytest.mark.integration
+
+NO_DOCUMENTS = "1999-01-01"  # a day no generated invoice is dated (the certificates start in 2022)
 
 
 def _ids(n: int, prefix: str = "rep") -> list[str]:
@@ -104,6 +103,10 @@ def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
         assert _as_decimals(body["groups"]) == {k: list(v) for k, v in exp["groups"].items()}
         got_issuers = {i["rfc"]: [i["count"], Decimal(i["total_mxn"])] for i in body["issuers"]}
         assert got_issuers == {k: list(v) for k, v in exp["issuers"].items()}
+        # The seed contract's view of the same day (docs/seed-api.md; its records: test_seed_contract.py).
+        assert body["record_count"] == sum(v[0] for v in exp["issuers"].values())
+        assert Decimal(body["total_amount"]) == sum(v[1] for v in exp["issuers"].values())
+        assert {k: [v["record_count"], Decimal(v["total_amount"])] for k, v in body["by_issuer"].items()} == got_issuers
     first, last = min(expected), max(expected)
     by_issuer: dict[str, dict[tuple[str, str], list[Any]]] = defaultdict(lambda: defaultdict(
         lambda: [0, Decimal(0), Decimal(0)]))
@@ -225,8 +228,9 @@ def test_a_priority_event_is_counted_before_a_fiscal_stored_backlog(
     def archived() -> int:
         return int(report.get("/api/v1/reports/summary").json()["by_status"]["archived"])
 
-    def daily() -> int:
-        return sum(g["count"] for g in report.get("/api/v1/reports/daily", date=day).json()["groups"])
+    def daily() -> int:  # a day without documents is a 404
+        resp = report.get("/api/v1/reports/daily", date=day)
+        return 0 if resp.status_code == 404 else sum(g["count"] for g in resp.json()["groups"])
 
     before, day_before = archived(), daily()
     now = dt.datetime.now(dt.UTC).isoformat()
@@ -251,22 +255,27 @@ def test_a_priority_event_is_counted_before_a_fiscal_stored_backlog(
 
 
 def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: ReportProc) -> None:
-    bad = [("/api/v1/reports/daily", {"date": "2025-13-01"}), ("/api/v1/reports/daily", {}),
-           ("/api/v1/reports/issuers", {"from": "2025-03-05", "to": "2025-03-01"}),
-           ("/api/v1/reports/issuers", {"from": "2020-01-01", "to": "2025-01-01"}),
-           ("/api/v1/reports/trend", {"hours": 0}), ("/api/v1/reports/trend", {"hours": "x"}),
-           ("/api/v1/reports/summary", {"job_id": "nope"}), ("/api/v1/records", {"status": "bogus"}),
-           ("/api/v1/records", {"limit": 0}), ("/api/v1/records", {"cursor": "%%%"}),
-           ("/api/v1/jobs/not-a-uuid", {})]
+    bad: list[tuple[str, dict[str, Any]]] = [
+        ("/api/v1/reports/daily", {"date": "2025-13-01"}), ("/api/v1/reports/daily", {}),
+        ("/api/v1/reports/issuers", {"from": "2025-03-05", "to": "2025-03-01"}),
+        ("/api/v1/reports/issuers", {"from": "2020-01-01", "to": "2025-01-01"}),
+        ("/api/v1/reports/trend", {"hours": 0}), ("/api/v1/reports/trend", {"hours": "x"}),
+        ("/api/v1/reports/summary", {"job_id": "nope"}), ("/api/v1/records", {"status": "bogus"}),
+        ("/api/v1/records", {"limit": 0}), ("/api/v1/records", {"cursor": "%%%"}),
+        ("/api/v1/jobs/not-a-uuid", {}), ("/api/v1/fiscal/records", {"status": "bogus"}),
+        ("/api/v1/fiscal/records", {"limit": 1001})]
     for path, params in bad:
         resp = report.get(path, **params)
         assert resp.status_code == 400, (path, params, resp.text)
         assert resp.json()["error"] == "bad_request" and resp.json()["detail"], (path, params)
-    for path in ("/api/v1/records/no-such-record", f"/api/v1/jobs/{uuid.uuid4()}"):
-        resp = report.get(path)
+    missing: list[tuple[str, dict[str, str]]] = [
+        ("/api/v1/records/no-such-record", {}), (f"/api/v1/jobs/{uuid.uuid4()}", {}),
+        ("/api/v1/reports/daily", {"date": NO_DOCUMENTS})]
+    for path, params in missing:
+        resp = report.get(path, **params)
         assert resp.status_code == 404 and resp.json()["error"] == "not_found" and resp.json()["detail"]
     assert report.get("/api/v1/reports/summary", job_id=str(uuid.uuid4())).status_code == 404
-    assert "/api/v1/reports/daily" in report.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/reports/daily", "/api/v1/fiscal/records"} <= set(report.get("/openapi.json").json()["paths"])
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -347,7 +356,7 @@ def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
 
     asyncio.run(a_job())
     reads = [("/api/v1/records", {}), (f"/api/v1/records/{_ids(1)[0]}", {}), ("/api/v1/reports/summary", {}),
-             ("/api/v1/reports/daily", {"date": "2025-03-03"}),
+             ("/api/v1/reports/daily", {"date": NO_DOCUMENTS}), ("/api/v1/fiscal/records", {"status": "archived"}),
              ("/api/v1/reports/issuers", {"from": "2025-03-01", "to": "2025-03-03"}),
              ("/api/v1/reports/trend", {}), ("/api/v1/reports/verify", {"from": "2025-03-01", "to": "2025-03-01"}),
              (f"/api/v1/jobs/{job_id}", {})]
@@ -360,14 +369,18 @@ def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
             assert resp.headers["www-authenticate"] == "Bearer", path
         for token in ("read", "admin"):
             resp = report.get(path, token=token, **params)
-            # records/<unknown id> is a 404: past the token check, as the 401s above were not.
-            assert resp.status_code == (404 if path.startswith("/api/v1/records/") else 200), (path, token)
+            # records/<unknown id> and a day without documents are 404s: past the token check, as the
+            # 401s above were not.
+            missing = path.startswith("/api/v1/records/") or params.get("date") == NO_DOCUMENTS
+            assert resp.status_code == (404 if missing else 200), (path, token)
     view = report.get(f"/api/v1/jobs/{job_id}").text
     assert '"callback":true' in view.replace(" ", "") and "hooks.invalid" not in view and "cb-Xq2" not in view
     # The rebuild (plan and steps) is the admin token's: the read token gets a 403 that says so.
     plan = f"{report.api}/api/v1/reports/rebuild"
-    for call in (lambda h: httpx.get(plan, headers=h, timeout=10),
-                 lambda h: httpx.post(plan, headers=h, json={"dry_run": True, "limit": 1}, timeout=10)):
+    calls: list[Callable[[dict[str, str]], httpx.Response]] = [
+        lambda h: httpx.get(plan, headers=h, timeout=10),
+        lambda h: httpx.post(plan, headers=h, json={"dry_run": True, "limit": 1}, timeout=10)]
+    for call in calls:
         assert call({}).status_code == 401
         refused = call({"Authorization": f"Bearer {report.read_token}"})
         assert refused.status_code == 403, refused.text
@@ -380,42 +393,34 @@ def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
     assert all(op["security"] == [{"bearer": []}] for ops in spec["paths"].values() for op in ops.values())
 
 
-def _cli(report: ReportProc, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``fiscalflow report ARGS`` against this report service, with the test stack's environment
-    (its tokens: the settings' defaults) changed by ``env``."""
-    return subprocess.run([sys.executable, "-m", "services.cli", "report", *args],
-                          env={**os.environ, "FISCALFLOW_REPORT_PORT": report.api.rsplit(":", 1)[1], **env},
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_the_cli_prints_the_api_as_tables_or_json(report: ReportProc) -> None:
-    out = _cli(report, "summary", "--json")
+    out = report.cli("summary", "--json")
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout) == report.get("/api/v1/reports/summary").json()
-    table = _cli(report, "daily", "2025-03-03")
-    assert table.returncode == 0 and "issuers" in table.stdout
-    assert _cli(report, "daily", "not-a-date").returncode == 1
+    table = report.cli("daily", NO_DOCUMENTS)  # a day with documents: test_seed_contract.py
+    assert table.returncode == 0 and "No archived documents dated" in table.stdout, (table.stdout, table.stderr)
+    assert report.cli("daily", "not-a-date").returncode == 1
 
 
 def test_the_cli_reads_with_the_read_token_and_says_so_in_one_line_when_it_is_wrong(
         report: ReportProc, tmp_path: Path) -> None:
     # Its read token only (the admin token wrong): every read works.
     for args in (["summary", "--json"], ["trend"], ["verify", "--from", "2025-03-01", "--to", "2025-03-01"]):
-        out = _cli(report, *args, FISCALFLOW_API_TOKEN="not-the-admin-token")
+        out = report.cli(*args, FISCALFLOW_API_TOKEN="not-the-admin-token")
         assert out.returncode == 0, (args, out.stdout, out.stderr)
     # From a file, as a secret mount gives it.
     (tmp_path / "read-token").write_text(report.read_token + "\n")
-    out = _cli(report, "summary", "--json", FISCALFLOW_READ_TOKEN_FILE=str(tmp_path / "read-token"))
+    out = report.cli("summary", "--json", FISCALFLOW_READ_TOKEN_FILE=str(tmp_path / "read-token"))
     assert out.returncode == 0, out.stderr
     # A wrong read token: one line naming the variable to set, no traceback, a non-zero exit.
-    for args in (["summary"], ["daily", "2025-03-03", "--json"], ["verify"]):
-        out = _cli(report, *args, FISCALFLOW_READ_TOKEN="not-the-read-token")
+    for args in (["summary"], ["daily", NO_DOCUMENTS, "--json"], ["verify"]):
+        out = report.cli(*args, FISCALFLOW_READ_TOKEN="not-the-read-token")
         assert out.returncode == 1, (args, out.stdout, out.stderr)
         assert out.stderr.count("\n") == 1 and "FISCALFLOW_READ_TOKEN" in out.stderr, out.stderr
         assert "Traceback" not in out.stdout + out.stderr and "not-the-read-token" not in out.stderr
     # The rebuild is the admin token's: the read token there is refused in one line too.
-    out = _cli(report, "rebuild", "--dry-run", FISCALFLOW_API_TOKEN=report.read_token)
+    out = report.cli("rebuild", "--dry-run", FISCALFLOW_API_TOKEN=report.read_token)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "use the admin token" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
-    out = _cli(report, "rebuild", "--dry-run", FISCALFLOW_API_TOKEN="not-the-admin-token")
+    out = report.cli("rebuild", "--dry-run", FISCALFLOW_API_TOKEN="not-the-admin-token")
     assert out.returncode == 1 and "HTTP 401" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
