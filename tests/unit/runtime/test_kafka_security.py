@@ -5,6 +5,7 @@ local broker (Tansu 0.6) cannot authenticate SASL clients."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ import pytest
 from services.report.app import broker_credentials
 from shared.runtime.kafka import client_config, consumer_config, producer_config, ssl_context
 from shared.settings import PROJECT_ROOT, Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults, not a test session's exported stack settings."""
+    for name in [n for n in os.environ if n.startswith("FISCALFLOW_")]:
+        monkeypatch.delenv(name)
 
 
 def test_plaintext_is_the_default_and_carries_no_security_keys() -> None:
