@@ -55,7 +55,7 @@ def register_all(app: typer.Typer) -> None:
             app.add_typer(module.app, name=group)
 
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__.splitlines()[0])
 register_all(app)
 
 

@@ -8,10 +8,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from shared.cli.api_client import Api, IngestUrl, Token, api, call, die
 from shared.domain.records import Priority
 
 job_app = typer.Typer(no_args_is_help=True, help="Submit jobs to the ingest HTTP API and follow them.")
@@ -112,20 +113,15 @@ def register_manifest(
     typer.echo(f"registered {len(rows)} record(s) from {manifest} ({changed} new or updated while pending)")
 
 
-def _api(admin: bool = False) -> tuple[str, dict[str, str]]:
-    """The ingest API's URL and the header of a read (the read token) or a write (the admin token)."""
-    from shared.cli.api_client import bearer
-    from shared.settings import Settings
-
-    s = Settings()
-    return f"http://127.0.0.1:{s.ingest_port}", bearer(s, admin)
-
-
-def _fail(resp: Any, admin: bool = False) -> NoReturn:
-    """The API's refusal in one line on stderr (a wrong token names its variable); exit 1."""
-    from shared.cli.api_client import body_of, fail
-
-    fail(resp.status_code, body_of(resp), admin)
+def _read_ids(ids: Path) -> list[str]:
+    """The record ids in the file ``ids`` (``-``: stdin), one a line; a file that cannot be read exits 1."""
+    try:
+        text = sys.stdin.read() if str(ids) == "-" else ids.read_text(encoding="utf-8")
+    except OSError as exc:
+        die(f"--ids {ids}: cannot read it ({exc.strerror or type(exc).__name__}); nothing submitted")
+    except UnicodeDecodeError as exc:
+        die(f"--ids {ids}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing submitted")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @job_app.command("submit")
@@ -137,28 +133,24 @@ def job_submit(
     callback_url: Annotated[str | None, typer.Option(help="POSTed the job's status when it completes.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar until it completes; exit 3 "
                                        "at once if a stage it needs is halted.")] = False,
+    url: IngestUrl = None,
+    token: Token = None,
 ) -> None:
     """Submit a job: record ids (--ids) or a region's files matching a pattern (--region --pattern)."""
-    import httpx
-
     body: dict[str, Any] = {"priority": priority.value}
     if (ids is None) == (region is None or pattern is None):
         raise typer.BadParameter("give --ids FILE, or --region and --pattern")
     if ids is not None:
-        text = sys.stdin.read() if str(ids) == "-" else ids.read_text()
-        body["record_ids"] = [line.strip() for line in text.splitlines() if line.strip()]
+        body["record_ids"] = _read_ids(ids)
     else:
         body["source"] = {"region": region, "pattern": pattern}
     if callback_url:
         body["callback_url"] = callback_url
-    base, admin = _api(admin=True)
-    resp = httpx.post(f"{base}/api/v1/jobs", json=body, headers=admin, timeout=300)
-    if resp.status_code != 202:
-        _fail(resp, admin=True)
-    accepted = resp.json()
+    accepted = call(api("ingest", url, token, admin=True), "POST", "/api/v1/jobs", ok=(202,), json=body,
+                    timeout=300)
     typer.echo(f"job {accepted['job_id']}: {accepted['record_count']} record(s)")
     if wait:
-        _follow(accepted["job_id"])
+        _follow(accepted["job_id"], api("ingest", url, token))
 
 
 # `job submit --wait` exit codes: 0 the job completed, 1 the API refused or failed, 3 a stage the
@@ -172,7 +164,7 @@ def _blocked_line(b: dict[str, Any]) -> str:
            f"{b['reason']}"
 
 
-def _follow(job_id: str) -> None:
+def _follow(job_id: str, target: Api) -> None:
     import httpx
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -182,14 +174,10 @@ def _follow(job_id: str) -> None:
     paused_seen: set[tuple[str, str, str]] = set()
     halted: list[str] = []
     stalled_said = False
-    base, read = _api()
-    with httpx.Client(timeout=30, headers=read) as client, Progress(*columns) as progress:
+    with httpx.Client(timeout=30) as client, Progress(*columns) as progress:
         task = progress.add_task("job", total=None, job=job_id[:8], counts="")
         while True:
-            resp = client.get(f"{base}/api/v1/jobs/{job_id}")
-            if resp.status_code != 200:
-                _fail(resp)
-            st = resp.json()
+            st = call(target, "GET", f"/api/v1/jobs/{job_id}", client=client)
             counts = " ".join(f"{k} {v}" for k, v in sorted(st["counts"].items()))
             progress.update(task, total=st["record_count"], completed=st["finished"], counts=counts)
             if st["status"] == "completed":
@@ -225,15 +213,11 @@ def _follow(job_id: str) -> None:
 def job_show(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: IngestUrl = None,
+    token: Token = None,
 ) -> None:
     """A job's status, record count, counts per outcome, and the halted or paused stages it waits on."""
-    import httpx
-
-    base, read = _api()
-    resp = httpx.get(f"{base}/api/v1/jobs/{job_id}", headers=read, timeout=30)
-    if resp.status_code != 200:
-        _fail(resp)
-    st = resp.json()
+    st = call(api("ingest", url, token), "GET", f"/api/v1/jobs/{job_id}", timeout=30)
     if as_json:
         typer.echo(json.dumps(st, indent=2))
         return

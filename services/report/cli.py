@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.cli.api_client import bearer, body_of, fail
-from shared.settings import Settings
+from shared.cli.api_client import Api, ReportUrl, Token, api, call, checked, unreachable
+from shared.cli.chart import bar
+from shared.cli.money import money
 
 app = typer.Typer(no_args_is_help=True, help="Reports from the report service's API.")
 console = Console()
@@ -22,25 +23,15 @@ console = Console()
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON instead of tables.")
 
 
-def _get(path: str, **params: Any) -> dict[str, Any]:
-    return _request(path, params, admin=False)
+def _get(target: Api, path: str, **params: Any) -> dict[str, Any]:
+    return _request(target, path, params)
 
 
-def _request(path: str, params: dict[str, Any], admin: bool, absent_ok: bool = False) -> dict[str, Any]:
-    """GET ``path`` with the read token (``admin``: the admin token); a refusal exits 1 in one line.
+def _request(target: Api, path: str, params: dict[str, Any], absent_ok: bool = False) -> dict[str, Any]:
+    """GET ``path``; an unreachable API, a refusal or an answer that is not JSON exits 1 in one line.
     ``absent_ok``: a 404 is an answer (its body returned, with ``error``), not a refusal."""
-    settings = Settings()
-    url = f"http://127.0.0.1:{settings.report_port}{path}"
-    try:
-        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None},
-                         headers=bearer(settings, admin), timeout=120)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]report API at {url} unreachable: {exc}[/red] (is `fiscalflow service run report` up?)")
-        raise typer.Exit(2) from None
-    body = body_of(resp)
-    if not isinstance(body, dict) or (resp.status_code >= 400 and not (absent_ok and resp.status_code == 404)):
-        fail(resp.status_code, body, admin)
-    return body
+    return call(target, "GET", path, ok=(200, 404) if absent_ok else (200,), timeout=120,
+                params={k: v for k, v in params.items() if v is not None})
 
 
 def _print_json(body: dict[str, Any]) -> None:
@@ -52,15 +43,15 @@ def _groups_table(title: str, groups: list[dict[str, Any]]) -> Table:
     for col in ("tipo", "moneda", "count", "total", "total_mxn"):
         t.add_column(col, justify="right" if col in ("count", "total", "total_mxn") else "left")
     for g in groups:
-        t.add_row(g["tipo"], g["moneda"], str(g["count"]), g["total"], g["total_mxn"])
+        t.add_row(g["tipo"], g["moneda"], str(g["count"]), money(g["total"], g["moneda"]), money(g["total_mxn"]))
     return t
 
 
 @app.command()
 def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this job's records."),
-            as_json: bool = JsonOpt) -> None:
+            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Records by status and rejections by reason code."""
-    body = _get("/api/v1/reports/summary", job_id=job_id)
+    body = _get(api("report", url, token), "/api/v1/reports/summary", job_id=job_id)
     if as_json:
         return _print_json(body)
     for title, data in (("by status", body["by_status"]), ("by reason", body["by_reason"])):
@@ -75,22 +66,22 @@ def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this 
 
 @app.command()
 def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha as written)."),
-          as_json: bool = JsonOpt) -> None:
+          as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """One day's archived documents per TipoDeComprobante and Moneda, and per issuer (a day
     without any says so and exits 0; with ``--json``, the API's 404 body)."""
-    body = _request("/api/v1/reports/daily", {"date": date}, admin=False, absent_ok=True)
+    body = _request(api("report", url, token), "/api/v1/reports/daily", {"date": date}, absent_ok=True)
     if as_json:
         return _print_json(body)
     if "error" in body:
         console.print(f"No archived documents dated {date}: nothing to report for that day.", highlight=False)
         return None
     console.print(_groups_table(f"{body['date']} — {body['record_count']} documents, "
-                                f"{body['total_amount']} MXN", body["groups"]))
+                                f"{money(body['total_amount'])} MXN", body["groups"]))
     t = Table(title="issuers")
     for col in ("rfc", "count", "total_mxn"):
         t.add_column(col, justify="left" if col == "rfc" else "right")
     for i in body["issuers"]:
-        t.add_row(i["rfc"], str(i["count"]), i["total_mxn"])
+        t.add_row(i["rfc"], str(i["count"]), money(i["total_mxn"]))
     console.print(t)
     return None
 
@@ -98,9 +89,9 @@ def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha a
 @app.command()
 def issuers(start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD."),
             end: str = typer.Option(dt.date.today().isoformat(), "--to", help="Last day, YYYY-MM-DD."),
-            as_json: bool = JsonOpt) -> None:
+            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Per issuer, per TipoDeComprobante and Moneda, over a range of days."""
-    body = _get("/api/v1/reports/issuers", **{"from": start, "to": end})
+    body = _get(api("report", url, token), "/api/v1/reports/issuers", **{"from": start, "to": end})
     if as_json:
         return _print_json(body)
     for i in body["issuers"]:
@@ -109,18 +100,30 @@ def issuers(start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD
 
 
 @app.command()
-def trend(hours: int = typer.Option(24, help="Hours back from now."), as_json: bool = JsonOpt) -> None:
-    """Archived count and MXN total per hour of processing time."""
-    body = _get("/api/v1/reports/trend", hours=hours)
+def trend(hours: int = typer.Option(24, help="Hours back from now."), as_json: bool = JsonOpt,
+          url: ReportUrl = None, token: Token = None) -> None:
+    """Archived count and MXN total per hour of processing time, with a bar chart of the counts."""
+    body = _get(api("report", url, token), "/api/v1/reports/trend", hours=hours)
     if as_json:
         return _print_json(body)
-    t = Table(title=f"last {hours} h")
-    for col in ("hour", "count", "total_mxn"):
-        t.add_column(col, justify="left" if col == "hour" else "right")
-    for p in body["points"]:
-        t.add_row(p["hour"], str(p["count"]), p["total_mxn"])
-    console.print(t)
+    # the bar takes what the hour, the count and the total leave of the terminal's width
+    console.print(_trend_chart(body["points"], hours, width=max(10, min(50, console.width - 50))))
     return None
+
+
+def _trend_chart(points: list[dict[str, Any]], hours: int, width: int) -> Table:
+    """One row per hour: the hour, a bar of its archived count (the busiest hour fills ``width``), the
+    count and the MXN total."""
+    peak = max((int(p["count"]) for p in points), default=0)
+    t = Table(title=f"last {hours} h: archived documents per hour", caption=None if points else "nothing archived")
+    t.add_column("hour")
+    t.add_column("archived", min_width=width, no_wrap=True, style="cyan")
+    for col in ("count", "total_mxn"):
+        t.add_column(col, justify="right")
+    for p in points:
+        hour = str(p["hour"]).replace("T", " ")[:16]  # 2025-03-01 10:00
+        t.add_row(hour, bar(int(p["count"]), peak, width), str(p["count"]), money(p["total_mxn"]))
+    return t
 
 
 # ---------------------------------------------------------------- verify and rebuild
@@ -133,9 +136,10 @@ ToOpt = typer.Option(None, "--to", help="Last day of Fecha, YYYY-MM-DD, inclusiv
 def verify(start: str | None = FromOpt, end: str | None = ToOpt,
            settle: float = typer.Option(60.0, "--settle", min=0, help="Leave out records archived or rejected "
                                         "in the last S seconds (still on their way to the reports)."),
-           as_json: bool = JsonOpt) -> None:
+           as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Compare PostgreSQL's records with the report tables per day and status; exit 1 if they differ."""
-    body = _get("/api/v1/reports/verify", **{"from": start, "to": end, "settle_s": settle})
+    body = _get(api("report", url, token), "/api/v1/reports/verify",
+                **{"from": start, "to": end, "settle_s": settle})
     if as_json:
         _print_json(body)
     else:
@@ -149,7 +153,7 @@ def verify(start: str | None = FromOpt, end: str | None = ToOpt,
                              overflow="fold")
             for c in diffs:
                 t.add_row(c["day"] or "(all)", c["status"], c["reason"], str(c["postgres"]), str(c["clickhouse"]),
-                          c["postgres_mxn"] or "", c["clickhouse_mxn"] or "")
+                          money(c["postgres_mxn"]), money(c["clickhouse_mxn"]))
             console.print(t)
             console.print("[yellow]the reports differ from the record: `fiscalflow report rebuild` "
                           "re-materialises them[/yellow]")
@@ -169,14 +173,15 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
             batch: int = typer.Option(500, "--batch", min=1, max=5000, help="Records per step."),
             restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an unfinished "
                                          "rebuild of the same days."),
-            as_json: bool = JsonOpt) -> None:
+            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Re-materialise the report tables from PostgreSQL and the archived documents (S3), through
     the report service; idempotent, resumable (run it again after a crash), safe while the
     pipeline runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     scope = {"from": start, "to": end}
-    plan = _request("/api/v1/reports/rebuild", scope, admin=True)
+    target = api("report", url, token, admin=True)
+    plan = _request(target, "/api/v1/reports/rebuild", scope)
     cp = plan["checkpoint"] or {}
     resumed = 0 if restart or dry_run or not plan["resumes"] else int(cp.get("scanned", 0))
     if resumed and not as_json:
@@ -195,7 +200,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
             body = {**scope, "limit": batch, "dry_run": dry_run, "restart": restart and first}
             if after is not None:
                 body["after"] = after
-            step = _post_step(body)
+            step = _post_step(target, body)
             first = False
             for k in totals:
                 totals[k] += int(step[k])
@@ -227,23 +232,22 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
         raise typer.Exit(1)
 
 
-def _post_step(body: dict[str, Any], attempts: int = 30) -> dict[str, Any]:
+def _post_step(target: Api, body: dict[str, Any], attempts: int = 30) -> dict[str, Any]:
     """One rebuild step; a report service restarting or a dependency down is waited for."""
-    settings = Settings()
-    url = f"http://127.0.0.1:{settings.report_port}/api/v1/reports/rebuild"
-    headers = bearer(settings, admin=True)
+    url = target.url("/api/v1/reports/rebuild")
     delay = 1.0
     for attempt in range(attempts):
         try:
-            resp = httpx.post(url, json=body, headers=headers, timeout=300)
-            out = body_of(resp)
+            resp = httpx.post(url, json=body, headers=target.headers, timeout=300)
             if resp.status_code != 503:
-                if resp.status_code >= 400 or not isinstance(out, dict):
-                    fail(resp.status_code, out, admin=True)
-                return out
-            reason = out.get("detail", "") if isinstance(out, dict) else out
-        except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+                return checked(target, resp)
+            reason = " ".join(resp.text.split())[:200]
+            try:
+                reason = resp.json().get("detail", reason)
+            except (ValueError, AttributeError):
+                pass
+        except httpx.TransportError as exc:
+            reason = unreachable(target, url, exc)
         if attempt + 1 < attempts:
             console.print(f"[yellow]step not done ({reason}); again in {delay:.0f} s[/yellow]", highlight=False)
             time.sleep(delay)

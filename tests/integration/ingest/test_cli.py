@@ -99,3 +99,23 @@ def test_register_refuses_a_manifest_with_bad_rows_and_registers_a_good_one(
     assert asyncio.run(registered([rid])) == {rid}
     res = _run("publish", "--job", "not-a-uuid", rid)
     assert res.returncode != 0 and "UUID" in res.stderr
+
+
+def test_job_commands_say_in_one_line_what_they_could_not_reach_or_read(tmp_path: Path) -> None:
+    """The real entry point: a missing --ids file and an ingest API nobody listens on (--url, or
+    FISCALFLOW_INGEST_URL) are one line on stderr, exit 1, no traceback."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port that refuses connections
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    missing = tmp_path / "missing.txt"
+    res = _run("job", "submit", "--ids", str(missing))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert f"--ids {missing}: cannot read it (No such file or directory)" in res.stderr
+    for res in (_run("job", "show", str(uuid.uuid4()), "--url", closed),
+                subprocess.run([*CLI, "job", "submit", "--region", "south", "--pattern", "*.xml"], capture_output=True,
+                               text=True, timeout=120, env={**os.environ, "FISCALFLOW_INGEST_URL": closed})):
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert f"ingest API at {closed}/api/v1/jobs" in res.stderr and "unreachable" in res.stderr, res.stderr
+        assert "Traceback" not in res.stdout + res.stderr

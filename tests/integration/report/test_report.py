@@ -424,3 +424,22 @@ def test_the_cli_reads_with_the_read_token_and_says_so_in_one_line_when_it_is_wr
     assert "use the admin token" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
     out = report.cli("rebuild", "--dry-run", FISCALFLOW_API_TOKEN="not-the-admin-token")
     assert out.returncode == 1 and "HTTP 401" in out.stderr and "FISCALFLOW_API_TOKEN" in out.stderr, out.stderr
+
+
+def test_the_cli_reaches_a_report_service_by_url_and_token(report: ReportProc) -> None:
+    """--url and --token (or FISCALFLOW_REPORT_URL and FISCALFLOW_CLI_TOKEN) win over the local port and
+    the settings' tokens: the CLI reaches a deployment that is not on this machine's ports."""
+    elsewhere = {"FISCALFLOW_REPORT_PORT": "1", "FISCALFLOW_READ_TOKEN": "not-the-read-token"}
+    expected = report.get("/api/v1/reports/summary").json()
+    out = report.cli("summary", "--json", "--url", report.api, "--token", report.read_token, **elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout) == expected
+    out = report.cli("summary", "--json", **elsewhere, FISCALFLOW_REPORT_URL=report.api + "/",
+                     FISCALFLOW_CLI_TOKEN=report.read_token)
+    assert out.returncode == 0 and orjson.loads(out.stdout) == expected, out.stderr
+    # The wrong token by --token: one line naming it; no service at the URL: one line naming the URL.
+    out = report.cli("trend", "--url", report.api, "--token", "not-a-token", **elsewhere)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "FISCALFLOW_CLI_TOKEN" in out.stderr, out.stderr
+    out = report.cli("trend", **elsewhere)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "report API at http://127.0.0.1:1/api/v1/reports/trend unreachable" in out.stderr, out.stderr
