@@ -192,6 +192,11 @@ class Settings(BaseSettings):
         "", description="Extra trusted CA certificates: paths (file, dir or .zip) separated by `:`."
     )
     stamp_certs: str = Field("", description="Directory of stamping (TFD) certificates named by number.")
+    schema_cache_dir: str = Field(
+        "", description="Where the validator keeps its prepared XML schema between processes (a private "
+        "directory; one not private to this user is ignored); empty: `$XDG_CACHE_HOME/fiscalflow` or "
+        "`~/.cache/fiscalflow`; `off`: prepare it in every process."
+    )
 
     # --- ClickHouse / report ------------------------------------------------------------------
     clickhouse_url: SecretStr = Field(
@@ -337,6 +342,19 @@ class Settings(BaseSettings):
             host, _, port = addr.rpartition(":")
             out[name.strip()] = (host, int(port))
         return out
+
+    def schema_cache_path(self) -> Path | None:
+        """The validator's schema cache directory (``schema_cache_dir``), None when off or homeless."""
+        if self.schema_cache_dir == "off":
+            return None
+        if self.schema_cache_dir:
+            return Path(self.schema_cache_dir)
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        try:
+            root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+        except RuntimeError:  # no home directory
+            return None
+        return root / "fiscalflow"
 
     def sftp_key_path(self) -> Path:
         return self.sftp_key or self.local_dir / "sftp" / "client_key"

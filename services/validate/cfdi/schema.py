@@ -5,6 +5,8 @@ codes and ~53 000 product keys, so the stock schema costs ~10 ms per invoice (sp
 time we copy the schema documents, strip every enumeration with more than ``BIG_ENUMERATION``
 values, keep those values as Python frozensets, and check the attributes typed with them here:
 the verdicts are the stock schema's (tests/unit/validate compare both on the corpus), ~100× faster.
+That preparation (~0.5 s, mostly libxml2 reading 8 MB of catalogues) is kept on disk between
+processes by ``schema_cache``.
 
 Only complements that SAT's cadena XSLT knows are loaded: ``cfdi:Complemento`` is a strict
 ``xs:any``, so an unknown complement has no declaration and fails here, before its text could
@@ -14,8 +16,6 @@ leak into the cadena original.  Schema documents are read from disk only; ``http
 from __future__ import annotations
 
 import re
-from array import array
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +23,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from services.validate.cfdi import schema_cache
+from services.validate.cfdi.catalogs import Catalog, CatalogUse, CompactValues
 from services.validate.cfdi.rules import XSD_ATTRIBUTE_SAT_CODE, RuleId, SatCode, Violation
+from services.validate.cfdi.schema_cache import PreparedSchema
 from shared.cfdi.sat_files import cadena_xslt, cfdv40_xsd, sat_site, tfd_xsd
 
 XS = "http://www.w3.org/2001/XMLSchema"
@@ -33,7 +36,6 @@ BIG_ENUMERATION = 100
 
 _XS_IMPORTS = (f"{{{XS}}}import", f"{{{XS}}}include", f"{{{XS}}}redefine")
 _XSD_MESSAGE = re.compile(r"Element '(?:\{[^}]*\})?([^']+)'(?:, attribute '([^']+)')?")
-_XML_BLANKS = re.compile(r"[ \t\n\r]+")
 
 
 def complement_xsds() -> list[Path]:
@@ -95,76 +97,28 @@ def _parse_stripping(path: Path, catalogs: dict[tuple[str, str], Catalog], chang
         restriction = st.find(f"{{{XS}}}restriction")
         if restriction is None:
             continue
-        enums = restriction.findall(f"{{{XS}}}enumeration")
-        if len(enums) <= BIG_ENUMERATION:
+        # libxml2 reads the values and drops the elements: no Python object per enumeration
+        values: list[str] = _ENUMERATION_VALUES(restriction)
+        if len(values) <= BIG_ENUMERATION:
             continue
         ws = restriction.find(f"{{{XS}}}whiteSpace")
         base = _qname(restriction, restriction.get("base", ""))
         if base != (XS, "string"):
             raise ValueError(f"{path}: big enumeration {st.get('name')} on {base}; only xs:string is handled")
+        if _ENUMERATIONS_BELOW(restriction) != len(values):
+            raise ValueError(f"{path}: big enumeration {st.get('name')} with nested or valueless enumerations")
         name = st.get("name", "")
         tns = parent.get("targetNamespace", "")
-        catalogs[(tns, name)] = Catalog(name, CompactValues(e.get("value", "") for e in enums),
+        catalogs[(tns, name)] = Catalog(name, CompactValues(values),
                                         ws.get("value", "preserve") if ws is not None else "preserve")
-        for e in enums:
-            restriction.remove(e)
+        etree.strip_elements(restriction, f"{{{XS}}}enumeration")
         changed.add(path)
     root = events.root
     return etree.ElementTree(root)
 
 
-class CompactValues:
-    """A set of catalogue values that keeps the numeric codes as sorted integers, by width.
-
-    SAT's big catalogues are mostly fixed-width digit strings (c_CodigoPostal, c_ClaveProdServ,
-    ...): 250,000 values take ~25 MB as Python strings in sets and ~2 MB as 8-byte integers,
-    which is the difference between the validate stage fitting its memory budget or not.
-    Membership stays exact: a code matches only with its own width (leading zeros count).
-    """
-
-    __slots__ = ("_by_width", "_other")
-
-    def __init__(self, values: Iterable[str]) -> None:
-        by_width: dict[int, list[int]] = {}
-        other: set[str] = set()
-        for v in values:
-            if v.isascii() and v.isdigit() and len(v) <= 18:
-                by_width.setdefault(len(v), []).append(int(v))
-            else:
-                other.add(v)
-        self._by_width = {w: array("q", sorted(set(ns))) for w, ns in by_width.items()}
-        self._other = frozenset(other)
-
-    def __contains__(self, raw: object) -> bool:
-        if not isinstance(raw, str):
-            return False
-        codes = self._by_width.get(len(raw))
-        if codes is not None and raw.isascii() and raw.isdigit():
-            n = int(raw)
-            i = bisect_left(codes, n)
-            return i < len(codes) and codes[i] == n
-        return raw in self._other
-
-    def __len__(self) -> int:
-        return len(self._other) + sum(len(c) for c in self._by_width.values())
-
-
-@dataclass(frozen=True, slots=True)
-class Catalog:
-    """Values of one big enumeration and how the type normalises white space before comparing."""
-
-    name: str
-    values: CompactValues
-    whitespace: str  # preserve | replace | collapse
-
-    def accepts(self, raw: str) -> bool:
-        if raw in self.values:
-            return True  # written exactly as in the catalogue: the usual case, no normalising needed
-        if self.whitespace == "collapse":
-            raw = _XML_BLANKS.sub(" ", raw).strip(" ")
-        elif self.whitespace == "replace":
-            raw = re.sub(r"[\t\n\r]", " ", raw)
-        return raw in self.values
+_ENUMERATION_VALUES = etree.XPath("xs:enumeration/@value", namespaces={"xs": XS}, smart_strings=False)
+_ENUMERATIONS_BELOW = etree.XPath("count(.//xs:enumeration)", namespaces={"xs": XS})
 
 
 def _qname(node: etree._Element, value: str) -> tuple[str, str]:
@@ -172,14 +126,7 @@ def _qname(node: etree._Element, value: str) -> tuple[str, str]:
     return (node.nsmap.get(prefix or None) or "", local)
 
 
-@dataclass(frozen=True, slots=True)
-class _Use:
-    path: tuple[str, ...]  # Clark names from the namespace's outermost element down to the owner
-    attribute: str
-    catalog: Catalog
-
-
-def _attribute_uses(docs: dict[Path, etree._ElementTree], catalogs: dict[tuple[str, str], Catalog]) -> list[_Use]:
+def _attribute_uses(docs: dict[Path, etree._ElementTree], catalogs: dict[tuple[str, str], Catalog]) -> list[CatalogUse]:
     """Attributes typed with a stripped catalog, directly or through a restriction of it."""
     # Named types restricting a catalog inherit its values.
     grew = True
@@ -193,7 +140,7 @@ def _attribute_uses(docs: dict[Path, etree._ElementTree], catalogs: dict[tuple[s
                 if r is not None and key not in catalogs and _qname(r, r.get("base", "")) in catalogs:
                     catalogs[key] = catalogs[_qname(r, r.get("base", ""))]
                     grew = True
-    uses: list[_Use] = []
+    uses: list[CatalogUse] = []
     for path, tree in docs.items():
         root = tree.getroot()
         tns = root.get("targetNamespace", "")
@@ -214,7 +161,7 @@ def _attribute_uses(docs: dict[Path, etree._ElementTree], catalogs: dict[tuple[s
                 raise ValueError(f"{path}: catalog attribute {attr.get('name')} outside an inline element")
             names = [o.get("name", "") for o in reversed(owners)]
             clark = tuple(f"{{{tns}}}{n}" if (i == 0 or qualified) else n for i, n in enumerate(names))
-            uses.append(_Use(clark, attr.get("name", ""), catalogs[_qname(node, typ)]))
+            uses.append(CatalogUse(clark, attr.get("name", ""), catalogs[_qname(node, typ)]))
     return uses
 
 
@@ -236,27 +183,55 @@ class _LocalSchemas(etree.Resolver):  # type: ignore[misc]  # lxml-stubs absent:
 @dataclass(frozen=True, slots=True)
 class CompiledSchema:
     schema: etree.XMLSchema
-    uses_by_tag: dict[str, tuple[_Use, ...]]
+    uses_by_tag: dict[str, tuple[CatalogUse, ...]]
     fast: bool
 
 
 @cache
 def compile_schema(fast: bool = True) -> CompiledSchema:
-    """Compile once per process (``fast=False``: SAT's stock schema, for comparison and benchmarks)."""
-    docs, catalogs, changed = _load_closure(root_xsds(), strip=fast)
-    edited = {p: etree.tostring(docs[p]) for p in changed}
-    uses = _attribute_uses(docs, catalogs) if fast else []
+    """Compile once per process (``fast=False``: SAT's stock schema, for comparison and benchmarks).
+
+    The fast schema's preparation is also kept on disk between processes (schema_cache).
+    """
+    if fast:
+        directory, key = schema_cache.cache_dir(), schema_cache.cache_key()
+        prepared = schema_cache.load(directory, key)
+        if prepared is None:
+            prepared = prepare_fast_schema()
+            schema_cache.store(directory, key, prepared)
+    else:
+        prepared = _stock_schema()
+    return compile_prepared(prepared, fast)
+
+
+def compile_prepared(prepared: PreparedSchema, fast: bool = True) -> CompiledSchema:
     wrapper = (f'<xs:schema xmlns:xs="{XS}">'
-               + "".join(f'<xs:import namespace="{docs[p.resolve()].getroot().get("targetNamespace")}" '
-                         f'schemaLocation="{p.resolve().as_uri()}"/>' for p in root_xsds())
+               + "".join(f'<xs:import namespace="{ns}" schemaLocation="{path.as_uri()}"/>'
+                         for ns, path in prepared.imports)
                + "</xs:schema>")
     parser = _safe_parser()
-    parser.resolvers.add(_LocalSchemas(edited))
+    parser.resolvers.add(_LocalSchemas(prepared.edited))
     schema = etree.XMLSchema(etree.fromstring(wrapper.encode(), parser, base_url=str(cfdv40_xsd())))
-    by_tag: dict[str, list[_Use]] = {}
-    for use in uses:
+    by_tag: dict[str, list[CatalogUse]] = {}
+    for use in prepared.uses:
         by_tag.setdefault(use.path[-1], []).append(use)
     return CompiledSchema(schema, {k: tuple(v) for k, v in by_tag.items()}, fast)
+
+
+def prepare_fast_schema() -> PreparedSchema:
+    """Read SAT's documents, taking the big enumerations out (the slow part: ~0.5 s)."""
+    docs, catalogs, changed = _load_closure(root_xsds(), strip=True)
+    return PreparedSchema(imports=_imports(docs), edited={p: etree.tostring(docs[p]) for p in changed},
+                          uses=tuple(_attribute_uses(docs, catalogs)))
+
+
+def _stock_schema() -> PreparedSchema:
+    docs, _catalogs, _changed = _load_closure(root_xsds(), strip=False)
+    return PreparedSchema(imports=_imports(docs), edited={}, uses=())
+
+
+def _imports(docs: dict[Path, etree._ElementTree]) -> tuple[tuple[str, Path], ...]:
+    return tuple((docs[p.resolve()].getroot().get("targetNamespace", ""), p.resolve()) for p in root_xsds())
 
 
 def _namespace(tag: str) -> str:
@@ -279,8 +254,8 @@ class SchemaValidator:
     One instance per thread: lxml's XMLSchema keeps its error log on the object.
     """
 
-    def __init__(self, fast: bool = True) -> None:
-        self._compiled = compile_schema(fast)
+    def __init__(self, fast: bool = True, compiled: CompiledSchema | None = None) -> None:
+        self._compiled = compiled or compile_schema(fast)
         self._tags = tuple(self._compiled.uses_by_tag)
         by_ns: dict[str, list[str]] = {}
         for tag in self._tags:

@@ -3,7 +3,7 @@ the project's own demo PKI + generated invoices (tooling/issuers), re-sealed aft
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,14 @@ from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI
 
 SHARED_CFDI = (Path(__file__).resolve().parents[3] / ".." / "shared" / "cfdi").resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_schema_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The prepared fast schema these tests cache goes to a temporary directory, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,41 @@ def test_fiscalflow_entry_point_with_env_defaults(pki: DemoPKI, generator: Invoi
     line = _lines(proc.stdout)[0]
     assert line["verdict"] == "valid"
     assert line["trust"] == "custom"
+
+
+def test_directories_are_listed_as_rglob_lists_them(tmp_path: Path) -> None:
+    """The fast listing finds and orders exactly what ``sorted(rglob)`` + ``is_file`` + ``.xml`` did."""
+    for name in ("a/1.xml", "a/2.XML", ".hidden/h.xml", ".x.xml", "sp ace/s.xml", "b/c/d.xml", "b/c/e.xMl",
+                 "b/x.xml.bak", "b/.xml", "Z/z.xml", "a-b.xml", "a b.xml", "b/noext"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"<x/>")
+    (tmp_path / "b" / "link.xml").symlink_to(tmp_path / "a" / "1.xml")  # a link to a file counts
+    (tmp_path / "linked-dir").symlink_to(tmp_path / "a")  # a linked directory is not entered
+    (tmp_path / "b" / "broken.xml").symlink_to(tmp_path / "nowhere.xml")
+    os.mkfifo(tmp_path / "b" / "fifo.xml")
+    for root in (tmp_path, tmp_path / "b"):
+        expected = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".xml")
+        assert cli._documents([root]) == expected
+        assert len(expected) >= 3
+
+
+def test_validate_imports_no_pipeline_client(pki: DemoPKI, generator: InvoiceGenerator, tmp_path: Path) -> None:
+    """`fiscalflow validate` is an offline tool: its start-up loads no Kafka, HTTP, database or
+    tracing client (each costs tenths of a second to import)."""
+    (tmp_path / "one.xml").write_bytes(generator.generate(0, defect=None).xml)
+    script = (
+        "import json, sys, typer\n"
+        "from services.validate import cli\n"
+        "app = typer.Typer()\n"
+        "cli.register(app)\n"
+        "app.command('noop')(lambda: None)\n"
+        f"app(['validate', '--trust-ca', {str(pki.ca_cert)!r}, {str(tmp_path)!r}], standalone_mode=False)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert '"verdict":"valid"' in proc.stdout
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert not loaded & {"confluent_kafka", "aiokafka", "faust", "fastapi", "starlette", "uvicorn", "httpx", "asyncpg",
+                         "botocore", "aiobotocore", "opentelemetry", "chdb", "clickhouse_connect"}
