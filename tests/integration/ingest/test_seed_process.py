@@ -31,7 +31,7 @@ def test_a_pattern_without_a_region_is_one_job_over_every_region_in_the_seeds_sh
 
     async def scenario() -> None:
         async with Pipeline(stack_settings, (Stage.INGEST, Stage.DOWNLOAD)) as pipe, httpx.AsyncClient() as http:
-            before = dt.datetime.now(dt.timezone.utc)
+            before = dt.datetime.now(dt.UTC)
             resp = await http.post(f"{base}/api/v1/fiscal/process", headers=_auth(stack_settings),
                                    json={"source": "sftp", "file_pattern": f"{batch}/*.xml", "priority": "high",
                                          "validation_rules": "strict"})
@@ -39,7 +39,7 @@ def test_a_pattern_without_a_region_is_one_job_over_every_region_in_the_seeds_sh
             body = resp.json()
             assert resp.headers["location"] == f"/api/v1/jobs/{body['job_id']}"
             assert body["status"] == "queued" and body["record_count"] == 10
-            assert before <= dt.datetime.fromisoformat(body["submitted_at"]) <= dt.datetime.now(dt.timezone.utc)
+            assert before <= dt.datetime.fromisoformat(body["submitted_at"]) <= dt.datetime.now(dt.UTC)
             assert set(body["metrics"]) == {"queue_depth", "workers", "rate_per_s"}
             assert body["metrics"]["queue_depth"] >= 0 and body["metrics"]["workers"] >= 0
             # An estimate only from a measured rate: both present or both null.
