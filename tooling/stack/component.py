@@ -97,6 +97,11 @@ class Component(ABC):
     @abstractmethod
     def address(self) -> str: ...
 
+    @property
+    def listen_address(self) -> str:
+        """Where the server itself listens (checked free before a launch): its address by default."""
+        return self.address
+
     def requires(self) -> list[str]:
         """Components that must run first."""
         return []

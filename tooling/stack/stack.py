@@ -217,7 +217,7 @@ class LocalStack:
             parts = urlsplit(comp.address)
             host, port = parts.hostname or "127.0.0.1", parts.port or 80
         else:
-            host, port = split_hostport(comp.listen_address if isinstance(comp, Broker) else comp.address)
+            host, port = split_hostport(comp.listen_address)
         if port_open(host, port, 0.3):
             raise ComponentError(comp.name, f"{host}:{port} is already in use by a process this stack did "
                                  f"not start (state: {self.state.path})", comp.log_path)
