@@ -48,7 +48,8 @@ INSERT INTO archived SELECT
     if(moneda = 'MXN', toDecimal64(1, 6), toDecimal64(17.5, 6)) AS tipo_cambio,
     toDecimal64((number % 100000) / 100, 6) AS total,
     CAST(total AS Decimal(38, 12)) * tipo_cambio AS total_mxn,
-    '', '', now64(3, 'UTC') - toIntervalSecond(number % 172800) AS archived_at, number AS version
+    '', '', now64(3, 'UTC') - toIntervalSecond(number % 172800) AS archived_at, number AS version,
+    ['north', 'central', 'south'][cityHash64(issuer_rfc) % 3 + 1] AS region  -- an issuer's server is in one region
 FROM numbers({start}, {count})
 """
 # --dense: day, issuer, tipo and moneda from different digits of the number (365 x 50 x 3 x 3).
@@ -56,7 +57,8 @@ _DENSE = {"number % 50": "intDiv(number, 365) % 50", "[number % 3 + 1]": "[intDi
           "[intDiv(number, 3) % 3 + 1]": "[intDiv(number, 54750) % 3 + 1]"}
 _LOAD_OUTCOMES = """
 INSERT INTO record_outcomes SELECT concat('r', toString(number)),
-    if(number % 20 = 0, 'rejected', 'archived'), if(number % 20 = 0, 'CHECKSUM_MISMATCH', ''), '', 1, number
+    if(number % 20 = 0, 'rejected', 'archived'), if(number % 20 = 0, 'CHECKSUM_MISMATCH', ''), '', 1, number,
+    ['north', 'central', 'south'][number % 3 + 1]
 FROM numbers({start}, {count})
 """
 _UNALIGNED = (dt.date(2025, 1, 2), dt.date(2025, 12, 30))  # 364 days, no whole month at either end

@@ -1,4 +1,5 @@
-"""Compose one-shot: create the archive bucket (FISCALFLOW_S3_BUCKET) as the S3 admin identity.
+"""Compose one-shot: create the archive bucket (FISCALFLOW_S3_BUCKET) and the S3 source bucket of
+`source: s3` jobs (FISCALFLOW_S3_SOURCE_BUCKET) as the S3 admin identity.
 
 The services' own identity may only use that bucket (the `s3-identities` config of docker-compose.yml), so the bucket
 is made with the admin keys from S3_ADMIN_ACCESS_KEY / S3_ADMIN_SECRET_KEY.
@@ -28,11 +29,12 @@ def main() -> int:
     while True:  # the gateway answers before the filer behind it takes writes
         try:
             existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-            if s.s3_bucket not in existing:
-                client.create_bucket(Bucket=s.s3_bucket)
-                print(f"created bucket {s.s3_bucket}")
-            else:
-                print(f"bucket {s.s3_bucket} exists")
+            for bucket in (s.s3_bucket, s.s3_source_bucket):
+                if bucket not in existing:
+                    client.create_bucket(Bucket=bucket)
+                    print(f"created bucket {bucket}")
+                else:
+                    print(f"bucket {bucket} exists")
             return 0
         except (BotoCoreError, ClientError) as exc:
             if time.monotonic() > deadline:

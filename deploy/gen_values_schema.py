@@ -35,6 +35,19 @@ def schema() -> dict[str, Any]:
     port = {"$ref": "#/$defs/port"}
     peers = {"type": "array", "items": {"$ref": "#/$defs/peer"}}
     optional_name = {"type": "string", "maxLength": 253, "description": "A Secret (or a key); empty: none."}
+    # Durations: a rule's `for` (the PrometheusRule CRD's pattern: 10m, 1h30m, 0) and a PromQL range.
+    duration = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                                             "(([0-9]+)s)?(([0-9]+)ms)?)$"}
+    promql_range = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"}
+
+    def alert(threshold: dict[str, Any] | None = None, window: bool = False) -> dict[str, Any]:
+        """One prometheusRule alert: `for`, severity and, as it has them, threshold and window."""
+        props: dict[str, Any] = {"for": duration, "severity": {"type": "string", "minLength": 1}}
+        if threshold is not None:
+            props["threshold"] = threshold
+        if window:
+            props["window"] = promql_range
+        return {"type": "object", "additionalProperties": False, "required": sorted(props), "properties": props}
 
     def egress(derived: str | None = None) -> dict[str, Any]:
         """One networkPolicy.egress target: where (`to`, NetworkPolicy peers) and TCP ports."""
@@ -196,6 +209,29 @@ def schema() -> dict[str, Any]:
             "serviceMonitor": {"type": "object", "additionalProperties": False,
                                "properties": {"enabled": {"type": "boolean"}, "interval": {"type": "string"},
                                               "scrapeTimeout": {"type": "string"}, "labels": {"type": "object"}}},
+            "prometheusRule": {"type": "object", "additionalProperties": False,
+                               "properties": {
+                                   "enabled": {"type": "boolean"}, "labels": {"type": "object"},
+                                   "matchers": {"type": "string", "description": "PromQL label matchers; empty: "
+                                                "namespace=\"<release namespace>\"."},
+                                   "runbookUrl": {"type": "string"}, "alertLabels": {"type": "object"},
+                                   "failureRate": alert(threshold={"type": "number", "exclusiveMinimum": 0,
+                                                                   "maximum": 1}, window=True),
+                                   "consumerLag": alert(threshold={"type": "integer", "minimum": 0}, window=True),
+                                   "stageHalted": alert(),
+                                   "stagePaused": alert(),
+                                   "deadLetters": alert(threshold={"type": "integer", "minimum": 0}, window=True),
+                                   "reportWrites": alert(window=True),
+                                   "callbacks": alert(threshold={"type": "integer", "minimum": 0}, window=True),
+                                   "reportsOutOfStep": alert()}},
+            "grafana": {"type": "object", "additionalProperties": False,
+                        "properties": {"dashboard": {
+                            "type": "object", "additionalProperties": False,
+                            "properties": {"enabled": {"type": "boolean"},
+                                           "label": {"type": "string", "minLength": 1, "maxLength": 317},
+                                           "labelValue": {"type": "string", "maxLength": 63},
+                                           "namespace": {"type": "string", "maxLength": 63},
+                                           "annotations": {"type": "object"}, "labels": {"type": "object"}}}}},
             "podMetricsAnnotations": {"type": "boolean"},
             "networkPolicy": {
                 "type": "object", "additionalProperties": False, "required": ["enabled"],

@@ -58,6 +58,31 @@ class S3Store:
         except (BotoCoreError, OSError) as exc:
             raise TransientError(f"s3: {exc}", downstream="s3") from exc
 
+    async def get_source(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        """A document of a ``source: s3`` job: FILE_NOT_FOUND when it is gone, DOCUMENT_TOO_LARGE
+        over ``max_bytes`` (by the object's size, before reading it), an outage transient."""
+        client = await self.client()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = await client.get_object(Bucket=bucket, Key=key)
+            size = int(resp.get("ContentLength") or 0)
+            async with resp["Body"] as body:
+                if size > max_bytes:
+                    raise PermanentError(ReasonCode.DOCUMENT_TOO_LARGE, f"s3://{bucket}/{key} is {size} bytes "
+                                         f"(limit {max_bytes})", {"size": size, "limit": max_bytes})
+                data: bytes = await body.read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise PermanentError(ReasonCode.FILE_NOT_FOUND, f"s3://{bucket}/{key} does not exist") from None
+            raise TransientError(f"s3: {exc}", downstream="s3") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise TransientError(f"s3: {exc}", downstream="s3") from exc
+        if len(data) > max_bytes:
+            raise PermanentError(ReasonCode.DOCUMENT_TOO_LARGE, f"s3://{bucket}/{key} is {len(data)} bytes "
+                                 f"(limit {max_bytes})", {"size": len(data), "limit": max_bytes})
+        return data
+
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.records import S3_REGION
 from shared.topics import Stage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ MIN_SECRET_CHARS = 24
 # The secrets each stage uses, checked at its start (and mounted by the chart): the HTTP APIs'
 # tokens, the job callbacks' key, the S3 keys (claim checks, the archive, rebuilds).
 SECRETS_OF_STAGE: dict[Stage, frozenset[str]] = {
-    Stage.INGEST: frozenset({"tokens"}),
+    Stage.INGEST: frozenset({"tokens", "s3"}),  # s3: source: s3 jobs list the S3 source bucket
     Stage.DOWNLOAD: frozenset({"s3"}),
     Stage.VALIDATE: frozenset({"s3"}),
     Stage.STORE: frozenset({"s3"}),
@@ -152,6 +153,10 @@ class Settings(BaseSettings):
     s3_endpoint: str = Field("http://127.0.0.1:18333", description="S3 endpoint URL.")
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_bucket: str = Field("fiscalflow", description="Archive bucket.")
+    s3_source_bucket: str = Field(
+        "fiscalflow-inbox", min_length=3, max_length=63, description="Bucket of seed 000's `source: s3` jobs: the "
+        "objects under a job's prefix become records of region `s3` (object key = remote path), downloaded "
+        "from it with the S3 credentials above.")
     s3_access_key: SecretStr = Field(SecretStr("fiscalflow"), description="S3 access key id.")
     s3_secret_key: SecretStr = Field(SecretStr(LOCAL_S3_SECRET), description="S3 secret key.")
     s3_credentials: Literal["static", "chain"] = Field(
@@ -214,6 +219,22 @@ class Settings(BaseSettings):
     )
     ingest_port: int = Field(18080, description="Port of the ingest HTTP API.")
     report_port: int = Field(18081, description="Port of the report HTTP API.")
+    priority_share: float = Field(
+        0.10, gt=0, le=1, description="Share of the pipeline's capacity priority jobs may take: the ingest API "
+        "refuses a priority job that would take the priority records admitted over the window past this share of "
+        "the records the pipeline finishes per second (measured over the last five minutes) with 429 and "
+        "Retry-After. Normal jobs are not counted nor refused."
+    )
+    priority_window_s: float = Field(
+        60.0, gt=0, description="Seconds the priority share is counted over: a priority job counts for this long, "
+        "or for as long as the share takes to finish it when it is bigger than the window's share (it is then "
+        "admitted only when no other priority job counts)."
+    )
+    priority_capacity_floor_per_s: float = Field(
+        100.0, gt=0, description="Records per second the priority share is taken of at least: the capacity "
+        "assumed when too few records finished in the last five minutes to measure one (an idle pipeline) or "
+        "the measured rate is lower."
+    )
     report_batch_size: int = Field(
         2000, ge=1, description="Most stored events the report service writes to ClickHouse in one batch."
     )
@@ -261,6 +282,15 @@ class Settings(BaseSettings):
     # --- observability ------------------------------------------------------------------------
     otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint; empty: no export.")
     log_level: str = Field("INFO", description="Log level.")
+
+    @field_validator("sftp_regions")
+    @classmethod
+    def _no_s3_region(cls, value: str) -> str:
+        names = {item.partition("=")[0].strip() for item in value.split(",")}
+        if S3_REGION in names:
+            raise ValueError(f"{S3_REGION!r} is the region of S3-sourced records (source: s3); name the SFTP "
+                             "region otherwise")
+        return value
 
     @field_validator("callback_allowed_networks")
     @classmethod

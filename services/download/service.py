@@ -8,6 +8,7 @@ S3 claim check when its message would not fit the Kafka message limit (``shared.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.download.fetch import fetch
+from services.download.fetch import Fetched, fetch
 from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
@@ -24,7 +25,7 @@ from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document
 from shared.domain.messages import DocumentRef, DownloadTask
 from shared.domain.reasons import ReasonCode
-from shared.domain.records import RecordStatus
+from shared.domain.records import S3_REGION, RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
 from shared.runtime.host import ServiceHost
@@ -48,6 +49,8 @@ def region_of(msg: Message) -> str | None:
         region = orjson.loads(msg.value).get("region")
     except (orjson.JSONDecodeError, AttributeError):
         return None
+    if region == S3_REGION:
+        return "s3"  # the S3 source bucket: the same endpoint as the stage's claim checks
     return f"sftp:{region}" if isinstance(region, str) else None
 
 
@@ -71,10 +74,14 @@ class DownloadStage:
             task = DownloadTask.model_validate_json(msg.value)
         except ValidationError as exc:
             raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
-        pool = self.pools.get(task.region)
-        if pool is None:
-            raise PermanentError(ReasonCode.UNKNOWN_REGION, f"no SFTP server for region {task.region!r}")
-        got = await fetch(pool, task.path, self.settings.max_document_bytes, task.size, priority=msg.priority)
+        if task.region == S3_REGION:  # seed 000's source: s3
+            data = await self.s3.get_source(self.settings.s3_source_bucket, task.path, self.settings.max_document_bytes)
+            got = Fetched(data, hashlib.sha256(data).hexdigest())
+        else:
+            pool = self.pools.get(task.region)
+            if pool is None:
+                raise PermanentError(ReasonCode.UNKNOWN_REGION, f"no SFTP server for region {task.region!r}")
+            got = await fetch(pool, task.path, self.settings.max_document_bytes, task.size, priority=msg.priority)
         if task.expected_sha256 and got.sha256 != task.expected_sha256.lower():
             raise PermanentError(ReasonCode.CHECKSUM_MISMATCH,
                                  f"sha256 {got.sha256} != expected {task.expected_sha256}",

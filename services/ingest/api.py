@@ -3,7 +3,9 @@
 Every route needs a bearer token (shared/http_auth.py): the read token for job views, the admin
 token (``api_token``) to submit.
 Backpressure is explicit: 503 with Retry-After when the producer queue or the pipeline lag is
-over its limit, so a client slows down instead of the system dropping work.
+over its limit, so a client slows down instead of the system dropping work; 429 with Retry-After
+when a priority job would take the priority lane past its share of the pipeline's capacity
+(seed 002, services/ingest/quota.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import asyncpg
@@ -20,18 +22,24 @@ from fastapi import Depends, FastAPI, HTTPException, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.ingest.backpressure import LagMonitor
+from services.ingest.backpressure import LagMonitor, refusal
+from services.ingest.capacity import PaceMeter
 from services.ingest.publisher import publish
+from services.ingest.quota import PriorityQuota
 from services.ingest.seed_api import install_seed_routes
 from services.ingest.sources import ManifestUnreadable, PatternError, TooManyFiles, check_pattern, registrations
 from shared.db import jobs
-from shared.db.records import RegionConflict, register
+from shared.db.records import RegionConflict, Registration, register
+from shared.domain.messages import ValidationProfile
 from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority, valid_record_id
 from shared.egress import EgressPolicy, EgressRefused
 from shared.http_auth import ApiAuth
+from shared.http_docs import install_docs
 from shared.http_errors import error_body, error_responses, install_error_handlers
+from shared.runtime.errors import TransientError
 from shared.runtime.kafka import AsyncProducer, DeliveryError
 from shared.runtime.memory import trim_heap
+from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.sftp.pool import PoolUnavailable, RegionPool
 
@@ -57,6 +65,11 @@ class JobRequest(BaseModel):
     source: JobSource | None = None
     priority: Priority = Priority.NORMAL
     callback_url: AnyHttpUrl | None = Field(None, description="POSTed the job's status once it completes.")
+    validation_rules: ValidationProfile = Field(
+        ValidationProfile.STRICT, description="strict: every failed rule rejects; lenient: the rules listed in "
+        "docs/producers.md become warnings on an archived record.")
+    max_retries: int | None = Field(None, ge=0, le=100, description="Retries of a record's failing stage after its "
+                                    "first attempt, for this job's records; default: the stages' own.")
 
     @model_validator(mode="after")
     def _one_way_in(self) -> JobRequest:
@@ -100,6 +113,8 @@ class JobView(BaseModel):
     callback: bool = Field(False, description="Whether the job's status is POSTed to a callback when it completes "
                            "(its URL is never shown: it may carry a receiver's token).")
     source: dict[str, Any] | None
+    validation_rules: str = Field("strict", description="strict | lenient (seed 000): how its records are judged.")
+    max_retries: int | None = Field(None, description="Its records' retry budget; null: the stages' own.")
     stalled: int = Field(0, description="Members not in a final state with no transition for longer than the "
                          "re-drive lease (FISCALFLOW_REDRIVE_LEASE_S): their messages may have been lost. "
                          "Submitting a job with them again, the reconciler or `fiscalflow records redrive` "
@@ -117,6 +132,13 @@ class IngestContext:
     sftp: dict[str, RegionPool]
     lag: LagMonitor
     namespace: Callable[[], str]  # the stage's topic namespace ("" in production)
+    # The S3 source bucket's client (seed 000's `source: s3` jobs), opened with the first such job.
+    s3: S3Store | None = None
+    # The pipeline's pace, measured at most every few seconds for all the process's requests.
+    pace: PaceMeter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pace = PaceMeter(self.db)
 
 
 class BodyLimit:
@@ -170,26 +192,31 @@ def create_app(ctx: IngestContext) -> FastAPI:
     auth = ApiAuth(ctx.settings)
     # Every route needs at least the read token (one added later too); /openapi.json and /docs are open.
     app = FastAPI(title="fiscalflow ingest", version="1", description=__doc__,
-                  dependencies=[Depends(auth.require_read)], responses=error_responses(401))
+                  dependencies=[Depends(auth.require_read)], responses=error_responses(401),
+                  docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI with its own assets, no CDN
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app, validation_status=422)
     submitter = Submitter(ctx, EgressPolicy.from_settings(ctx.settings))
 
     def not_overloaded() -> None:
-        if ctx.producer.queue_length() > MAX_PRODUCER_QUEUE or ctx.lag.lag > MAX_PIPELINE_LAG:
-            raise HTTPException(503, f"pipeline busy (producer queue {ctx.producer.queue_length()}, "
-                                f"ingest lag {ctx.lag.lag}); retry later",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        queued, lag = ctx.producer.queue_length(), ctx.lag.lag
+        if queued > MAX_PRODUCER_QUEUE or lag > MAX_PIPELINE_LAG:
+            raise refusal(503, "producer_queue" if queued > MAX_PRODUCER_QUEUE else "pipeline_lag",
+                          f"pipeline busy (producer queue {queued}, ingest lag {lag}); retry later", RETRY_AFTER_S)
 
     @app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted,
               dependencies=[Depends(auth.require_admin("submit jobs")), Depends(not_overloaded)],
-              responses=error_responses(400, 403, 409, 413, 422, 503))
+              responses=error_responses(400, 403, 409, 413, 422, 429, 503))
     async def submit_job(body: JobRequest, response: Response) -> JobAccepted:
+        profile = jobs.JobProfile(body.validation_rules.value, body.max_retries)
         if body.source is not None:
-            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, source=body.source)
+            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, source=body.source,
+                                                        profile=profile)
         else:
             assert body.record_ids is not None
-            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, record_ids=body.record_ids)
+            job_id, record_ids = await submitter.submit(body.priority, body.callback_url, record_ids=body.record_ids,
+                                                        profile=profile)
         location = f"/api/v1/jobs/{job_id}"
         response.headers["Location"] = location
         return JobAccepted(job_id=job_id, record_count=len(record_ids), status_url=location)
@@ -214,11 +241,14 @@ class Submitter:
     def __init__(self, ctx: IngestContext, egress: EgressPolicy) -> None:
         self.ctx = ctx
         self.egress = egress
+        self.quota = PriorityQuota(ctx.settings, ctx.pace, MAX_JOB_RECORDS)
 
     async def submit(self, priority: Priority, callback_url: AnyHttpUrl | str | None, *,
                      record_ids: list[str] | None = None, source: JobSource | None = None,
-                     sources: list[JobSource] | None = None) -> tuple[str, list[str]]:
-        """Returns the job id and its record ids; raises HTTPException (4xx/503) with the reason."""
+                     sources: list[JobSource] | None = None, s3_pattern: str | None = None,
+                     profile: jobs.JobProfile | None = None) -> tuple[str, list[str]]:
+        """Returns the job id and its record ids; raises HTTPException (4xx/503) with the reason: 429
+        for a priority job over the priority share."""
         ctx = self.ctx
         if callback_url is not None:
             try:  # before anything is registered: a refused job leaves nothing behind
@@ -233,17 +263,26 @@ class Submitter:
         elif sources is not None:  # every region a region-less seed pattern names
             record_ids = await _register_sources(ctx, sources)
             job_source = {"regions": [s.region for s in sources], "pattern": sources[0].pattern}
+        elif s3_pattern is not None:  # seed 000's source: s3
+            record_ids = await _register_s3(ctx, s3_pattern)
+            job_source = {"s3": f"s3://{ctx.settings.s3_source_bucket}/", "pattern": s3_pattern}
         assert record_ids is not None
         record_ids = list(dict.fromkeys(record_ids))
-        async with ctx.db.acquire() as conn:
+        # The capacity first: measuring it may take a connection of its own.
+        capacity = await self.quota.capacity() if priority is Priority.HIGH else None
+        async with ctx.db.acquire() as conn, conn.transaction():
+            if capacity is not None:  # checked and counted in the job's own transaction
+                verdict = await self.quota.check(conn, len(record_ids), capacity[0])
+                if not verdict.admitted:
+                    raise refusal(429, "priority_quota", self.quota.explain(verdict, len(record_ids), *capacity),
+                                  verdict.retry_after_s)
             await jobs.create_job(conn, job_id, record_ids, priority,
-                                  str(callback_url) if callback_url else None, job_source)
+                                  str(callback_url) if callback_url else None, job_source, profile)
         try:
             await publish(ctx.producer, record_ids, priority, job_id, ctx.namespace())
         except DeliveryError as exc:
             # The job exists; publishing its ids again is safe (ingest is idempotent).
-            raise HTTPException(503, f"broker did not take the records: {exc}",
-                                headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+            raise refusal(503, "broker", f"broker did not take the records: {exc}", RETRY_AFTER_S) from exc
         if len(record_ids) >= TRIM_AFTER_RECORDS:
             # A big job's listing, request body and messages were transient: once the response is
             # out, give their freed heap back instead of carrying it for the life of the process.
@@ -267,6 +306,24 @@ async def _register_sources(ctx: IngestContext, sources: list[JobSource]) -> lis
     return found
 
 
+async def _register_s3(ctx: IngestContext, pattern: str) -> list[str]:
+    from services.ingest import s3_source
+
+    if ctx.s3 is None:
+        ctx.s3 = S3Store(ctx.settings)
+    bucket = ctx.settings.s3_source_bucket
+    try:
+        rows = await s3_source.registrations(ctx.s3, bucket, pattern, MAX_JOB_RECORDS)
+    except (PatternError, TooManyFiles) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except TransientError as exc:
+        raise refusal(503, "region_unreachable", f"region s3 (the S3 source bucket) unreachable: {exc}",
+                      RETRY_AFTER_S) from None
+    if not rows:
+        raise HTTPException(422, f"no object of s3://{bucket}/ matches {pattern!r}")
+    return await _register_rows(ctx, rows, "object")
+
+
 async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:
     pool = ctx.sftp.get(source.region)
     if pool is None:
@@ -277,13 +334,18 @@ async def _register_source(ctx: IngestContext, source: JobSource) -> list[str]:
     except (PatternError, TooManyFiles, ManifestUnreadable) as exc:
         raise HTTPException(422, str(exc)) from None
     except PoolUnavailable as exc:
-        raise HTTPException(503, f"region {source.region} unreachable: {exc}",
-                            headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        raise refusal(503, "region_unreachable", f"region {source.region} unreachable: {exc}",
+                      RETRY_AFTER_S) from None
     if not rows:
         raise HTTPException(422, f"no file of region {source.region} matches {source.pattern!r}")
-    # A file's name (without .xml) is its record id: one that breaks the rule refuses the whole job.
+    return await _register_rows(ctx, rows, "file")
+
+
+async def _register_rows(ctx: IngestContext, rows: list[Registration], kind: str) -> list[str]:
+    """Register a pattern's matches; their record ids."""
+    # A file's (object's) name without .xml is its record id: one that breaks the rule refuses the whole job.
     if bad := [r.remote_path for r in rows if not valid_record_id(r.record_id)]:
-        raise HTTPException(422, f"{len(bad)} file name(s) are not record ids ({RECORD_ID_RULE}), e.g. "
+        raise HTTPException(422, f"{len(bad)} {kind} name(s) are not record ids ({RECORD_ID_RULE}), e.g. "
                                  + ", ".join(repr(p) for p in bad[:5]))
     try:
         async with ctx.db.acquire() as conn:

@@ -7,16 +7,29 @@ good: past MAX_PIPELINE_LAG of them the API would refuse every job.
 
 The local broker under-reports end offsets (ListOffsets "latest" is the newest batch's base
 offset + 1), so this lag is a lower bound there; on Apache Kafka it is exact.
+
+Every refusal the API answers to slow a client down goes through :func:`refusal`: one status, one
+Retry-After, one count in ``fiscalflow_api_backpressure_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from confluent_kafka import Consumer, TopicPartition
+from fastapi import HTTPException
 
+from services.ingest.metrics import BACKPRESSURE, BACKPRESSURE_REASONS
 from shared.runtime.kafka import client_config
 from shared.settings import Settings
+
+
+def refusal(status: int, reason: str, detail: str, retry_after_s: float) -> HTTPException:
+    """The HTTPException to raise (503 or 429, ``Retry-After`` in whole seconds, at least 1), counted."""
+    assert reason in BACKPRESSURE_REASONS[str(status)], (status, reason)
+    BACKPRESSURE.labels(str(status), reason).inc()
+    return HTTPException(status, detail, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 class LagMonitor:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from shared.cli.api_client import Api, IngestUrl, Token, api, call, die
+from shared.domain.messages import ValidationProfile
 from shared.domain.records import Priority
 
 job_app = typer.Typer(no_args_is_help=True, help="Submit jobs to the ingest HTTP API and follow them.")
@@ -131,13 +132,20 @@ def job_submit(
     pattern: Annotated[str | None, typer.Option(help="Glob under the region root, e.g. '*.xml'.")] = None,
     priority: Annotated[Priority, typer.Option(help="high: the priority lane.")] = Priority.NORMAL,
     callback_url: Annotated[str | None, typer.Option(help="POSTed the job's status when it completes.")] = None,
+    rules: Annotated[ValidationProfile, typer.Option(
+        help="strict: every failed rule rejects; lenient: the documented catalogue and presentation rules "
+             "become warnings on the archived record.")] = ValidationProfile.STRICT,
+    max_retries: Annotated[int | None, typer.Option(min=0, max=100, help="Retries of a failing stage per record "
+                                                    "(default: the stages' own).")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar until it completes; exit 3 "
                                        "at once if a stage it needs is halted.")] = False,
     url: IngestUrl = None,
     token: Token = None,
 ) -> None:
     """Submit a job: record ids (--ids) or a region's files matching a pattern (--region --pattern)."""
-    body: dict[str, Any] = {"priority": priority.value}
+    body: dict[str, Any] = {"priority": priority.value, "validation_rules": rules.value}
+    if max_retries is not None:
+        body["max_retries"] = max_retries
     if (ids is None) == (region is None or pattern is None):
         raise typer.BadParameter("give --ids FILE, or --region and --pattern")
     if ids is not None:

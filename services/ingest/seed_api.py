@@ -4,9 +4,15 @@ pipeline this system replaces, on top of the same submission as ``POST /api/v1/j
 - ``source: api`` takes ``record_ids``; ``source: sftp`` takes ``file_pattern``, optionally led by a
   region (``north:batch-7/*.xml``); without one it means every region.  ``?date=YYYY-MM-DD``
   re-processes the registered records issued that day.
-- ``priority: high`` is the priority lane.
-- What is not built yet is refused with a 422 that says so, never accepted and ignored:
-  ``source: s3``, ``validation_rules: lenient`` and a ``max_retries`` other than the stages' own.
+- ``priority: high`` is the priority lane, within the priority share (seed 002: 429 and Retry-After
+  beyond it, services/ingest/quota.py).
+- ``validation_rules``: strict rejects a document on any failed rule; lenient archives one whose
+  only failed rules are in the documented lenient set (services/validate/profile.py), with those
+  rules as warnings on the record.  ``max_retries`` replaces the stages' retry budget for the
+  job's records (attempts = max_retries + 1).  Both travel on the records' messages.
+- ``source: s3`` takes ``file_pattern`` as a key glob in the S3 source bucket
+  (``FISCALFLOW_S3_SOURCE_BUCKET``, services/ingest/s3_source.py): its objects become records of
+  region ``s3``, downloaded from the bucket by the download stage.
 - The answer (202, ``Location: /api/v1/jobs/{id}``) carries the seed's ``status: queued``,
   ``submitted_at``, ``estimated_duration`` and ``metrics``, estimated from the rate the pipeline
   measurably finished records at over the last five minutes (the audit trail), and the backlog.
@@ -21,18 +27,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
+from shared.db.jobs import JobProfile
+from shared.domain.messages import ValidationProfile
 from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority
 from shared.http_errors import error_responses
 
 if TYPE_CHECKING:
     from services.ingest.api import IngestContext, Submitter
-
-RATE_WINDOW_S = 300
-# The audit trail's newest events the rate is measured on (the primary key's tail: a bounded scan
-# however long the trail is).
-RATE_EVENTS = 200_000
-MIN_FINISHED_FOR_RATE = 20
-
 
 class SeedSource(StrEnum):
     SFTP = "sftp"
@@ -40,30 +41,33 @@ class SeedSource(StrEnum):
     API = "api"
 
 
-class ValidationRules(StrEnum):
-    STRICT = "strict"
-    LENIENT = "lenient"
+ValidationRules = ValidationProfile
 
 
 class ProcessRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: SeedSource = Field(SeedSource.API, description="api: `record_ids`; sftp: `file_pattern`; s3: not yet.")
+    source: SeedSource = Field(SeedSource.API, description="api: `record_ids`; sftp: `file_pattern` over the SFTP "
+                                "regions; s3: `file_pattern` as a key glob in the S3 source bucket.")
     file_pattern: str | None = Field(
         None, min_length=1, max_length=1000, description="Glob under the region roots, optionally led by a region "
         "(`north:batch-7/*.xml`); without one, every region.", examples=["*.xml", "north:batch-7/*.xml"])
     record_ids: list[Annotated[str, Field(pattern=RECORD_ID_PATTERN, description=RECORD_ID_RULE)]] | None = Field(
         None, min_length=1, max_length=100_000)
-    validation_rules: ValidationRules = ValidationRules.STRICT
+    validation_rules: ValidationRules = Field(
+        ValidationRules.STRICT, description="strict: every failed rule rejects; lenient: the rules listed in "
+        "docs/seed-api.md become warnings on an archived record.")
     priority: Priority = Priority.NORMAL
     callback_url: AnyHttpUrl | None = None
-    max_retries: int | None = Field(None, ge=0, le=100)
+    max_retries: int | None = Field(None, ge=0, le=100, description="Retries of a record's failing stage after "
+                                    "its first attempt, for this job's records; default: the stages' own "
+                                    "(FISCALFLOW_RETRY_MAX_ATTEMPTS - 1).")
 
     @model_validator(mode="after")
     def _inputs_match_the_source(self) -> ProcessRequest:
         if self.source is SeedSource.API and self.file_pattern is not None:
             raise ValueError("source api takes record_ids, not file_pattern")
-        if self.source is SeedSource.SFTP and self.record_ids is not None:
-            raise ValueError("source sftp takes file_pattern, not record_ids")
+        if self.source in (SeedSource.SFTP, SeedSource.S3) and self.record_ids is not None:
+            raise ValueError(f"source {self.source.value} takes file_pattern, not record_ids")
         return self
 
 
@@ -93,28 +97,10 @@ def go_duration(seconds: float) -> str:
     return (f"{h}h{m}m{s}s" if h else f"{m}m{s}s" if m else f"{s}s")
 
 
-_PACE_SQL = f"""
-WITH recent AS (
-    SELECT to_status, actor, created_at FROM audit_events
-    WHERE event_id > (SELECT COALESCE(max(event_id), 0) - {RATE_EVENTS} FROM audit_events)
-      AND created_at > now() - make_interval(secs => {RATE_WINDOW_S})
-)
-SELECT count(*) FILTER (WHERE to_status IN ('archived', 'rejected', 'duplicate')) AS finished,
-       EXTRACT(EPOCH FROM now() - min(created_at)
-               FILTER (WHERE to_status IN ('archived', 'rejected', 'duplicate')))::float8 AS span_s,
-       count(DISTINCT actor) AS workers,
-       (SELECT count(*) FROM fiscal_records WHERE status NOT IN ('archived', 'rejected', 'duplicate')
-          AND status <> 'pending') AS in_flight
-FROM recent
-"""
-
-
 async def queue_metrics(ctx: IngestContext) -> QueueMetrics:
-    async with ctx.db.acquire() as conn:
-        row = await conn.fetchrow(_PACE_SQL)
-    finished, span = int(row["finished"]), row["span_s"]
-    rate = round(finished / span, 2) if finished >= MIN_FINISHED_FOR_RATE and span and span > 0 else None
-    return QueueMetrics(queue_depth=int(row["in_flight"]) + ctx.lag.lag, workers=int(row["workers"]), rate_per_s=rate)
+    """The backlog and the pace, from the process's cached measurement (services/ingest/capacity.py)."""
+    pace = await ctx.pace.pace()
+    return QueueMetrics(queue_depth=pace.in_flight + ctx.lag.lag, workers=pace.workers, rate_per_s=pace.rate_per_s)
 
 
 async def _issued_on(ctx: IngestContext, day: dt.date) -> list[str]:
@@ -133,26 +119,24 @@ def install_seed_routes(app: FastAPI, ctx: IngestContext, submitter: Submitter, 
     from services.ingest.api import JobSource
 
     @app.post("/api/v1/fiscal/process", status_code=202, response_model=ProcessAccepted, dependencies=admin,
-              responses=error_responses(400, 403, 409, 413, 422, 503), tags=["seed 000"])
+              responses=error_responses(400, 403, 409, 413, 422, 429, 503), tags=["seed 000"])
     async def process(body: ProcessRequest, response: Response,
                       date: Annotated[dt.date | None, Query(description="Re-process the registered records "
                                                             "issued this day (YYYY-MM-DD).")] = None,
                       ) -> ProcessAccepted:
         """Seed 000's submission: the same job as `POST /api/v1/jobs`, the seed's request and answer."""
-        if body.source is SeedSource.S3:
-            raise HTTPException(422, "source s3 is not supported yet: put the documents on an issuer's SFTP "
-                                     "region, or register them and use source api")
-        if body.validation_rules is ValidationRules.LENIENT:
-            raise HTTPException(422, "validation_rules lenient is not supported yet: every rule rejects (strict)")
-        if body.max_retries is not None and body.max_retries != ctx.settings.retry_max_attempts:
-            raise HTTPException(422, f"max_retries per job is not supported yet: the stages make "
-                                     f"{ctx.settings.retry_max_attempts} attempts (FISCALFLOW_RETRY_MAX_ATTEMPTS)")
+        profile = JobProfile(body.validation_rules.value, body.max_retries)
         submitted_at = dt.datetime.now(dt.UTC)
         if date is not None:
             if body.record_ids is not None or body.file_pattern is not None:
                 raise HTTPException(422, "?date= selects the records: give neither record_ids nor file_pattern")
-            job_id, ids = await submitter.submit(body.priority, body.callback_url,
+            job_id, ids = await submitter.submit(body.priority, body.callback_url, profile=profile,
                                                  record_ids=await _issued_on(ctx, date))
+        elif body.source is SeedSource.S3:
+            if body.file_pattern is None:
+                raise HTTPException(422, "source s3 needs file_pattern (a key glob in the S3 source bucket)")
+            job_id, ids = await submitter.submit(body.priority, body.callback_url, profile=profile,
+                                                 s3_pattern=body.file_pattern)
         elif body.source is SeedSource.SFTP:
             if body.file_pattern is None:
                 raise HTTPException(422, "source sftp needs file_pattern")
@@ -164,13 +148,16 @@ def install_seed_routes(app: FastAPI, ctx: IngestContext, submitter: Submitter, 
             else:  # no region: every region
                 sources = [JobSource(region=r, pattern=body.file_pattern) for r in sorted(ctx.sftp)]
             if len(sources) == 1:
-                job_id, ids = await submitter.submit(body.priority, body.callback_url, source=sources[0])
+                job_id, ids = await submitter.submit(body.priority, body.callback_url, profile=profile,
+                                                     source=sources[0])
             else:
-                job_id, ids = await submitter.submit(body.priority, body.callback_url, sources=sources)
+                job_id, ids = await submitter.submit(body.priority, body.callback_url, profile=profile,
+                                                     sources=sources)
         else:
             if body.record_ids is None:
                 raise HTTPException(422, "source api needs record_ids (or ?date=)")
-            job_id, ids = await submitter.submit(body.priority, body.callback_url, record_ids=body.record_ids)
+            job_id, ids = await submitter.submit(body.priority, body.callback_url, profile=profile,
+                                                 record_ids=body.record_ids)
         metrics = await queue_metrics(ctx)
         eta = (metrics.queue_depth + len(ids)) / metrics.rate_per_s if metrics.rate_per_s else None
         response.headers["Location"] = f"/api/v1/jobs/{job_id}"

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from services.ingest.api import IngestContext, create_app
 from services.ingest.backpressure import LagMonitor, group_lag
+from services.ingest.completion import SWEEP_S, JobCompletions
 from services.ingest.reconciler import Reconciler
 from services.ingest.requests import parse_request
 from shared.db import jobs
@@ -35,6 +36,7 @@ from shared.runtime import headers as H
 from shared.runtime.host import ServiceHost
 from shared.runtime.kafka import AsyncProducer, producer_config
 from shared.runtime.tracing import current_trace_id
+from shared.s3 import S3Store
 from shared.sftp.pool import build_pools
 from shared.topics import TOPOLOGY, Stage
 
@@ -52,6 +54,20 @@ _IN_FLIGHT = tuple(s for s in RecordStatus
                    if not s.is_final and s not in (RecordStatus.PENDING, RecordStatus.REJECTED))
 
 
+PROFILE_CACHE = 10_000
+DEFAULT_PROFILE = jobs.JobProfile()
+
+
+def profile_headers(profile: jobs.JobProfile) -> dict[str, str]:
+    """The job's profile as the headers its record's messages carry through every stage."""
+    out: dict[str, str] = {}
+    if profile.validation_rules != DEFAULT_PROFILE.validation_rules:
+        out[H.RULES] = profile.validation_rules
+    if profile.max_retries is not None:
+        out[H.MAX_ATTEMPTS] = str(profile.max_retries + 1)
+    return out
+
+
 class IngestStage:
     def __init__(self, host: ServiceHost) -> None:
         self.settings = settings = host.settings
@@ -62,10 +78,14 @@ class IngestStage:
         self._lookups: MicroBatcher[str, RecordRow | None] = MicroBatcher(self._lookup, 500, 0.005)
         self._members: MicroBatcher[tuple[str, str], None] = MicroBatcher(self._add_members, 500, 0.005)
         self._transitions: MicroBatcher[Transition, bool] = MicroBatcher(self._apply, 500, 0.005)
+        # Jobs' profiles never change once the job exists: each is read once per process.
+        self._profiles: dict[str, jobs.JobProfile] = {}
+        self._profile_lookups: MicroBatcher[str, jobs.JobProfile] = MicroBatcher(self._lookup_profiles, 500, 0.005)
         self.lag = LagMonitor(settings, {})  # its groups are the spec's (namespaced in tests): set at open
         self.reconciler: Reconciler | None = None
         self._producer: AsyncProducer | None = None
         self._sftp = build_pools(settings)
+        self._s3_source = S3Store(settings)  # source: s3 jobs (a client only once one comes)
 
     # ------------------------------------------------------------------ the handler
     async def handle(self, msg: Message) -> Sequence[Emit]:
@@ -83,24 +103,27 @@ class IngestStage:
             # Downloaded and on its way through validate and store: those messages carry it.
             SKIPPED.labels("in_flight").inc()
             return []
+        profile = profile_headers(await self._profile(req.job_id)) if req.job_id else {}
         redrive = self._redrive(row, msg, req.job_id) if stalled else None
-        transition = redrive or self._start(row, msg, req.job_id)
+        transition = redrive or self._start(row, msg, req.job_id, profile)
         if not await self._transitions.submit(transition):  # another delivery moved it on meanwhile
             SKIPPED.labels("raced").inc()
             return []
         task = DownloadTask(record_id=row.record_id, job_id=req.job_id, region=row.region, path=row.remote_path,
                             expected_sha256=row.expected_sha256, size=row.size)
-        headers = {H.JOB_ID: req.job_id} if req.job_id else {}
+        headers = {H.JOB_ID: req.job_id, **profile} if req.job_id else {}
         if redrive is not None:
             headers[H.REDRIVE] = str(row.redrives + 1)
         return [Emit(value=task.encode(), headers=headers)]
 
-    def _start(self, row: RecordRow, msg: Message, job_id: str | None) -> Transition:
+    def _start(self, row: RecordRow, msg: Message, job_id: str | None, profile: dict[str, str]) -> Transition:
         # The original coordinates survive retries, so a retried message has the same audit key; a
         # redelivered one finds the record downloading and sends its task again.
         origin = (f"{msg.headers.get(H.ORIGIN_TOPIC, msg.topic)}:{msg.headers.get(H.ORIGIN_PARTITION, msg.partition)}"
                   f":{msg.headers.get(H.ORIGIN_OFFSET, msg.offset)}")
         detail: dict[str, object] = {"job_id": job_id, "priority": msg.priority}
+        if profile:  # the job's own validation_rules / retry budget, for the record's history
+            detail["profile"] = {k.removeprefix(H.PREFIX): v for k, v in profile.items()}
         if H.REDRIVE_BY in msg.headers:  # a pending record whose first request was lost, sent again
             detail["by"] = msg.headers[H.REDRIVE_BY]
         return Transition(
@@ -150,6 +173,20 @@ class IngestStage:
         found = await lookup(self.pool, list(set(ids)))
         return [found.get(i) for i in ids]
 
+    async def _profile(self, job_id: str) -> jobs.JobProfile:
+        profile = self._profiles.get(job_id)
+        if profile is None:
+            profile = await self._profile_lookups.submit(job_id)
+            if len(self._profiles) >= PROFILE_CACHE:
+                self._profiles.clear()
+            self._profiles[job_id] = profile
+        return profile
+
+    async def _lookup_profiles(self, job_ids: list[str]) -> list[jobs.JobProfile]:
+        assert self.pool is not None
+        found = await jobs.profiles(self.pool, sorted(set(job_ids)))
+        return [found.get(j, DEFAULT_PROFILE) for j in job_ids]
+
     async def _add_members(self, pairs: list[tuple[str, str]]) -> list[None]:
         assert self.pool is not None
         await jobs.add_members(self.pool, sorted(set(pairs)))
@@ -184,6 +221,7 @@ class IngestStage:
             await asyncio.to_thread(self._producer.close)
         for p in self._sftp.values():
             await p.close()
+        await self._s3_source.close()
 
     async def reconcile(self) -> None:
         assert self.reconciler is not None
@@ -193,7 +231,7 @@ class IngestStage:
         assert self._producer is not None
         # Job completion callbacks are the report service's (signed, retried): one sender only.
         return create_app(IngestContext(self.settings, self.pool, self._producer, self._sftp, self.lag,
-                                        self.namespace))
+                                        self.namespace, self._s3_source))
 
     async def ready(self) -> bool:
         return await db_ready(self.pool)
@@ -208,6 +246,7 @@ async def build_stage(host: ServiceHost) -> StageSpec:
     # Started in this order after the pool; stopped in the reverse one once the runner has drained.
     host.hooks("ingest producer", stage.open, stage.close)
     host.every("lag monitor", stage.lag.interval_s, stage.lag.tick)
+    host.every("job completions", SWEEP_S, JobCompletions(stage.pool).tick)
     if s.redrive_interval_s > 0:
         host.every("reconciler", s.redrive_interval_s, stage.reconcile)
     host.api("ingest API", stage.api, s.ingest_port)

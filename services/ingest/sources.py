@@ -123,6 +123,11 @@ async def _manifest(pool: RegionPool, directory: str) -> dict[str, tuple[str, in
     if len(raw) > MAX_MANIFEST_BYTES:
         raise TooManyFiles(f"{pool.region}:{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB; split the "
                            "directory (one manifest per batch directory)")
+    return parse_manifest(raw)
+
+
+def parse_manifest(raw: bytes) -> dict[str, tuple[str, int | None]]:
+    """path → (sha256, size) of a batch directory's MANIFEST.csv (rows without both are skipped)."""
     out: dict[str, tuple[str, int | None]] = {}
     for row in csv.DictReader(io.StringIO(raw.decode("utf-8", "replace"))):
         if row.get("path") and row.get("sha256"):

@@ -1,5 +1,6 @@
-"""``fiscalflow report summary|daily|issuers|trend``: the report API as rich tables (or ``--json``);
-``report verify`` and ``report rebuild``: the report tables against the system of record."""
+"""``fiscalflow report summary|daily|issuers|trend|regions``: the report API as rich tables (or
+``--json``; every one but ``regions`` narrowed to one issuer region by ``--region``); ``report
+verify`` and ``report rebuild``: the report tables against the system of record."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ app = typer.Typer(no_args_is_help=True, help="Reports from the report service's 
 console = Console()
 
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON instead of tables.")
+RegionOpt = typer.Option(None, "--region", help="Only the records of this issuer region (e.g. north).")
+NO_REGION = "(not known)"  # report rows written before the reports kept regions, until a rebuild
 
 
 def _get(target: Api, path: str, **params: Any) -> dict[str, Any]:
@@ -49,9 +52,10 @@ def _groups_table(title: str, groups: list[dict[str, Any]]) -> Table:
 
 @app.command()
 def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this job's records."),
-            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
+            region: str | None = RegionOpt, as_json: bool = JsonOpt, url: ReportUrl = None,
+            token: Token = None) -> None:
     """Records by status and rejections by reason code."""
-    body = _get(api("report", url, token), "/api/v1/reports/summary", job_id=job_id)
+    body = _get(api("report", url, token), "/api/v1/reports/summary", job_id=job_id, region=region)
     if as_json:
         return _print_json(body)
     for title, data in (("by status", body["by_status"]), ("by reason", body["by_reason"])):
@@ -66,16 +70,20 @@ def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this 
 
 @app.command()
 def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha as written)."),
-          as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
+          region: str | None = RegionOpt, as_json: bool = JsonOpt, url: ReportUrl = None,
+          token: Token = None) -> None:
     """One day's archived documents per TipoDeComprobante and Moneda, and per issuer (a day
     without any says so and exits 0; with ``--json``, the API's 404 body)."""
-    body = _request(api("report", url, token), "/api/v1/reports/daily", {"date": date}, absent_ok=True)
+    body = _request(api("report", url, token), "/api/v1/reports/daily", {"date": date, "region": region},
+                    absent_ok=True)
     if as_json:
         return _print_json(body)
+    of_region = f" from region {region}" if region is not None else ""
     if "error" in body:
-        console.print(f"No archived documents dated {date}: nothing to report for that day.", highlight=False)
+        console.print(f"No archived documents dated {date}{of_region}: nothing to report for that day.",
+                      highlight=False)
         return None
-    console.print(_groups_table(f"{body['date']} — {body['record_count']} documents, "
+    console.print(_groups_table(f"{body['date']}{of_region} — {body['record_count']} documents, "
                                 f"{money(body['total_amount'])} MXN", body["groups"]))
     t = Table(title="issuers")
     for col in ("rfc", "count", "total_mxn"):
@@ -89,9 +97,10 @@ def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha a
 @app.command()
 def issuers(start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD."),
             end: str = typer.Option(dt.date.today().isoformat(), "--to", help="Last day, YYYY-MM-DD."),
-            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
+            region: str | None = RegionOpt, as_json: bool = JsonOpt, url: ReportUrl = None,
+            token: Token = None) -> None:
     """Per issuer, per TipoDeComprobante and Moneda, over a range of days."""
-    body = _get(api("report", url, token), "/api/v1/reports/issuers", **{"from": start, "to": end})
+    body = _get(api("report", url, token), "/api/v1/reports/issuers", **{"from": start, "to": end, "region": region})
     if as_json:
         return _print_json(body)
     for i in body["issuers"]:
@@ -100,15 +109,46 @@ def issuers(start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD
 
 
 @app.command()
-def trend(hours: int = typer.Option(24, help="Hours back from now."), as_json: bool = JsonOpt,
-          url: ReportUrl = None, token: Token = None) -> None:
+def trend(hours: int = typer.Option(24, help="Hours back from now."), region: str | None = RegionOpt,
+          as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Archived count and MXN total per hour of processing time, with a bar chart of the counts."""
-    body = _get(api("report", url, token), "/api/v1/reports/trend", hours=hours)
+    body = _get(api("report", url, token), "/api/v1/reports/trend", hours=hours, region=region)
     if as_json:
         return _print_json(body)
     # the bar takes what the hour, the count and the total leave of the terminal's width
     console.print(_trend_chart(body["points"], hours, width=max(10, min(50, console.width - 50))))
     return None
+
+
+@app.command()
+def regions(start: str | None = typer.Option(None, "--from", help="First day of Fecha, YYYY-MM-DD (with --to; "
+                                             "neither: every day, with rejections)."),
+            end: str | None = typer.Option(None, "--to", help="Last day of Fecha, YYYY-MM-DD, inclusive."),
+            as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
+    """Per issuer region: archived documents and their MXN total (and, over every day, the rejected
+    and duplicate records), with the total of all regions."""
+    body = _get(api("report", url, token), "/api/v1/reports/regions", **{"from": start, "to": end})
+    if as_json:
+        return _print_json(body)
+    console.print(_regions_table(body))
+    return None
+
+
+def _regions_table(body: dict[str, Any]) -> Table:
+    every_day = body["from"] is None
+    t = Table(title="archived per region, " + ("every day" if every_day else f"{body['from']}..{body['to']}"),
+              caption=None if body["regions"] else "nothing archived")
+    cols = ["region", "documents", "total MXN"] + (["rejected", "duplicate"] if every_day else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col == "region" else "right")
+    for r in body["regions"]:
+        t.add_row(r["region"] or NO_REGION, str(r["record_count"]), money(r["total_mxn"]),
+                  *([str(r["rejected"]), str(r["duplicate"])] if every_day else []))
+    t.add_section()
+    t.add_row("all regions", str(body["record_count"]), money(body["total_mxn"]),
+              *([str(sum(r["rejected"] for r in body["regions"])), str(sum(r["duplicate"] for r in body["regions"]))]
+                if every_day else []), style="bold")
+    return t
 
 
 def _trend_chart(points: list[dict[str, Any]], hours: int, width: int) -> Table:
@@ -147,13 +187,15 @@ def verify(start: str | None = FromOpt, end: str | None = ToOpt,
         if diffs:
             t = Table(title=f"{len(diffs)} differences ({body['records_off']} records off)")
             t.caption = "PG: PostgreSQL (the record), CH: ClickHouse (the reports)"
-            for col in ("day", "status", "reason", "PG", "CH", "PG MXN", "CH MXN"):
-                left = col in ("day", "status", "reason")
+            for col in ("day", "region", "status", "reason", "PG", "CH", "PG MXN", "CH MXN"):
+                left = col in ("day", "region", "status", "reason")
                 t.add_column(col, justify="left" if left else "right", no_wrap=col != "reason",
                              overflow="fold")
             for c in diffs:
-                t.add_row(c["day"] or "(all)", c["status"], c["reason"], str(c["postgres"]), str(c["clickhouse"]),
-                          money(c["postgres_mxn"]), money(c["clickhouse_mxn"]))
+                region = c.get("region")  # None: a report service from before regions
+                t.add_row(c["day"] or "(all)", NO_REGION if region == "" else region or "", c["status"], c["reason"],
+                          str(c["postgres"]), str(c["clickhouse"]), money(c["postgres_mxn"]),
+                          money(c["clickhouse_mxn"]))
             console.print(t)
             console.print("[yellow]the reports differ from the record: `fiscalflow report rebuild` "
                           "re-materialises them[/yellow]")
@@ -187,7 +229,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
     if resumed and not as_json:
         console.print(f"resuming the rebuild started {cp['started_at']}: {resumed} records done")
     totals = {k: 0 for k in ("scanned", "present", "repaired", "archived_rows", "outcome_rows", "from_postgres",
-                             "from_s3")}
+                             "from_s3", "lines_from_s3", "line_rows", "regions_set")}
     missing: list[str] = []
     after: str | None = "" if dry_run else None
     first = True
@@ -203,7 +245,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
             step = _post_step(target, body)
             first = False
             for k in totals:
-                totals[k] += int(step[k])
+                totals[k] += int(step.get(k, 0))  # a report service older than line items has no line counts
             missing += step["missing"]
             progress.advance(task, step["scanned"])
             if dry_run:
@@ -225,7 +267,11 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
         console.print(f"{totals['scanned']} records in {elapsed:.1f} s ({result['records_per_s']}/s): "
                       f"{totals['present']} already in the reports, {verb} {totals['repaired']} "
                       f"({totals['from_postgres']} from PostgreSQL, {totals['from_s3']} "
-                      f"{'to read' if dry_run else 'read'} from S3)")
+                      f"{'to read' if dry_run else 'read'} from S3; {totals['lines_from_s3']} documents "
+                      f"{'to read' if dry_run else 'read'} for their lines only)")
+        if totals["regions_set"]:
+            console.print(f"{totals['regions_set']} archived records moved to their issuer region in the reports "
+                          "(written before the reports kept regions)")
         if missing:
             console.print(f"[red]{len(missing)} archived records have no readable document: {missing[:10]}[/red]")
     if missing:

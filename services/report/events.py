@@ -11,7 +11,7 @@ from decimal import Decimal
 from pydantic import ValidationError
 
 from shared.dlq import model as dlq
-from shared.domain.messages import StoredEvent
+from shared.domain.messages import InvoiceLine, StoredEvent
 from shared.domain.reasons import ReasonCode
 from shared.domain.records import RecordStatus
 from shared.runtime import headers as H
@@ -39,11 +39,22 @@ class Archived:
     s3_key: str
     archived_at: dt.datetime
     version: int  # ms; the latest event of a record wins
+    # The document's lines (table invoice_lines); None: not known from this event — too many to
+    # travel (lines_in_archive: read them from s3_key) or an event from before line items.
+    lines: tuple[InvoiceLine, ...] | None = None
+    lines_in_archive: bool = False
+    region: str = ""  # the record's issuer region; '' not known (an event from before the store stage sent it)
 
     def row(self) -> list[object]:
         return [self.record_id, self.uuid, self.issuer_rfc, self.receiver_rfc, self.day, self.fecha, self.tipo,
                 self.moneda, self.tipo_cambio, self.total, self.total_mxn, self.job_id, self.s3_key,
-                self.archived_at, self.version]
+                self.archived_at, self.version, self.region]
+
+    def line_rows(self) -> list[list[object]]:
+        """Rows of invoice_lines (schema.py LINE_COLUMNS), numbered from 1 in document order."""
+        return [[self.record_id, self.uuid, n, line.product_code or "", line.description, line.quantity,
+                 line.unit_price, line.amount, line.discount, line.tax_rate, self.version]
+                for n, line in enumerate(self.lines or (), 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,7 @@ class DeadLetter:
     job_id: str
     failed_at: dt.datetime
     version: int
+    region: str = ""  # a dead letter's message need not say: the report service asks the registry (backend.py)
 
     @property
     def outcome(self) -> str:
@@ -66,7 +78,7 @@ class DeadLetter:
 
     def row(self) -> list[object]:
         return [self.record_id, self.stage, self.reason, self.error, self.details, self.origin_topic, self.attempt,
-                self.job_id, self.failed_at, self.version, self.letter_id]
+                self.job_id, self.failed_at, self.version, self.letter_id, self.region]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,7 @@ class Outcome:
     reason: str
     job_id: str
     version: int
+    region: str = ""
 
 
 Event = Archived | DeadLetter | Outcome
@@ -103,7 +116,8 @@ def parse_stored(value: bytes) -> Archived | None:
     return Archived(record_id=ev.record_id, uuid=f.uuid.upper(), issuer_rfc=f.issuer_rfc.upper(),
                     receiver_rfc=f.receiver_rfc, day=day, fecha=f.fecha, tipo=f.tipo, moneda=f.moneda,
                     tipo_cambio=f.tipo_cambio, total=f.total, total_mxn=f.total_mxn, job_id=ev.job_id or "",
-                    s3_key=ev.s3_key, archived_at=at, version=_ms(at))
+                    s3_key=ev.s3_key, archived_at=at, version=_ms(at), lines=ev.lines,
+                    lines_in_archive=ev.lines_in_archive and ev.lines is None, region=ev.region or "")
 
 
 def parse_dead_letter(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes,

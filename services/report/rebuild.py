@@ -10,6 +10,10 @@ which of them it already holds as the registry says, and builds the missing ones
   kept in the registry too, so the next rebuild or check needs no S3;
 - a rejected or duplicate record as an :class:`Outcome` (status and reason from the registry).
 
+Every event carries the record's region (``fiscal_records.region``): a record ClickHouse holds
+under another one — its rows from before the reports kept regions have '' — is not "as the
+registry says", and its event moves it (sink.py, ``set_regions``; ``regions_set``).
+
 The events go through the service's one writer — the same lock and the same sink as the live
 stream — so the sink's check-then-insert stays exact: a record the stream writes meanwhile is
 counted once, and running a rebuild twice writes nothing the second time.  Where the scope got to
@@ -24,8 +28,8 @@ import gzip
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -33,8 +37,8 @@ from services.report.backend import ReportBackend
 from services.report.events import ARCHIVED, Archived, Event, Outcome
 from services.report.sink import Written
 from services.report.verify import Scope
-from shared.cfdi.facts import UnreadableDocument, read_facts
-from shared.domain.messages import CfdiFacts
+from shared.cfdi.facts import UnreadableDocument, read_document
+from shared.domain.messages import CfdiFacts, InvoiceLine
 from shared.domain.records import FINAL_STATUSES
 from shared.runtime.errors import PermanentError
 from shared.s3 import S3Store
@@ -43,13 +47,15 @@ log = logging.getLogger("fiscalflow.report.rebuild")
 
 Json = dict[str, Any]
 Writer = Callable[[Sequence[Event]], Awaitable[Written]]
+K = TypeVar("K")
+Lines = tuple[InvoiceLine, ...]
 
 MAX_BATCH = 5000
 S3_CONCURRENCY = 16  # documents read at once (a step's S3 reads overlap; parsing is on a thread)
 
 _COLUMNS = ("record_id, status, COALESCE(reason, '') AS reason, COALESCE(job_id::text, '') AS job_id, tfd_uuid,"
             " issuer_rfc, issued_on, s3_key, receiver_rfc, fecha, tipo, moneda, tipo_cambio, total, total_mxn,"
-            " COALESCE(archived_at, updated_at) AS archived_at, updated_at")
+            " COALESCE(archived_at, updated_at) AS archived_at, updated_at, region")
 _SCAN = (f"SELECT {_COLUMNS} FROM fiscal_records WHERE record_id > $1 AND status = ANY($2::text[])"
          " AND ($3::date IS NULL OR issued_on >= $3) AND ($4::date IS NULL OR issued_on <= $4)"
          " ORDER BY record_id LIMIT $5")
@@ -87,6 +93,11 @@ class Step:
     outcome_rows: int = 0
     from_postgres: int = 0  # archived records built from the registry's columns
     from_s3: int = 0  # … from their archived document
+    regions_set: int = 0  # archived rows given their record's region (written before the reports kept it)
+    # archived records whose document was read for its lines only (its facts from the registry, or
+    # its row already in ClickHouse): a record's lines are nowhere else (table invoice_lines)
+    lines_from_s3: int = 0
+    line_rows: int = 0
     missing: list[str] = field(default_factory=list)  # archived records whose document is gone or unreadable
     after: str = ""  # the last record id of the step: the next one starts after it
     finished: bool = False
@@ -126,12 +137,13 @@ def archived_from_registry(r: asyncpg.Record | dict[str, Any], facts: CfdiFacts 
         return Archived(record_id=r["record_id"], uuid=r["tfd_uuid"].upper(), issuer_rfc=r["issuer_rfc"].upper(),
                         receiver_rfc=r["receiver_rfc"] or "", day=r["issued_on"], fecha=r["fecha"], tipo=r["tipo"],
                         moneda=r["moneda"], tipo_cambio=r["tipo_cambio"], total=r["total"], total_mxn=r["total_mxn"],
-                        job_id=r["job_id"], s3_key=r["s3_key"] or "", archived_at=at, version=_ms(at))
+                        job_id=r["job_id"], s3_key=r["s3_key"] or "", archived_at=at, version=_ms(at),
+                        region=r["region"])
     return Archived(record_id=r["record_id"], uuid=facts.uuid.upper(), issuer_rfc=facts.issuer_rfc.upper(),
                     receiver_rfc=facts.receiver_rfc, day=dt.date.fromisoformat(facts.fecha[:10]), fecha=facts.fecha,
                     tipo=facts.tipo, moneda=facts.moneda, tipo_cambio=facts.tipo_cambio, total=facts.total,
                     total_mxn=facts.total_mxn, job_id=r["job_id"], s3_key=r["s3_key"] or "", archived_at=at,
-                    version=_ms(at))
+                    version=_ms(at), region=r["region"])
 
 
 def _has_facts(r: asyncpg.Record | dict[str, Any]) -> bool:
@@ -139,21 +151,51 @@ def _has_facts(r: asyncpg.Record | dict[str, Any]) -> bool:
                                           "issued_on", "tfd_uuid", "issuer_rfc"))
 
 
-def _decode(blobs: list[tuple[dict[str, Any], bytes]]) -> list[tuple[dict[str, Any], CfdiFacts | None]]:
-    """Gunzip and read each document (on a worker thread: CPU-bound)."""
-    out: list[tuple[dict[str, Any], CfdiFacts | None]] = []
+def _decode(blobs: list[tuple[dict[str, Any], bytes]]) -> list[tuple[dict[str, Any], CfdiFacts | None, Lines]]:
+    """Gunzip and read each document, its facts and lines in one parse (on a worker thread: CPU-bound)."""
+    out: list[tuple[dict[str, Any], CfdiFacts | None, Lines]] = []
     for r, blob in blobs:
         try:
-            facts: CfdiFacts | None = read_facts(gzip.decompress(blob))
+            facts: CfdiFacts | None
+            facts, lines = read_document(gzip.decompress(blob))
         except (OSError, EOFError, zlib.error, UnreadableDocument) as exc:
             log.warning("record %s: archived document %s unreadable: %s", r["record_id"], r["s3_key"], exc)
-            facts = None
+            facts, lines = None, ()
         if facts is not None and (facts.uuid != (r["tfd_uuid"] or "").upper()
                                   or (r["issued_on"] and facts.fecha[:10] != r["issued_on"].isoformat())):
             log.warning("record %s: archived document %s is not the record's (UUID %s, Fecha %s)", r["record_id"],
                         r["s3_key"], facts.uuid, facts.fecha)
-            facts = None
-        out.append((r, facts))
+            facts, lines = None, ()
+        out.append((r, facts, lines))
+    return out
+
+
+async def fetch_archived(s3: S3Store, items: Sequence[tuple[K, str, str]]) -> list[tuple[K, bytes | None]]:
+    """The archived document (gzip) of each (item, record id, S3 key), ``S3_CONCURRENCY`` at a time;
+    None for a key that is gone.  An S3 failure (TransientError) propagates."""
+    sem = asyncio.Semaphore(S3_CONCURRENCY)
+
+    async def fetch(item: K, record_id: str, key: str) -> tuple[K, bytes | None]:
+        async with sem:
+            try:
+                return item, await s3.get(key)
+            except PermanentError:  # the key is gone
+                log.warning("record %s: archived document %s is not in S3", record_id, key)
+                return item, None
+
+    return list(await asyncio.gather(*(fetch(*i) for i in items)))
+
+
+async def archived_lines(s3: S3Store, items: Sequence[Archived]) -> dict[str, Lines | None]:
+    """The lines of each archived event's document (its ``s3_key``), by record id: what the report
+    stage writes for a stored event whose lines stayed in the archive (``lines_in_archive``).  None
+    for a document gone, unreadable or not the event's (another UUID)."""
+    fetched = await fetch_archived(s3, [(a, a.record_id, a.s3_key) for a in items])
+    rows = [({"record_id": a.record_id, "s3_key": a.s3_key, "tfd_uuid": a.uuid, "issued_on": a.day}, blob)
+            for a, blob in fetched if blob is not None]
+    decoded = await asyncio.to_thread(_decode, rows)
+    out: dict[str, Lines | None] = {a.record_id: None for a in items}
+    out.update({r["record_id"]: lines for r, facts, lines in decoded if facts is not None})
     return out
 
 
@@ -216,6 +258,8 @@ class Rebuilder:
             if events and not dry_run:
                 written = await self.write(events)
                 step.archived_rows, step.outcome_rows = written.archived, written.outcomes
+                step.line_rows = written.lines
+                step.regions_set = written.regions
             if not dry_run:
                 await self._save(scope, step)
         if step.finished and not dry_run:
@@ -227,63 +271,81 @@ class Rebuilder:
         the write: the sink checks again under the write lock)."""
         keys = [(r["issued_on"], r["tfd_uuid"].upper()) for r in rows
                 if r["status"] == ARCHIVED and r["issued_on"] and r["tfd_uuid"]]
-        present_uuids, outcomes = await self.backend.ch(self._present, keys, [r["record_id"] for r in rows])
+        present, outcomes, with_lines = await self.backend.ch(
+            self._present, keys, [r["record_id"] for r in rows],
+            [r["record_id"] for r in rows if r["status"] == ARCHIVED])
         events: list[Event] = []
-        need_documents = []
+        need_documents = []  # archived records whose document is read (their facts, their lines, or both)
+        written: set[str] = set()  # … of them, those ClickHouse holds already (their lines are missing)
         for r in rows:
             current = outcomes.get(r["record_id"])
             if r["status"] == ARCHIVED:
+                # in the reports as the registry says: its row, under the record's region (a row from
+                # before the reports kept regions has ''; the sink moves it: set_regions)
+                uuid = (r["tfd_uuid"] or "").upper()
+                in_reports = (current == (ARCHIVED, "", r["region"]) and uuid in present
+                              and present[uuid][1] == r["region"])
                 if not r["tfd_uuid"] or not r["issued_on"]:
                     step.missing.append(r["record_id"])  # not archived by the store stage: nothing to build from
-                elif current == (ARCHIVED, "") and r["tfd_uuid"].upper() in present_uuids:
+                elif in_reports and r["record_id"] in with_lines:
                     step.present += 1
-                elif _has_facts(r):
+                elif in_reports:
+                    need_documents.append(r)  # the row is there, its lines are not
+                    written.add(r["record_id"])
+                elif _has_facts(r) and r["record_id"] in with_lines:
                     events.append(archived_from_registry(r))
+                    step.from_postgres += 1
+                elif _has_facts(r):
+                    need_documents.append(r)  # the lines are in the document only
                     step.from_postgres += 1
                 else:
                     need_documents.append(r)
-            elif current == (r["status"], r["reason"]) or (current is not None and current[0] == ARCHIVED):
+            elif current == (r["status"], r["reason"], r["region"]) or (current is not None and current[0] == ARCHIVED):
                 step.present += 1  # archived in ClickHouse is final there (the sink keeps it)
             else:
                 events.append(Outcome(record_id=r["record_id"], outcome=r["status"], reason=r["reason"],
-                                      job_id=r["job_id"], version=_ms(r["updated_at"])))
+                                      job_id=r["job_id"], version=_ms(r["updated_at"]), region=r["region"]))
         if need_documents and step.dry_run:
-            step.from_s3 = len(need_documents)
+            step.from_s3 = sum(1 for r in need_documents if not _has_facts(r))
+            step.lines_from_s3 = len(need_documents) - step.from_s3
             step.repaired = len(events) + len(need_documents)
             return events
         if need_documents:
-            events += await self._from_documents(need_documents, step)
+            events += await self._from_documents(need_documents, step, written)
         step.repaired = len(events)
         return events
 
-    def _present(self, keys: list[tuple[dt.date, str]],
-                 record_ids: list[str]) -> tuple[set[str], dict[str, tuple[str, str]]]:
-        return self.backend.sink.present_uuids(keys), self.backend.sink.outcomes(record_ids)
+    def _present(self, keys: list[tuple[dt.date, str]], record_ids: list[str],
+                 archived_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str, str]],
+                                                   set[str]]:
+        sink = self.backend.sink
+        return sink.present_regions(keys), sink.outcomes(record_ids), sink.records_with_lines(archived_ids)
 
-    async def _from_documents(self, rows: list[asyncpg.Record], step: Step) -> list[Event]:
-        sem = asyncio.Semaphore(S3_CONCURRENCY)
-
-        async def fetch(r: asyncpg.Record) -> tuple[dict[str, Any], bytes | None]:
-            async with sem:
-                try:
-                    return dict(r), await self.s3.get(r["s3_key"])
-                except PermanentError:  # the key is gone
-                    log.warning("record %s: archived document %s is not in S3", r["record_id"], r["s3_key"])
-                    return dict(r), None
-
-        fetched = await asyncio.gather(*(fetch(r) for r in rows if r["s3_key"]))
-        step.missing += [r["record_id"] for r in rows if not r["s3_key"]]
-        step.missing += [r["record_id"] for r, blob in fetched if blob is None]
+    async def _from_documents(self, rows: list[asyncpg.Record], step: Step, written: set[str]) -> list[Event]:
+        """Events of archived records built with their documents: the facts from the document where
+        the registry has none (kept in the registry then), the lines always.  A record whose
+        document is gone or unreadable is ``missing``; one with facts in the registry is still
+        written from them, without lines."""
+        fetched = await fetch_archived(self.s3, [(dict(r), r["record_id"], r["s3_key"]) for r in rows if r["s3_key"]])
         decoded = await asyncio.to_thread(_decode, [(r, blob) for r, blob in fetched if blob is not None])
+        unread = [dict(r) for r in rows if not r["s3_key"]] + [r for r, blob in fetched if blob is None]
+        unread += [r for r, facts, _ in decoded if facts is None]
         events: list[Event] = []
         read: list[tuple[str, CfdiFacts]] = []
-        for r, facts in decoded:
+        for r, facts, lines in decoded:
             if facts is None:
-                step.missing.append(r["record_id"])
                 continue
-            events.append(archived_from_registry(r, facts))
-            read.append((r["record_id"], facts))
-        step.from_s3 = len(events)
+            if _has_facts(r):
+                events.append(replace(archived_from_registry(r), lines=lines))
+                step.lines_from_s3 += 1
+            else:
+                events.append(replace(archived_from_registry(r, facts), lines=lines))
+                read.append((r["record_id"], facts))
+        for r in unread:
+            step.missing.append(r["record_id"])
+            if _has_facts(r) and r["record_id"] not in written:
+                events.append(archived_from_registry(r))
+        step.from_s3 = len(read)
         if read:
             columns = zip(*[(rid, f.receiver_rfc, f.fecha, f.tipo, f.moneda, f.tipo_cambio, f.total, f.total_mxn)
                             for rid, f in read], strict=True)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import asyncpg
 import faust
@@ -26,8 +27,9 @@ from services.report.app import build_app
 from services.report.backend import ReportBackend
 from services.report.callbacks import CallbackSender
 from services.report.consistency import Consistency
-from services.report.events import Event
+from services.report.events import Archived, Event
 from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
+from services.report.rebuild import archived_lines
 from services.report.sink import Written, connect, create_schema, repair_derived
 from shared.db import jobs
 from shared.egress import EgressPolicy
@@ -41,6 +43,7 @@ SWEEP_S = 10.0  # completed jobs missed while PostgreSQL was down are found by t
 # aggregate over all its records (18 ms of PostgreSQL CPU for a 33,000-record job), and every
 # half-second batch touches every running job (decision 0011, docs/decisions/0011-job-status-on-a-tick.md).
 JOB_CHECK_S = 2.0
+ARCHIVE_LINES_ATTEMPTS = 5  # S3 reads of a batch's archived lines (0.5 s to 4 s apart) before it goes without
 
 
 class ReportService:
@@ -120,9 +123,41 @@ class ReportService:
         """Write a batch; retried until it is written (an unwritten batch is never acknowledged)."""
         if not events:
             return
+        events = await self._archive_lines(events)
         async with self._write_lock:
             await self._write(events)
         self._touched.update(e.job_id for e in events if e.job_id)
+
+    async def _archive_lines(self, events: Sequence[Event]) -> Sequence[Event]:
+        """``events`` with the lines of the documents whose stored event left them in the archive
+        (too many to travel: shared/domain/messages.py MAX_EVENT_LINES), read from S3 as a rebuild
+        reads them.  Records whose lines ClickHouse holds already (a redelivery) are not read again.
+        S3 is retried a few times; still failing, the batch is written without those lines (the
+        reports' totals must not wait for S3) and `fiscalflow report rebuild` restores them."""
+        wanted = [e for e in events if isinstance(e, Archived) and e.lines_in_archive]
+        if not wanted or self.backend is None or self.consistency is None:
+            return events
+        have = await self.backend.ch(self.backend.sink.records_with_lines, [a.record_id for a in wanted])
+        wanted = [a for a in wanted if a.record_id not in have]
+        if not wanted:
+            return events
+        delay = 0.5
+        for attempt in range(1, ARCHIVE_LINES_ATTEMPTS + 1):
+            try:
+                found = await archived_lines(self.consistency.s3, wanted)
+                break
+            except Exception as exc:  # S3 errors have no common base with the decoding thread's
+                if attempt == ARCHIVE_LINES_ATTEMPTS:
+                    log.warning("lines of %d archived documents not read (%s): written without them;"
+                                " `fiscalflow report rebuild` restores them", len(wanted), exc)
+                    return events
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for rid, lines in found.items():
+            if lines is None:
+                log.warning("record %s: the lines of its archived document could not be read", rid)
+        return [replace(e, lines=found[e.record_id]) if isinstance(e, Archived) and found.get(e.record_id) else e
+                for e in events]
 
     async def write_exclusive(self, events: Sequence[Event]) -> Written:
         """A rebuild's write: the live batches' lock, so the sink's dedup stays exact between them."""
@@ -148,6 +183,7 @@ class ReportService:
         ROWS.labels("archived").inc(written.archived)
         ROWS.labels("record_outcomes").inc(written.outcomes)
         ROWS.labels("dead_letters").inc(written.dead_letters)
+        ROWS.labels("invoice_lines").inc(written.lines)
         self.batches += 1
 
     async def check_jobs(self) -> None:

@@ -1,12 +1,17 @@
 """Do the report tables say what the system of record says?  PostgreSQL's records against
 ClickHouse's rows, per day and status.
 
-- **Archived, per day** (date part of Fecha): the registry's archived records of the day against
-  ``daily_totals`` (what the daily and issuers reports read) — counts, and MXN totals where the
-  registry holds the amounts of every record of the day (records archived before migration 0070
-  have none; their documents hold them: ``report rebuild`` reads those).
+- **Archived, per day and region** (date part of Fecha; the issuer region): the registry's archived
+  records of the day against ``daily_totals`` (what the daily, issuers and regions reports read) —
+  counts, and MXN totals where the registry holds the amounts of every record of the day (records
+  archived before migration 0070 have none; their documents hold them: ``report rebuild`` reads
+  those).
 - **Outcomes** (only when no day range is given: ClickHouse keeps no day for rejections): records
-  per final status and reason against ``status_counts`` (what the summary reads).
+  per final status, reason and region against ``status_counts`` (what the summary reads).
+
+A report row without its record's region (region '': written before the reports kept regions)
+is a difference in two cells (its own region and the unknown one, ''), until ``report rebuild``
+sets it.
 
 The pipeline keeps writing while this runs: a record archived a moment ago is in PostgreSQL before
 its event reaches ClickHouse.  So both sides leave out what happened after a cutoff (``settle_s``
@@ -55,7 +60,8 @@ class Scope:
 
 @dataclass
 class Cell:
-    """One comparison: an archived day (``day``) or a final status and reason (``day`` None)."""
+    """One comparison: an archived day (``day``) or a final status and reason (``day`` None), of
+    one region ('': rows whose region is not known)."""
 
     status: str
     day: str | None
@@ -65,6 +71,7 @@ class Cell:
     pg_mxn: Decimal | None = None  # None: not compared (no amounts in one of the two)
     ch_mxn: Decimal | None = None
     settling: int = 0  # PostgreSQL's records of the cell newer than the cutoff (left out of both sides)
+    region: str = ""
 
     @property
     def differs(self) -> bool:
@@ -73,7 +80,7 @@ class Cell:
         return self.pg_mxn is not None and self.ch_mxn is not None and self.pg_mxn != self.ch_mxn
 
     def describe(self) -> str:
-        where = self.day or (f"{self.status} {self.reason}".strip())
+        where = (self.day or f"{self.status} {self.reason}".strip()) + f" [{self.region or 'no region'}]"
         text = f"{where}: PostgreSQL {self.pg}, ClickHouse {self.ch}"
         if self.pg == self.ch and self.differs:
             text += f" (MXN {money(self.pg_mxn)} vs {money(self.ch_mxn)})"
@@ -83,7 +90,7 @@ class Cell:
         return {"status": self.status, "day": self.day, "reason": self.reason, "postgres": self.pg,
                 "clickhouse": self.ch, "postgres_mxn": None if self.pg_mxn is None else money(self.pg_mxn),
                 "clickhouse_mxn": None if self.ch_mxn is None else money(self.ch_mxn), "settling": self.settling,
-                "differs": self.differs}
+                "region": self.region, "differs": self.differs}
 
 
 @dataclass
@@ -104,11 +111,16 @@ class Verification:
 
     @property
     def records_off(self) -> int:
-        """Records the reports miss or count more than once, summed over the cells that differ."""
+        """Records the reports miss or count more than once, summed over the cells that differ (a
+        record under another region than its own is off in both)."""
         return sum(abs(c.pg - c.ch) for c in self.differences)
 
+    @property
+    def days(self) -> int:
+        return len({c.day for c in self.cells if c.day is not None})
+
     def summary(self) -> str:
-        days = sum(1 for c in self.cells if c.day is not None)
+        days = self.days
         archived = sum(c.pg for c in self.cells if c.day is not None)
         if self.consistent:
             return f"consistent: {days} days, {archived} archived records ({self.scope.label()})"
@@ -120,7 +132,7 @@ class Verification:
         return {"consistent": self.consistent, "from": _iso_or_none(self.scope.start),
                 "to": _iso_or_none(self.scope.end), "complete": self.scope.complete,
                 "checked_at": self.checked_at.isoformat(), "cutoff": self.cutoff.isoformat(),
-                "seconds": round(self.seconds, 3), "days": sum(1 for c in self.cells if c.day is not None),
+                "seconds": round(self.seconds, 3), "days": self.days,
                 "differences": len(self.differences), "records_off": self.records_off,
                 "cells": [c.to_json() for c in self.cells]}
 
@@ -142,63 +154,69 @@ class DayRow:
     recent: int = 0
 
 
-def compare_days(pg: dict[str, DayRow], ch_all: dict[str, DayRow], ch_recent: dict[str, DayRow]) -> list[Cell]:
-    """Per day: PostgreSQL's settled records against ClickHouse's rows minus its recent ones."""
+DayKey = tuple[str, str]  # (day, region)
+OutcomeKey = tuple[str, str, str]  # (status, reason, region)
+
+
+def compare_days(pg: dict[DayKey, DayRow], ch_all: dict[DayKey, DayRow],
+                 ch_recent: dict[DayKey, DayRow]) -> list[Cell]:
+    """Per (day, region): PostgreSQL's settled records against ClickHouse's rows minus its recent ones."""
     cells = []
-    for day in sorted(set(pg) | set(ch_all)):
-        p = pg.get(day, DayRow(0, Decimal(0)))
-        a, r = ch_all.get(day, DayRow(0, Decimal(0))), ch_recent.get(day, DayRow(0, Decimal(0)))
+    for key in sorted(set(pg) | set(ch_all)):
+        p = pg.get(key, DayRow(0, Decimal(0)))
+        a, r = ch_all.get(key, DayRow(0, Decimal(0))), ch_recent.get(key, DayRow(0, Decimal(0)))
         ch_n, ch_mxn = a.n - r.n, a.mxn - r.mxn
-        priced = p.priced == p.n  # the registry holds every amount of the day: compare totals too
-        cells.append(Cell(ARCHIVED, day, "", p.n, ch_n, p.mxn if priced else None, ch_mxn if priced else None,
-                          p.recent))
+        priced = p.priced == p.n  # the registry holds every amount of the cell: compare totals too
+        cells.append(Cell(ARCHIVED, key[0], "", p.n, ch_n, p.mxn if priced else None, ch_mxn if priced else None,
+                          p.recent, region=key[1]))
     return cells
 
 
-def compare_outcomes(pg: dict[tuple[str, str], tuple[int, int]], ch_all: dict[tuple[str, str], int],
-                     ch_recent: dict[tuple[str, str], int]) -> list[Cell]:
-    """Per (status, reason): ``pg`` maps to (settled, recent) counts; ClickHouse's are summed signs."""
+def compare_outcomes(pg: dict[OutcomeKey, tuple[int, int]], ch_all: dict[OutcomeKey, int],
+                     ch_recent: dict[OutcomeKey, int]) -> list[Cell]:
+    """Per (status, reason, region): ``pg`` maps to (settled, recent) counts; ClickHouse's are summed signs."""
     cells = []
-    for status, reason in sorted(set(pg) | {k for k, v in ch_all.items() if v}):
-        settled, recent = pg.get((status, reason), (0, 0))
-        ch = ch_all.get((status, reason), 0) - ch_recent.get((status, reason), 0)
-        cells.append(Cell(status, None, reason, settled, ch, settling=recent))
+    for status, reason, region in sorted(set(pg) | {k for k, v in ch_all.items() if v}):
+        settled, recent = pg.get((status, reason, region), (0, 0))
+        ch = ch_all.get((status, reason, region), 0) - ch_recent.get((status, reason, region), 0)
+        cells.append(Cell(status, None, reason, settled, ch, settling=recent, region=region))
     return cells
 
 
 # ---------------------------------------------------------------- PostgreSQL
 
 _PG_DAYS = """
-SELECT issued_on AS day,
+SELECT issued_on AS day, region,
        count(*) FILTER (WHERE t < $3) AS n,
        count(total_mxn) FILTER (WHERE t < $3) AS priced,
        COALESCE(sum(total_mxn) FILTER (WHERE t < $3), 0) AS mxn,
        count(*) FILTER (WHERE t >= $3) AS recent
-FROM (SELECT issued_on, total_mxn, COALESCE(archived_at, updated_at) AS t FROM fiscal_records
+FROM (SELECT issued_on, region, total_mxn, COALESCE(archived_at, updated_at) AS t FROM fiscal_records
       WHERE status = 'archived' AND issued_on IS NOT NULL
         AND ($1::date IS NULL OR issued_on >= $1) AND ($2::date IS NULL OR issued_on <= $2)) r
-GROUP BY issued_on
+GROUP BY issued_on, region
 """
 
 _PG_OUTCOMES = """
-SELECT status, COALESCE(reason, '') AS reason, count(*) FILTER (WHERE t < $2) AS n,
+SELECT status, COALESCE(reason, '') AS reason, region, count(*) FILTER (WHERE t < $2) AS n,
        count(*) FILTER (WHERE t >= $2) AS recent
-FROM (SELECT status, CASE WHEN status = 'archived' THEN '' ELSE reason END AS reason,
+FROM (SELECT status, CASE WHEN status = 'archived' THEN '' ELSE reason END AS reason, region,
              CASE WHEN status = 'archived' THEN COALESCE(archived_at, updated_at) ELSE updated_at END AS t
       FROM fiscal_records WHERE status = ANY($1::text[])) r
-GROUP BY 1, 2
+GROUP BY 1, 2, 3
 """
 
 
-async def _pg_days(pool: asyncpg.Pool, scope: Scope, cutoff: dt.datetime) -> dict[str, DayRow]:
+async def _pg_days(pool: asyncpg.Pool, scope: Scope, cutoff: dt.datetime) -> dict[DayKey, DayRow]:
     rows = await pool.fetch(_PG_DAYS, scope.start, scope.end, cutoff)
-    return {r["day"].isoformat(): DayRow(int(r["n"]), Decimal(r["mxn"]), int(r["priced"]), int(r["recent"]))
+    return {(r["day"].isoformat(), r["region"]): DayRow(int(r["n"]), Decimal(r["mxn"]), int(r["priced"]),
+                                                        int(r["recent"]))
             for r in rows if r["n"] or r["recent"]}
 
 
-async def _pg_outcomes(pool: asyncpg.Pool, cutoff: dt.datetime) -> dict[tuple[str, str], tuple[int, int]]:
+async def _pg_outcomes(pool: asyncpg.Pool, cutoff: dt.datetime) -> dict[OutcomeKey, tuple[int, int]]:
     rows = await pool.fetch(_PG_OUTCOMES, _FINAL, cutoff)
-    return {(r["status"], r["reason"]): (int(r["n"]), int(r["recent"])) for r in rows}
+    return {(r["status"], r["reason"], r["region"]): (int(r["n"]), int(r["recent"])) for r in rows}
 
 
 # ---------------------------------------------------------------- ClickHouse (on its one thread)
@@ -212,25 +230,25 @@ def _day_filter(scope: Scope) -> str:
     return " AND ".join(parts) or "1"
 
 
-def _ch_state(client: Client, scope: Scope, cutoff_ms: int) -> tuple[dict[str, DayRow], dict[str, DayRow],
-                                                                         dict[tuple[str, str], int],
-                                                                         dict[tuple[str, str], int]]:
+def _ch_state(client: Client, scope: Scope, cutoff_ms: int) -> tuple[dict[DayKey, DayRow], dict[DayKey, DayRow],
+                                                                         dict[OutcomeKey, int], dict[OutcomeKey, int]]:
     params = {"start": scope.start, "end": scope.end, "cutoff": cutoff_ms}
     where = _day_filter(scope)
-    days = {r[0].isoformat(): DayRow(int(r[1]), Decimal(r[2])) for r in client.query(
-        f"SELECT day, sum(n), sum(total_mxn) FROM daily_totals WHERE {where} GROUP BY day",
+    days = {(r[0].isoformat(), r[1]): DayRow(int(r[2]), Decimal(r[3])) for r in client.query(
+        f"SELECT day, region, sum(n) AS c, sum(total_mxn) AS m FROM daily_totals WHERE {where} GROUP BY day, region"
+        " HAVING c != 0 OR m != 0",
         parameters=params).result_rows}
-    recent = {r[0].isoformat(): DayRow(int(r[1]), Decimal(r[2])) for r in client.query(
-        f"SELECT day, count(), sum(total_mxn) FROM archived WHERE {where}"
-        " AND toUnixTimestamp64Milli(archived_at) >= %(cutoff)s GROUP BY day", parameters=params).result_rows}
-    outcomes: dict[tuple[str, str], int] = {}
-    outcomes_recent: dict[tuple[str, str], int] = {}
+    recent = {(r[0].isoformat(), r[1]): DayRow(int(r[2]), Decimal(r[3])) for r in client.query(
+        f"SELECT day, region, count(), sum(total_mxn) FROM archived WHERE {where}"
+        " AND toUnixTimestamp64Milli(archived_at) >= %(cutoff)s GROUP BY day, region", parameters=params).result_rows}
+    outcomes: dict[OutcomeKey, int] = {}
+    outcomes_recent: dict[OutcomeKey, int] = {}
     if scope.complete:
-        outcomes = {(r[0], r[1]): int(r[2]) for r in client.query(
-            "SELECT outcome, reason, sum(n) FROM status_counts GROUP BY 1, 2").result_rows}
-        outcomes_recent = {(r[0], r[1]): int(r[2]) for r in client.query(
-            "SELECT outcome, reason, sum(sign) FROM record_outcomes WHERE version >= %(cutoff)s GROUP BY 1, 2",
-            parameters=params).result_rows}
+        outcomes = {(r[0], r[1], r[2]): int(r[3]) for r in client.query(
+            "SELECT outcome, reason, region, sum(n) FROM status_counts GROUP BY 1, 2, 3").result_rows}
+        outcomes_recent = {(r[0], r[1], r[2]): int(r[3]) for r in client.query(
+            "SELECT outcome, reason, region, sum(sign) FROM record_outcomes WHERE version >= %(cutoff)s"
+            " GROUP BY 1, 2, 3", parameters=params).result_rows}
     return days, recent, outcomes, outcomes_recent
 
 
@@ -258,7 +276,7 @@ class Verifier:
         return Verification(scope, now, cutoff, cells, time.perf_counter() - started)
 
 
-async def _none() -> dict[tuple[str, str], tuple[int, int]]:
+async def _none() -> dict[OutcomeKey, tuple[int, int]]:
     return {}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import Sequence
 
@@ -35,6 +36,14 @@ log = logging.getLogger("fiscalflow.store")
 
 # gzip of a large document takes tens of ms: off the event loop above this size.
 _THREAD_GZIP_BYTES = 256 * 1024
+
+
+def _profile_fields(doc: ValidatedDocument) -> dict[str, str]:
+    """The profile the document was judged by, and what a lenient one let pass, for the record view."""
+    out = {"validation_rules": doc.validation_rules.value}
+    if doc.warnings:
+        out["warnings"] = json.dumps([w.model_dump(exclude_none=True) for w in doc.warnings])
+    return out
 
 
 def _iso(ts: dt.datetime) -> str:
@@ -102,7 +111,9 @@ class StoreStage:
         return Transition(
             record_id=doc.record_id, to_status=RecordStatus.ARCHIVED, allowed_from=NOT_ARCHIVED, stage="store",
             actor=self.actor, idempotency_key=f"{doc.record_id}:archived", job_id=doc.job_id,
-            detail={"s3_key": obj.key, "sha256": obj.sha256, "gz_size": len(obj.body)},
+            detail={"s3_key": obj.key, "sha256": obj.sha256, "gz_size": len(obj.body), "region": doc.region,
+                    **({"validation_rules": doc.validation_rules.value,
+                        "warnings": [w.rule for w in doc.warnings]} if doc.warnings else {})},
             trace_id=current_trace_id() or None,
             fields={"s3_key": obj.key, "size": str(obj.size), "sha256": obj.sha256, "gz_size": str(len(obj.body)),
                     "tfd_uuid": obj.uuid, "issuer_rfc": f.issuer_rfc.upper(), "issued_on": obj.issued_on,
@@ -110,7 +121,8 @@ class StoreStage:
                     # what the reports need, so they can be verified and rebuilt from the registry
                     "receiver_rfc": f.receiver_rfc, "fecha": f.fecha, "tipo": f.tipo, "moneda": f.moneda,
                     "tipo_cambio": str(f.tipo_cambio), "total": str(f.total), "total_mxn": str(f.total_mxn),
-                    "archived_at": _iso(at)},
+                    "archived_at": _iso(at), **_profile_fields(doc),
+                    **({"invoice_id": f.invoice_id} if f.invoice_id else {})},
         )
 
     async def _check_already_archived(self, record_id: str) -> None:
@@ -131,7 +143,8 @@ class StoreStage:
 
     def _stored(self, doc: ValidatedDocument, obj: ArchiveObject, at: dt.datetime, key: str) -> Emit:
         event = StoredEvent(record_id=doc.record_id, job_id=doc.job_id, s3_key=key, sha256=obj.sha256,
-                            size=obj.size, gz_size=len(obj.body), archived_at=_iso(at), facts=doc.facts)
+                            size=obj.size, gz_size=len(obj.body), archived_at=_iso(at), facts=doc.facts,
+                            region=doc.region, lines=doc.lines, lines_in_archive=doc.lines_in_archive)
         return Emit(value=event.encode())
 
     # ------------------------------------------------------------------ batched PostgreSQL

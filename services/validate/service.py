@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter
 
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
+from services.validate.profile import profile_of, waivable
+from shared.cfdi.facts import UnreadableDocument, invoice_lines
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.rejections import RejectionRecorder
 from shared.documents import encode_document, receive_document
-from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
+from shared.domain.messages import MAX_EVENT_LINES, CfdiFacts, DocumentRef, ValidatedDocument, lines_travel
 from shared.domain.reasons import ReasonCode
 from shared.runtime import Emit, Message, PermanentError, StageSpec
+from shared.runtime import headers as H
 from shared.runtime.host import ServiceHost
 from shared.s3 import S3Store
 from shared.settings import Settings
 from shared.topics import Stage
 
 log = logging.getLogger("fiscalflow.validate")
+
+WAIVED = Counter("fiscalflow_validate_waived_total", "Invalid documents a lenient job archived with warnings, by "
+                 "their first waived rule.", ["rule"])
 
 def build_validator(settings: Settings) -> CfdiValidator:
     trust = TrustStore.default(extra=[p for p in settings.trust_ca.split(":") if p])
@@ -40,8 +49,23 @@ def facts_of(result: ValidationResult) -> CfdiFacts:
         tipo_cambio=result.tipo_cambio if result.tipo_cambio is not None else 1,
         subtotal=result.subtotal or 0, descuento=result.descuento or 0, total=result.total,
         total_mxn=result.total_mxn if result.total_mxn is not None else result.total,
-        conceptos=result.conceptos, trust=result.trust or "untrusted",
+        conceptos=result.conceptos, trust=result.trust or "untrusted", invoice_id=result.invoice_id,
     )
+
+
+def lines_of(result: ValidationResult, message_max_bytes: int) -> dict[str, Any]:
+    """The ``lines`` fields of the messages: the document's lines while they are few and small enough
+    to travel (shared/domain/messages.py ``lines_travel``), else ``lines_in_archive`` (the report
+    stage reads them from the archived document).  Numbers are read only for lines that travel."""
+    raw = result.lines
+    if len(raw) > MAX_EVENT_LINES or not lines_travel(len(raw), sum(len(c.description or "") for c in raw),
+                                                      message_max_bytes):
+        return {"lines_in_archive": True}
+    try:
+        return {"lines": invoice_lines(raw)}
+    except UnreadableDocument:  # not in a schema-valid document; the report then knows no lines
+        log.warning("document %s: concept lines unreadable, not carried", result.uuid)
+        return {}
 
 
 class ValidateStage:
@@ -56,7 +80,11 @@ class ValidateStage:
     async def handle(self, msg: Message) -> Sequence[Emit]:
         doc, xml = await receive_document(msg.value, DocumentRef, self.s3)
         result = self.validator.validate(xml)
-        if not result.is_valid:
+        profile = profile_of(msg.headers.get(H.RULES))
+        warnings = waivable(result, profile)
+        if warnings:
+            WAIVED.labels(*(w.rule for w in warnings[:1])).inc()
+        elif not result.is_valid:
             rules = result.rules
             raise PermanentError(
                 rules[0][0] if rules else ReasonCode.INVALID_CFDI,
@@ -65,8 +93,9 @@ class ValidateStage:
                  "uuid": result.uuid},
             )
         # The facts make the message larger than the one received: the size policy decides again.
-        _, value = await encode_document(ValidatedDocument(**doc.model_dump(), facts=facts_of(result)), xml,
-                                         self.s3, self.settings.message_max_bytes)
+        validated = ValidatedDocument(**doc.model_dump(), facts=facts_of(result), validation_rules=profile,
+                                      warnings=warnings or (), **lines_of(result, self.settings.message_max_bytes))
+        _, value = await encode_document(validated, xml, self.s3, self.settings.message_max_bytes)
         return [Emit(value=value)]
 
     async def ready(self) -> bool:

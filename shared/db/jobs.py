@@ -38,6 +38,14 @@ def _ahead(stage: Stage | None) -> tuple[Stage, ...]:
 STAGES_AHEAD: dict[str, tuple[Stage, ...]] = {status: _ahead(stages[0]) for status, stages in WAITS_FOR.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class JobProfile:
+    """How a job's records are judged and retried (seed 000): travels on their messages."""
+
+    validation_rules: str = "strict"
+    max_retries: int | None = None  # None: the stages' own budget
+
+
 @dataclass(frozen=True)
 class JobStatus:
     job_id: str
@@ -49,6 +57,7 @@ class JobStatus:
     completed_at: str | None = None
     callback_url: str | None = None
     source: dict[str, Any] | None = None
+    profile: JobProfile = field(default_factory=JobProfile)
     stalled: int = 0  # members not final with no transition for longer than the re-drive lease
     # Halted or paused replicas of the stages this job's unfinished records still need.
     blocked_stages: list[conditions.StageConditionRow] = field(default_factory=list)
@@ -93,17 +102,22 @@ class JobStatus:
                 "record_count": self.record_count, "counts": self.counts, "finished": self.finished,
                 "progress": self.progress, "created_at": self.created_at, "completed_at": self.completed_at,
                 "callback": self.callback_url is not None, "source": self.source, "stalled": self.stalled,
+                "validation_rules": self.profile.validation_rules, "max_retries": self.profile.max_retries,
                 "blocked_stages": [c.to_json() for c in self.blocked_stages]}
 
 
 async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence[str], priority: Priority,
-                     callback_url: str | None = None, source: dict[str, Any] | None = None) -> None:
+                     callback_url: str | None = None, source: dict[str, Any] | None = None,
+                     profile: JobProfile | None = None) -> None:
     """The job row and its members, in one transaction (members by COPY)."""
     unique = list(dict.fromkeys(record_ids))
+    profile = profile or JobProfile()
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO jobs (job_id, priority, callback_url, source, record_count) VALUES ($1, $2, $3, $4, $5)",
-            job_id, priority.value, callback_url, json.dumps(source) if source else None, len(unique))
+            "INSERT INTO jobs (job_id, priority, callback_url, source, record_count, validation_rules, max_retries)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            job_id, priority.value, callback_url, json.dumps(source) if source else None, len(unique),
+            profile.validation_rules, profile.max_retries)
         if unique:
             await conn.copy_records_to_table("job_records", records=[(job_id, r) for r in unique],
                                              columns=["job_id", "record_id"])
@@ -124,6 +138,15 @@ async def add_members(db: asyncpg.Connection | asyncpg.Pool, pairs: Sequence[tup
             [j for j, _ in pairs], [r for _, r in pairs])
 
 
+@transient_when_down
+async def profiles(db: asyncpg.Connection | asyncpg.Pool, job_ids: Sequence[str]) -> dict[str, JobProfile]:
+    """The profiles of the jobs that have one other than the default (a job unknown here has none)."""
+    rows = await db.fetch(
+        "SELECT job_id::text, validation_rules, max_retries FROM jobs WHERE job_id = ANY($1::uuid[])"
+        " AND (validation_rules <> 'strict' OR max_retries IS NOT NULL)", list(job_ids))
+    return {r["job_id"]: JobProfile(r["validation_rules"], r["max_retries"]) for r in rows}
+
+
 _STATUS_SQL = """
 SELECT COALESCE(r.status, 'unknown') AS status, count(*) AS n,
        count(*) FILTER (WHERE r.status NOT IN ('archived', 'rejected', 'duplicate')
@@ -137,8 +160,8 @@ async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str,
                      lease_s: float | None = None) -> JobStatus | None:
     """The job's state derived from its members; ``lease_s``: also count its stalled members."""
     job = await conn.fetchrow(
-        "SELECT job_id::text, priority, callback_url, source, status, created_at, completed_at"
-        " FROM jobs WHERE job_id = $1", job_id)
+        "SELECT job_id::text, priority, callback_url, source, status, created_at, completed_at, validation_rules,"
+        " max_retries FROM jobs WHERE job_id = $1", job_id)
     if job is None:
         return None
     rows = await conn.fetch(_STATUS_SQL, job_id, float(lease_s) if lease_s is not None else 1e12)
@@ -147,6 +170,7 @@ async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str,
     st = JobStatus(job_id=job["job_id"], status="running", priority=job["priority"], record_count=total,
                    counts=counts, created_at=job["created_at"].isoformat(), callback_url=job["callback_url"],
                    source=json.loads(job["source"]) if job["source"] else None,
+                   profile=JobProfile(job["validation_rules"], job["max_retries"]),
                    stalled=sum(int(r["stalled"]) for r in rows))
     done = st.finished == total
     completed_at = job["completed_at"]
@@ -167,6 +191,79 @@ async def with_blocked_stages(conn: asyncpg.Connection | asyncpg.Pool, st: JobSt
         return st
     blocked = [c for c in await conditions.current(conn, namespace) if c.stage in needed]
     return JobStatus(**{**st.__dict__, "blocked_stages": blocked})
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedJob:
+    """A completed job, claimed once to be logged and measured (:func:`claim_completed`)."""
+
+    job_id: str
+    priority: str
+    record_count: int
+    processed: int  # archived, or a duplicate of an archived document
+    failed: int  # rejected
+    created_at: dt.datetime
+    completed_at: dt.datetime
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, (self.completed_at - self.created_at).total_seconds())
+
+    @property
+    def throughput_per_s(self) -> float | None:
+        return self.record_count / self.duration_s if self.duration_s > 0 else None
+
+
+async def running_jobs(conn: asyncpg.Connection | asyncpg.Pool, after: tuple[dt.datetime, str] | None,
+                       limit: int) -> list[tuple[dt.datetime, str]]:
+    """Up to ``limit`` running jobs as (created_at, job_id), oldest first, after ``after``: a
+    sweep's page (partial index ``jobs_running``)."""
+    start = after or (dt.datetime.min.replace(tzinfo=dt.UTC), "00000000-0000-0000-0000-000000000000")
+    rows = await conn.fetch(
+        "SELECT created_at, job_id::text AS id FROM jobs WHERE status = 'running'"
+        " AND (created_at, job_id) > ($1, $2::uuid) ORDER BY created_at, job_id LIMIT $3", start[0], start[1], limit)
+    return [(r["created_at"], r["id"]) for r in rows]
+
+
+async def complete_finished(conn: asyncpg.Connection | asyncpg.Pool, job_ids: Sequence[str]) -> list[str]:
+    """Of these jobs, mark completed the running ones whose every member is final (as
+    :func:`job_status` would on a read); returns those this call completed.  Stops at a job's first
+    unfinished member: cheap on the jobs that still run."""
+    rows = await conn.fetch(
+        "UPDATE jobs j SET status = 'completed', completed_at = COALESCE(j.completed_at, now()),"
+        " record_count = (SELECT count(*) FROM job_records m WHERE m.job_id = j.job_id)"
+        " WHERE j.job_id = ANY($1::uuid[]) AND j.status = 'running' AND NOT EXISTS ("
+        "  SELECT 1 FROM job_records m JOIN fiscal_records r ON r.record_id = m.record_id"
+        "  WHERE m.job_id = j.job_id AND r.status NOT IN ('archived', 'rejected', 'duplicate'))"
+        " RETURNING j.job_id::text", list(job_ids))
+    return [r["job_id"] for r in rows]
+
+
+_CLAIM_COMPLETED_SQL = """
+WITH claimed AS (
+    UPDATE jobs SET observed_at = now()
+    WHERE job_id IN (SELECT job_id FROM jobs WHERE status = 'completed' AND observed_at IS NULL
+                     ORDER BY completed_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+      AND observed_at IS NULL
+    RETURNING job_id, priority, record_count, created_at, completed_at
+)
+SELECT c.job_id::text AS job_id, c.priority, c.record_count, c.created_at, c.completed_at,
+       count(r.record_id) FILTER (WHERE r.status IN ('archived', 'duplicate')) AS processed,
+       count(r.record_id) FILTER (WHERE r.status = 'rejected') AS failed
+FROM claimed c LEFT JOIN job_records m ON m.job_id = c.job_id
+     LEFT JOIN fiscal_records r ON r.record_id = m.record_id
+GROUP BY c.job_id, c.priority, c.record_count, c.created_at, c.completed_at
+ORDER BY c.completed_at
+"""
+
+
+async def claim_completed(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[CompletedJob]:
+    """Completed jobs nobody observed yet (whoever completed them), each claimed by exactly one
+    caller across processes (``observed_at``, migration 0095), with their outcome counts."""
+    rows = await conn.fetch(_CLAIM_COMPLETED_SQL, limit)
+    return [CompletedJob(job_id=r["job_id"], priority=r["priority"], record_count=int(r["record_count"]),
+                         processed=int(r["processed"]), failed=int(r["failed"]), created_at=r["created_at"],
+                         completed_at=r["completed_at"]) for r in rows]
 
 
 async def awaiting_callback(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 100) -> list[str]:

@@ -20,7 +20,8 @@ from shared.domain.records import RecordStatus
 
 # Columns a transition may set besides the status (values as text; cast in SQL).
 SETTABLE = ("tfd_uuid", "issuer_rfc", "issued_on", "s3_key", "sha256", "gz_size", "trust", "size", "receiver_rfc",
-            "fecha", "tipo", "moneda", "tipo_cambio", "total", "total_mxn", "archived_at")
+            "fecha", "tipo", "moneda", "tipo_cambio", "total", "total_mxn", "archived_at", "invoice_id",
+            "validation_rules", "warnings")
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,9 @@ upd AS (
         total = COALESCE((t.fields->>'total')::numeric, r.total),
         total_mxn = COALESCE((t.fields->>'total_mxn')::numeric, r.total_mxn),
         archived_at = COALESCE((t.fields->>'archived_at')::timestamptz, r.archived_at),
+        invoice_id = COALESCE(t.fields->>'invoice_id', r.invoice_id),
+        validation_rules = COALESCE(t.fields->>'validation_rules', r.validation_rules),
+        warnings = COALESCE((t.fields->>'warnings')::jsonb, r.warnings),
         updated_at = now()
     FROM t JOIN old USING (record_id)
     WHERE r.record_id = t.record_id

@@ -139,6 +139,9 @@ def replay_headers(dl: DeadLetter, count: int) -> dict[str, str]:
     out = {k: v for k, v in dl.headers.items() if not k.startswith(H.PREFIX)}
     if dl.job_id:
         out[H.JOB_ID] = dl.job_id
+    for k in (H.RULES, H.MAX_ATTEMPTS):  # the job's profile stays the record's
+        if k in dl.headers:
+            out[k] = dl.headers[k]
     out[H.REPLAY_COUNT] = str(count)
     return out
 

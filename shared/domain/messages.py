@@ -9,6 +9,7 @@ are always the record id.
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,10 +74,66 @@ class CfdiFacts(_Body):
     total_mxn: Decimal
     conceptos: int
     trust: str
+    invoice_id: str | None = None  # Serie + Folio, as written (null when the document has neither)
+
+
+class InvoiceLine(_Body):
+    """One ``cfdi:Concepto`` of a document, in document order (amounts as decimal strings on the wire)."""
+
+    description: str  # Descripcion, as written
+    quantity: Decimal  # Cantidad
+    unit_price: Decimal  # ValorUnitario
+    amount: Decimal  # Importe (Cantidad x ValorUnitario, before Descuento)
+    discount: Decimal | None = None  # Descuento; null when the concept has none
+    tax_rate: Decimal | None = None  # TasaOCuota of the concept's IVA (002) Traslado; null: none, or Exento
+    product_code: str | None = None  # ClaveProdServ
+
+
+# A document's lines travel in its messages (ValidatedDocument, StoredEvent) only while they are
+# few and small: at most MAX_EVENT_LINES lines of at most MAX_EVENT_LINES_BYTES (estimated JSON),
+# and never more than 1/16 of the Kafka message limit.  So a typical stored event stays well under
+# a few KiB (an invoice has 1 to 20 lines of ~150 bytes each: they always travel), the largest one
+# carrying lines about 64 KiB (200 lines of 100-character descriptions: 52 KiB), and even a
+# claim-check message of a large document keeps its margin under the limit.  Beyond that the
+# messages carry ``lines_in_archive: true`` instead and the report stage reads the lines from the
+# archived document (S3), as a rebuild does: a few documents in a thousand, one S3 read each.
+# The estimate is deliberately cheap (no encoding): the bound is a budget, not a hard limit.
+MAX_EVENT_LINES = 200
+MAX_EVENT_LINES_BYTES = 64 * 1024
+LINE_JSON_OVERHEAD = 160  # bytes of one line's JSON besides its description: keys, amounts, codes
+
+
+def lines_travel(count: int, description_chars: int, message_max_bytes: int) -> bool:
+    """Whether ``count`` lines whose descriptions hold ``description_chars`` characters may travel
+    in the messages (else they stay in the archive)."""
+    budget = min(MAX_EVENT_LINES_BYTES, message_max_bytes // 16)
+    return count <= MAX_EVENT_LINES and count * LINE_JSON_OVERHEAD + description_chars <= budget
+
+
+class ValidationProfile(StrEnum):
+    """A job's ``validation_rules`` (seed 000): strict rejects on every rule; lenient archives a
+    document whose only failed rules are in ``services.validate.profile.LENIENT_RULES``, with
+    them as warnings."""
+
+    STRICT = "strict"
+    LENIENT = "lenient"
+
+
+class RuleWarning(_Body):
+    """A rule a lenient profile let pass."""
+
+    rule: str
+    sat_code: str | None = None
 
 
 class ValidatedDocument(DocumentRef):
     facts: CfdiFacts
+    validation_rules: ValidationProfile = ValidationProfile.STRICT
+    warnings: tuple[RuleWarning, ...] = ()
+    # The document's lines (see MAX_EVENT_LINES); None with lines_in_archive when too many to carry,
+    # None alone from a validate stage older than line items.
+    lines: tuple[InvoiceLine, ...] | None = None
+    lines_in_archive: bool = False
 
 
 class StoredEvent(_Body):
@@ -91,3 +148,8 @@ class StoredEvent(_Body):
     gz_size: int
     archived_at: str  # ISO-8601 UTC
     facts: CfdiFacts
+    region: str | None = None  # the issuer region the document was downloaded from
+    # As in ValidatedDocument: the lines, or lines_in_archive (read them from s3_key); neither from
+    # an older store stage (the report then knows no lines until a rebuild reads the document).
+    lines: tuple[InvoiceLine, ...] | None = None
+    lines_in_archive: bool = False

@@ -9,6 +9,9 @@ from enum import StrEnum
 # separators, quotes or control characters.  API, manifests and producers' messages all check it.
 RECORD_ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 RECORD_ID_RULE = "1 to 200 characters: letters A-Z a-z, digits, '.', '_' and '-'"
+# The region of records registered by a `source: s3` job (seed 000): downloaded from the S3 source
+# bucket, not an SFTP server.  No SFTP region may take this name.
+S3_REGION = "s3"
 _RECORD_ID = re.compile(RECORD_ID_PATTERN)
 
 

@@ -14,7 +14,7 @@ from shared.runtime import tracing
 from shared.runtime.message import Message
 from shared.runtime.policy import DeadLetter, Retry
 
-_TRAVEL = (H.JOB_ID, H.REPLAY_COUNT, H.REDRIVE)
+_TRAVEL = (H.JOB_ID, H.RULES, H.MAX_ATTEMPTS, H.REPLAY_COUNT, H.REDRIVE)
 _PER_HOP = (H.TRACEPARENT, H.TRACESTATE)
 
 

@@ -7,6 +7,11 @@ PREFIX = "ff-"
 # The domain's: the job a record belongs to.  Set by the ingest stage (or a producer); the runtime
 # carries it through every stage, retry and dead letter, and a replay keeps it.
 JOB_ID = "ff-job-id"
+# The domain's: the job's profile (seed 000), set by the ingest stage from the job, travelling like
+# the job id.  RULES: "lenient" (absent: strict); MAX_ATTEMPTS: the job's max_retries + 1, which
+# replaces the stages' FISCALFLOW_RETRY_MAX_ATTEMPTS for this record.
+RULES = "ff-rules"
+MAX_ATTEMPTS = "ff-max-attempts"
 # The runtime's: per hop, except the replay count and re-drive generation, which travel on.
 ATTEMPT = "ff-attempt"  # attempts already made (retry topic, dead letters)
 DUE_AT_MS = "ff-due-at-ms"  # a retry is not processed before this time

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain.reasons import ReasonCode
+from shared.runtime import headers as H
 from shared.runtime.errors import PermanentError, TransientError
 
 
@@ -58,27 +59,30 @@ class RetryPolicy:
         return self.uniform(self.base_s / 2, min(self.cap_s, self.base_s * (2 ** max(0, attempts - 1))))
 
     def retry_or_exhaust(self, attempt: int, error: str, downstream: str, exhausted_reason: str,
-                         count_attempt: bool) -> Outcome:
+                         count_attempt: bool, max_attempts: int | None = None) -> Outcome:
+        """``max_attempts``: the record's own budget (its job's max_retries + 1), else the stage's."""
         attempts = attempt + (1 if count_attempt else 0)
-        if attempts >= self.max_attempts:
+        if attempts >= (max_attempts if max_attempts is not None else self.max_attempts):
             return DeadLetter(exhausted_reason, error, {"downstream": downstream}, attempts=attempts)
         return Retry(self.backoff(attempts), downstream, count_attempt, error)
 
-    def on_error(self, attempt: int, exc: Exception, probe: bool = False) -> Outcome:
+    def on_error(self, attempt: int, exc: Exception, probe: bool = False,
+                 max_attempts: int | None = None) -> Outcome:
         """The outcome of a failed handler call; ``probe``: it was a breaker's half-open probe
         (or its downstream's breaker was not closed), which costs no attempt."""
         if isinstance(exc, PermanentError):
             return DeadLetter(exc.reason, exc.message, exc.details, must_record=True)
         if isinstance(exc, TransientError):
             return self.retry_or_exhaust(attempt, str(exc), exc.downstream or "unknown",
-                                         ReasonCode.RETRIES_EXHAUSTED, count_attempt=not probe)
+                                         ReasonCode.RETRIES_EXHAUSTED, count_attempt=not probe,
+                                         max_attempts=max_attempts)
         return self.retry_or_exhaust(attempt, f"{type(exc).__name__}: {exc}", "handler",
-                                     ReasonCode.HANDLER_CRASHED, count_attempt=True)
+                                     ReasonCode.HANDLER_CRASHED, count_attempt=True, max_attempts=max_attempts)
 
-    def on_record_failure(self, attempt: int, hook_exc: Exception) -> Outcome:
+    def on_record_failure(self, attempt: int, hook_exc: Exception, max_attempts: int | None = None) -> Outcome:
         """Recording a permanent rejection failed (the state store is down): retry, never lose it."""
         return self.retry_or_exhaust(attempt, f"recording the rejection failed: {hook_exc}", "postgres",
-                                     ReasonCode.RETRIES_EXHAUSTED, count_attempt=True)
+                                     ReasonCode.RETRIES_EXHAUSTED, count_attempt=True, max_attempts=max_attempts)
 
     @staticmethod
     def on_too_large(message: str, details: dict[str, Any]) -> DeadLetter:
@@ -111,3 +115,16 @@ class RejectRatio:
                        f"(threshold {self.threshold:.0%}); last: {last_dead_letter}. Fix the cause, then "
                        "restart the stage (its backlog waits in Kafka).")
         return self.halted
+
+
+def record_max_attempts(headers: dict[str, str]) -> int | None:
+    """The record's own attempt budget (header ``ff-max-attempts``, set from its job's max_retries);
+    None, the stage's, when absent or unreadable (a header is input: it never crashes a stage)."""
+    raw = headers.get(H.MAX_ATTEMPTS)
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        return None
+    return n if 1 <= n <= 101 else None

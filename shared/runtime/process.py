@@ -27,7 +27,7 @@ from shared.runtime.errors import PermanentError, TransientError
 from shared.runtime.gate import BreakerGate
 from shared.runtime.inflight import now_ms
 from shared.runtime.message import Emit, Message
-from shared.runtime.policy import DeadLetter, Outcome, RejectRatio, Retry, RetryPolicy
+from shared.runtime.policy import DeadLetter, Outcome, RejectRatio, Retry, RetryPolicy, record_max_attempts
 from shared.runtime.stage import StageSpec
 
 log = logging.getLogger("fiscalflow.runtime")
@@ -118,7 +118,7 @@ class Processor:
         else:  # a bug or an input the handler did not foresee
             log.error("handler crashed on record %s", msg.record_id, exc_info=exc)
             M.FAILED.labels(self.stage, ReasonCode.HANDLER_CRASHED).inc()
-        outcome = self.policy.on_error(msg.attempt, exc, probe)
+        outcome = self.policy.on_error(msg.attempt, exc, probe, record_max_attempts(msg.headers))
         span.set_attribute("fiscalflow.outcome", "retry" if isinstance(outcome, Retry) else "dead_letter")
         await self.apply(msg, outcome)
 
@@ -132,7 +132,8 @@ class Processor:
                 await self.spec.on_dead_letter(msg, outcome.reason, outcome.message, outcome.details)
         except Exception as hook_exc:
             if outcome.must_record:  # the state store is down: retry, never lose the reject
-                await self.apply(msg, self.policy.on_record_failure(msg.attempt, hook_exc))
+                await self.apply(msg, self.policy.on_record_failure(msg.attempt, hook_exc,
+                                                                    record_max_attempts(msg.headers)))
                 return
             log.exception("could not record the rejection of %s; the dead letter still carries it", msg.record_id)
         await self._dead_letter(msg, outcome)

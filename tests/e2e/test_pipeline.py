@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,7 +65,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 shutil.copy(cert, stamps / cert.name)
         expected = _write_inputs(settings, pki)
         sink = OtlpSink()  # every service exports its spans over OTLP/HTTP to this in-memory receiver
+        # The public samples are mostly invalid on purpose and are validated last: over the last 200
+        # messages they make validate's reject ratio brush the default halt threshold (50 %), which
+        # would halt it before the later tests' documents.  The halt has its own tests
+        # (tests/e2e/test_halted_stage.py).
         env = service_env(settings, FISCALFLOW_TRUST_CA=":".join(trust), FISCALFLOW_STAMP_CERTS=str(stamps),
+                          FISCALFLOW_REJECT_RATIO_THRESHOLD="0.9",
                           FISCALFLOW_LOG_LEVEL="WARNING", FISCALFLOW_OTLP_ENDPOINT=sink.endpoint,
                           OTEL_BSP_SCHEDULE_DELAY="200")
         services = Services(settings, env).start()
@@ -176,6 +182,7 @@ def _counts(settings: Settings) -> dict[str, Any]:
                   for d in days},
         "issuers": httpx.get(f"{report}/api/v1/reports/issuers", params={"from": days[0], "to": days[-1]},
                              headers=read, timeout=30).json(),
+        "regions": httpx.get(f"{report}/api/v1/reports/regions", headers=read, timeout=30).json(),
         "s3": len(_s3_keys(settings)),
         "pg": {r["status"]: r["n"] for r in _db(settings, "SELECT status, count(*) AS n FROM fiscal_records "
                                                           "GROUP BY 1")},
@@ -246,6 +253,12 @@ def test_the_whole_pipeline_gets_every_document_right_and_reports_exact_sums(e2e
     assert counts["summary"]["by_status"]["archived"] == len(valid)
     assert counts["summary"]["by_status"]["rejected"] == len(rejected)
     assert sum(counts["summary"]["by_reason"].values()) == len(rejected)
+    # Per issuer region (docs/regions.md): the region each document was listed on, through every stage.
+    assert {r["region"]: (r["record_count"], r["rejected"]) for r in counts["regions"]["regions"]} == {
+        region: (sum(1 for rid in valid if expected[rid]["region"] == region),
+                 sum(1 for rid in rejected if expected[rid]["region"] == region))
+        for region in {e["region"] for e in expected.values()}}
+    assert counts["regions"]["record_count"] == len(valid)
 
     # A second run of the same jobs changes no count.
     _wait_jobs(settings, _submit(settings))
@@ -309,3 +322,53 @@ def test_every_service_exports_the_documented_metrics(e2e: dict[str, Any]) -> No
             assert any(n.startswith(name) for n in names), (stage, name)
             assert f"`{name.removesuffix('_total')}" in readme, f"{name} is not documented in the README"
         assert httpx.get(info["ops"] + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_lenient_job_archives_what_a_strict_one_rejects_with_its_warnings_in_the_record_view(
+        e2e: dict[str, Any], tmp_path: Path) -> None:
+    """Seed 000's validation_rules through every stage: one document whose only fault is a
+    catalogue slip (a PPD invoice paid by transfer, CFDI40105).  A strict job rejects it with that
+    reason; the same record in a lenient job is archived, reported, and its record view names the
+    profile and the warning.  Runs last: it adds one archived document to the stack's totals."""
+    settings: Settings = e2e["settings"]
+    gen = InvoiceGenerator(DemoPKI.ensure(settings.pki_dir()), seed=777, start=START, days=DAYS, bad_fraction=0)
+    index = next(i for i in range(200) if gen.build_tree(i, "I").get("MetodoPago") == "PUE")
+    root = gen.build_tree(index, "I")
+    root.set("MetodoPago", "PPD")
+    root.set("FormaPago", "03")
+    source = tmp_path / "ppd-paid-by-transfer.xml"
+    source.write_bytes(gen.seal_and_stamp(root))
+    region = "south"
+    (record,) = load_files(settings.region_root(region), region, "lenient", [source])
+    api = f"http://127.0.0.1:{settings.ingest_port}/api/v1/fiscal/process"
+    admin, read = bearer(settings, admin=True), bearer(settings)
+    report = f"http://127.0.0.1:{settings.report_port}"
+
+    def run(rules: str, **job: Any) -> dict[str, Any]:
+        resp = httpx.post(api, headers=admin, timeout=60, json={"validation_rules": rules, **job})
+        assert resp.status_code == 202, resp.text
+        _wait_jobs(settings, [resp.json()["job_id"]], timeout=120)
+        job = httpx.get(f"{report}/api/v1/jobs/{resp.json()['job_id']}", headers=read, timeout=30).json()
+        assert job["validation_rules"] == rules
+        view = httpx.get(f"{report}/api/v1/records/{record.record_id}", headers=read, timeout=30)
+        assert view.status_code == 200, view.text
+        return dict(view.json())
+
+    strict = run("strict", source="sftp", file_pattern=f"{region}:lenient/*.xml")
+    assert strict["status"] == "rejected" and strict["reason"] == "FORMAPAGO_PPD_NOT_99", strict
+    assert strict["warnings"] == []
+    lenient = run("lenient", source="api", record_ids=[record.record_id])  # the same record again
+    assert lenient["status"] == "archived", lenient
+    assert lenient["validation_rules"] == "lenient"
+    assert lenient["warnings"] == [{"rule": "FORMAPAGO_PPD_NOT_99", "sat_code": "CFDI40105"}]
+    started = [e for e in lenient["history"] if e["to_status"] == "downloading"]
+    assert started[-1]["detail"]["profile"] == {"rules": "lenient"}  # the job's profile, in its history
+    archived = [e for e in lenient["history"] if e["to_status"] == "archived"]
+    assert archived and archived[-1]["detail"]["warnings"] == ["FORMAPAGO_PPD_NOT_99"]
+    assert archived[-1]["detail"]["region"] == region
+    # The seed's record list shows it archived, with its invoice id (Serie + Folio).
+    listed = httpx.get(f"{report}/api/v1/fiscal/records", params={"status": "archived", "limit": 1000},
+                       headers=read, timeout=30).json()["records"]
+    mine = [r for r in listed if r["record_id"] == record.record_id]
+    assert mine and mine[0]["invoice_id"] == (root.get("Serie") or "") + (root.get("Folio") or "")
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_every_non_ops_route_of_both_openapi_documents_refuses_without_a_token(w
     with httpx.Client(timeout=60) as http:
         for base in (world.ingest, world.report):
             spec = http.get(f"{base}/openapi.json").json()  # no token: it describes, holds no data
-            assert http.get(f"{base}/docs").status_code == 200
+            _assert_docs_are_self_contained(http, base)
             scheme = spec["components"]["securitySchemes"]["bearer"]
             assert (scheme["type"], scheme["scheme"]) == ("http", "bearer") and "/openapi.json" in scheme["description"]
             for path, ops in spec["paths"].items():
@@ -188,7 +189,21 @@ def test_every_route_of_both_apps_asks_for_a_token_even_one_left_out_of_the_open
         assert [r.path for r in routes if not _require_read(r)] == [], name
         # Besides them, only the open documentation (it holds no data): no plain Starlette route.
         others = {getattr(r, "path", repr(r)) for r in app.routes if not isinstance(r, APIRoute)}
-        assert others <= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}, (name, others)
+        assert others <= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets"}, (name, others)
+
+
+def _assert_docs_are_self_contained(http: httpx.Client, base: str) -> None:
+    """/docs renders in an air-gapped cluster: every script, stylesheet and icon it loads is served
+    by the service itself (no CDN), and /redoc leads there."""
+    page = http.get(f"{base}/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    loaded = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', page.text)
+    assert len(loaded) >= 3 and all(u.startswith("/docs/assets/") for u in loaded), loaded
+    for url in loaded:
+        asset = http.get(f"{base}{url}")
+        assert asset.status_code == 200 and len(asset.content) > 500, url
+    assert http.get(f"{base}/docs/assets/index.html").status_code == 404  # only what the page loads
+    assert http.get(f"{base}/redoc").headers.get("location") == "/docs"
 
 
 def test_request_size_caps(world: World) -> None:

@@ -78,7 +78,9 @@ class S3Identities:
         doc = {"identities": [
             identity("admin", admin, ["Admin", "Read", "Write", "List", "Tagging"]),
             identity("broker", broker, [f"{a}:{BROKER_BUCKET}" for a in ("Read", "Write", "List")]),
-            identity("services", services, [f"{a}:{bucket}" for a in ("Read", "Write", "List", "Tagging")]),
+            # The services read and list the S3 source bucket (source: s3 jobs); they never write it.
+            identity("services", services, [f"{a}:{bucket}" for a in ("Read", "Write", "List", "Tagging")]
+                     + [f"{a}:{s.s3_source_bucket}" for a in ("Read", "List")]),
         ]}
         path = cls.path(ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +143,6 @@ class S3Server(Component):
     def after_ready(self) -> None:
         admin = s3_client(self.settings.s3_endpoint, self.settings.s3_region, S3Identities.load(self.ctx).admin)
         existing = {b["Name"] for b in admin.list_buckets().get("Buckets", [])}
-        for bucket in (self.settings.s3_bucket, BROKER_BUCKET):
+        for bucket in (self.settings.s3_bucket, self.settings.s3_source_bucket, BROKER_BUCKET):
             if bucket not in existing:
                 admin.create_bucket(Bucket=bucket)

@@ -100,7 +100,7 @@ tests/deploy/test_helm.py checks this against the code.
 */}}
 {{- define "fiscalflow.uses" -}}
 {{- $uses := dict
-  "ingest" (list "postgres" "sftp" "api")
+  "ingest" (list "postgres" "sftp" "s3" "api")
   "download" (list "postgres" "sftp" "s3")
   "validate" (list "postgres" "s3")
   "store" (list "postgres" "s3")

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.validate.cfdi.rules import RuleId, Violation
+from shared.cfdi.facts import ConceptLine
 
 
 class Verdict(StrEnum):
@@ -36,6 +37,8 @@ class ValidationResult:
     conceptos: int = 0
     trust: str | None = None  # label of the CA the issuer certificate chains to, "untrusted", or None
     sello_sat_verified: bool = False  # False also when the stamping certificate is unknown
+    invoice_id: str | None = None  # Serie + Folio as written, joined without separator (seed 000's invoice id)
+    lines: tuple[ConceptLine, ...] = ()  # each cfdi:Concepto's attributes as written, in order
 
     @property
     def rules(self) -> list[tuple[str, str | None]]:

@@ -30,6 +30,7 @@ from services.validate.cfdi.rules import RuleId, Violation
 from services.validate.cfdi.schema import SchemaValidator
 from services.validate.cfdi.transport import new_parser, parse
 from shared.cfdi.cadena import cadena_original, tfd_cadena
+from shared.cfdi.facts import concept_lines
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ class CfdiValidator:
         rate = Decimal(1) if moneda in ("MXN", "XXX") or tipo_cambio is None else tipo_cambio
         uuid = tfds[0].get("UUID") if tfds else None
         violations = tuple(dict.fromkeys(found))
+        lines = concept_lines(kids.get(f"{CFDI}Conceptos", ()))  # one pass; numbers read by the stage if needed
         return ValidationResult(
             verdict=Verdict.INVALID if violations else Verdict.VALID,
             violations=violations,
@@ -238,10 +240,18 @@ class CfdiValidator:
             descuento=dec(root.get("Descuento")),
             total=total,
             total_mxn=None if total is None else total * rate,
-            conceptos=sum(1 for c in kids.get(f"{CFDI}Conceptos", ()) for _ in c.iterchildren(f"{CFDI}Concepto")),
+            conceptos=len(lines),
             trust=trust,
             sello_sat_verified=sello_sat_verified,
+            invoice_id=invoice_id(root.get("Serie"), root.get("Folio")),
+            lines=lines,
         )
+
+
+def invoice_id(serie: str | None, folio: str | None) -> str | None:
+    """Seed 000's invoice id: Serie followed by Folio as written; None when the CFDI has neither."""
+    joined = (serie or "").strip() + (folio or "").strip()
+    return joined or None
 
 
 class RunDuplicates:

@@ -1,5 +1,6 @@
 """Seed 000's ``POST /api/v1/fiscal/process`` on the running ingest API: its request, its answer,
-a region-less pattern over every region, and the refusals of what is not built yet."""
+a region-less pattern over every region, the job's profile, and the refusals of what is not built
+yet or not valid."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import httpx
 import pytest
 
 from services.ingest.seed_api import go_duration
+from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import Stage, priority_topic
-from tests.support.pipeline import Pipeline, write_batch
+from tests.support.pipeline import Pipeline, headers_of, write_batch
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +62,41 @@ def test_a_pattern_without_a_region_is_one_job_over_every_region_in_the_seeds_sh
     asyncio.run(scenario())
 
 
+def test_a_jobs_profile_travels_on_its_records_messages_and_shows_in_the_job_view(stack_settings: Settings) -> None:
+    """validation_rules and max_retries are the job's: the ingest stage puts them on each record's
+    download task (then every stage carries them on); a default job's tasks carry neither."""
+    lenient_batch, lenient = write_batch(stack_settings, "central", 3)
+    default_batch, default = write_batch(stack_settings, "central", 2)
+    base = f"http://127.0.0.1:{stack_settings.ingest_port}"
+
+    async def scenario() -> None:
+        async with Pipeline(stack_settings, (Stage.INGEST,)) as pipe, httpx.AsyncClient() as http:
+            for batch, extra in ((lenient_batch, {"validation_rules": "lenient", "max_retries": 2}),
+                                 (default_batch, {})):
+                resp = await http.post(f"{base}/api/v1/fiscal/process", headers=_auth(stack_settings),
+                                       json={"source": "sftp", "file_pattern": f"central:{batch}/*.xml", **extra})
+                assert resp.status_code == 202, resp.text
+                view = (await http.get(f"{base}{resp.headers['location']}", headers=_auth(stack_settings))).json()
+                assert view["validation_rules"] == extra.get("validation_rules", "strict")
+                assert view["max_retries"] == extra.get("max_retries")
+            tasks = await pipe.read(Stage.DOWNLOAD, [r.record_id for r in lenient + default])
+            assert len(tasks) == 5
+            for r in lenient:
+                h = headers_of(tasks[r.record_id])
+                assert h[H.RULES] == "lenient" and h[H.MAX_ATTEMPTS] == "3" and h[H.JOB_ID], h
+            for r in default:
+                h = headers_of(tasks[r.record_id])
+                assert H.RULES not in h and H.MAX_ATTEMPTS not in h and h[H.JOB_ID], h
+
+    asyncio.run(scenario())
+
+
 REFUSED: list[tuple[dict[str, object], str]] = [
-    ({"source": "s3", "file_pattern": "x/*.xml"}, "source s3 is not supported yet"),
-    ({"source": "api", "record_ids": ["a1"], "validation_rules": "lenient"}, "lenient is not supported yet"),
-    ({"source": "api", "record_ids": ["a1"], "max_retries": 2}, "max_retries per job is not supported yet"),
+    ({"source": "s3", "file_pattern": "nothing-here-*/*.xml"}, "no object of s3://"),
+    ({"source": "s3"}, "source s3 needs file_pattern"),
+    ({"source": "s3", "record_ids": ["a1"]}, "source s3 takes file_pattern"),
+    ({"source": "api", "record_ids": ["a1"], "validation_rules": "loose"}, "validation_rules"),
+    ({"source": "api", "record_ids": ["a1"], "max_retries": 101}, "max_retries"),
     ({"source": "sftp", "file_pattern": "atlantis:x/*.xml"}, "unknown region 'atlantis'"),
     ({"source": "sftp"}, "source sftp needs file_pattern"),
     ({"source": "api"}, "source api needs record_ids"),

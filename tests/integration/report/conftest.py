@@ -3,6 +3,7 @@ on an isolated topic namespace and its own chDB directory, and a generator of in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -79,7 +80,13 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> InvoiceGenerator:
 
 @pytest.fixture(scope="module")
 def report(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportProc]:
-    tmp = Path(tmp_path_factory.mktemp("report"))
+    with running_report(stack_settings, Path(tmp_path_factory.mktemp("report"))) as rp:
+        yield rp
+
+
+@contextlib.contextmanager
+def running_report(stack_settings: Settings, tmp: Path) -> Iterator[ReportProc]:
+    """A report service on topics of its own, its ClickHouse (chDB) in ``tmp/ch`` (as found there)."""
     topics = Topics.create(stack_settings)
     api_port, ops_port = free_port(), free_port()
     env = {**os.environ, "FISCALFLOW_TOPIC_NAMESPACE": topics.ns, "FISCALFLOW_CLICKHOUSE_URL": f"chdb://{tmp}/ch",

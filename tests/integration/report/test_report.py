@@ -338,6 +338,10 @@ def test_a_completed_job_calls_back_signed_and_retried(
     summary = report.get("/api/v1/reports/summary", job_id=job_id).json()
     assert summary["by_status"]["archived"] == 2 and summary["by_reason"] == {"CHECKSUM_MISMATCH": 1}
     assert len(_Receiver.calls) == 3  # sent once it succeeded
+    # One delivery ended, sent (after two failed tries): what the chart's callbacks alert watches.
+    metrics = httpx.get(report.ops + "/metrics", timeout=10).text
+    assert 'fiscalflow_callbacks_total{outcome="sent"} 1.0' in metrics
+    assert 'fiscalflow_callbacks_total{outcome="failed"} 0.0' in metrics
 
 
 def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
@@ -355,7 +359,8 @@ def test_every_route_needs_the_read_token_and_the_rebuild_the_admin_token(
             await conn.close()
 
     asyncio.run(a_job())
-    reads = [("/api/v1/records", {}), (f"/api/v1/records/{_ids(1)[0]}", {}), ("/api/v1/reports/summary", {}),
+    reads = [("/api/v1/records", {}), (f"/api/v1/records/{_ids(1)[0]}", {}),
+             (f"/api/v1/records/{_ids(1)[0]}/lines", {}), ("/api/v1/reports/summary", {}),
              ("/api/v1/reports/daily", {"date": NO_DOCUMENTS}), ("/api/v1/fiscal/records", {"status": "archived"}),
              ("/api/v1/reports/issuers", {"from": "2025-03-01", "to": "2025-03-03"}),
              ("/api/v1/reports/trend", {}), ("/api/v1/reports/verify", {"from": "2025-03-01", "to": "2025-03-01"}),

@@ -41,7 +41,7 @@ EMPTY_DAY = dt.date(2025, 6, 3)
 RECORDS = "/api/v1/fiscal/records"
 FIELDS = ["uuid", "invoice_id", "issuer_rfc", "receiver_rfc", "amount", "currency", "issuance_date", "status",
           "file_url", "checksum", "compressed_size", "processed_at", "error_message", "retry_count",
-          "last_retry_at"]  # the Go system's, in its order; fiscalflow adds record_id and reason
+          "last_retry_at"]  # the Go system's, in its order; fiscalflow adds record_id, reason and region
 MISMATCH = "sha256 " + "c" * 64 + " != expected " + "a" * 64
 
 
@@ -147,6 +147,7 @@ def test_an_archived_record_in_the_seed_fields(report: ReportProc, known: Known,
         "last_retry_at": None,
         "record_id": rid,
         "reason": None,
+        "region": "north",
     }
     assert Decimal(got["amount"]) == inv.total and "." in got["amount"] and "E" not in got["amount"].upper()
     assert dt.datetime.fromisoformat(got["processed_at"]) >= pg["archived_at"]
@@ -169,6 +170,7 @@ def test_a_rejected_and_retried_record_in_the_seed_fields(report: ReportProc, kn
         "last_retry_at": got["last_retry_at"],
         "record_id": known.rejected,
         "reason": "CHECKSUM_MISMATCH",
+        "region": "north",
     }
 
 
@@ -237,7 +239,7 @@ def test_the_openapi_document_names_the_fields_the_routes_answer(report: ReportP
     spec = report.get("/openapi.json", token=None).json()
     schemas = spec["components"]["schemas"]
     op = spec["paths"][RECORDS]["get"]
-    assert {p["name"] for p in op["parameters"]} == {"status", "limit"}
+    assert {p["name"] for p in op["parameters"]} == {"status", "limit", "region"}
     assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/FiscalRecords")
     record = _listed(report, known.rejected, status="rejected")
     assert list(schemas["FiscalRecord"]["properties"]) == list(record)

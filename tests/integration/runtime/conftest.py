@@ -87,9 +87,12 @@ class Namespace:
     def topic(self, name: str) -> str:
         return f"{self.ns}.{name}"
 
-    def produce(self, items: list[dict[str, Any]], priority: bool = False, partition: int | None = None) -> None:
+    def produce(self, items: list[dict[str, Any]], priority: bool = False, partition: int | None = None,
+                headers: dict[str, str] | None = None) -> None:
         topic = self.topic("fiscal.validate.priority" if priority else "fiscal.validate")
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        if headers:
+            extra["headers"] = list(headers.items())
         for item in items:
             while True:
                 try:

@@ -93,6 +93,24 @@ def test_retries_exhausted_becomes_a_dead_letter(namespace: Namespace) -> None:
     assert [r["record_id"] for r in namespace.wait_sink(1)] == ["fine"]
 
 
+def test_a_records_own_retry_budget_replaces_the_stages(namespace: Namespace) -> None:
+    """A job's max_retries travels as ff-max-attempts: its record gets that many attempts, through
+    the retry topic and back, whatever the stage's FISCALFLOW_RETRY_MAX_ATTEMPTS; a record without
+    the header keeps the stage's budget."""
+    # Two downstreams: the failures of one must not open the other's breaker (deferrals cost no attempt).
+    namespace.produce([{"id": "job-budget", "transient": 99, "downstream": "sftp:north"}],
+                      headers={H.MAX_ATTEMPTS: "2", H.JOB_ID: "j1"})
+    namespace.produce([{"id": "stage-budget", "transient": 99, "downstream": "sftp:south"}])
+    namespace.stage(env={"FISCALFLOW_RETRY_BASE_MS": "50", "FISCALFLOW_RETRY_MAX_ATTEMPTS": "4"})
+    dead = namespace.read("fiscal.dlq", until=2)
+    attempts = {m.key(): {k: v.decode() for k, v in m.headers()} for m in dead}
+    assert len(dead) == 2, [(m.key(), m.headers()) for m in dead]
+    assert attempts[b"job-budget"][H.ATTEMPT] == "2" and attempts[b"stage-budget"][H.ATTEMPT] == "4"
+    assert attempts[b"job-budget"][H.MAX_ATTEMPTS] == "2"  # it travels on, with the job id
+    assert attempts[b"job-budget"][H.JOB_ID] == "j1" and H.MAX_ATTEMPTS not in attempts[b"stage-budget"]
+    assert {h[H.REASON] for h in attempts.values()} == {"RETRIES_EXHAUSTED"}
+
+
 def test_an_output_over_the_message_limit_is_a_dead_letter_and_its_partition_moves_on(namespace: Namespace) -> None:
     """The producer refuses an output over message.max.bytes: no retry can make it fit, so its input
     is a MESSAGE_TOO_LARGE dead letter at once, recorded by the stage's hook, and the records after it

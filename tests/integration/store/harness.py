@@ -26,15 +26,17 @@ def facts_of(inv: GeneratedInvoice, uuid_override: str | None = None) -> CfdiFac
 
 
 def validated(record_id: str, inv: GeneratedInvoice, job_id: str | None = None,
-              uuid_override: str | None = None) -> ValidatedDocument:
-    return ValidatedDocument(record_id=record_id, job_id=job_id, region="north", path=f"t/{record_id}.xml",
+              uuid_override: str | None = None, region: str = "north") -> ValidatedDocument:
+    return ValidatedDocument(record_id=record_id, job_id=job_id, region=region, path=f"t/{record_id}.xml",
                              sha256="0" * 64, size=len(inv.xml), xml=inv.xml,
                              facts=facts_of(inv, uuid_override))
 
 
-def stored(record_id: str, inv: GeneratedInvoice, archived_at: str, job_id: str | None = None) -> StoredEvent:
+def stored(record_id: str, inv: GeneratedInvoice, archived_at: str, job_id: str | None = None,
+           region: str | None = None) -> StoredEvent:
+    """``region`` None: an event from before the store stage sent it (the report asks the registry)."""
     return StoredEvent(record_id=record_id, job_id=job_id, s3_key=f"k/{record_id}", sha256="0" * 64,
-                       size=len(inv.xml), gz_size=1, archived_at=archived_at, facts=facts_of(inv))
+                       size=len(inv.xml), gz_size=1, archived_at=archived_at, facts=facts_of(inv), region=region)
 
 
 @dataclass

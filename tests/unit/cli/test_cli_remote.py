@@ -241,6 +241,32 @@ def test_issuers_and_verify_tables_round(fake_api: FakeApi) -> None:
     assert result.exit_code == 1 and " 100.44 " in result.output and " 50.01 " in result.output
 
 
+def test_regions_is_a_row_per_region_and_the_total_and_region_narrows_the_others(fake_api: FakeApi) -> None:
+    every = {"from": None, "to": None, "record_count": 3, "total_mxn": "300.005",
+             "regions": [{"region": "", "record_count": 1, "total_mxn": "100.0049", "rejected": 0, "duplicate": 0},
+                         {"region": "north", "record_count": 2, "total_mxn": "200.0001", "rejected": 4,
+                          "duplicate": 1}]}
+    fake_api.answer("/api/v1/reports/regions", 200, every)
+    result = runner.invoke(app, ["report", "regions", "--url", fake_api.url], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = {cells[0]: cells[1:] for line in result.output.splitlines()
+            if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 5}
+    assert rows == {"(not known)": ["1", "100.00", "0", "0"], "north": ["2", "200.00", "4", "1"],
+                    "all regions": ["3", "300.01", "4", "1"]}, result.output  # rounded once, not per region
+    # Over a range of days: no rejections (they have no day), so no such columns.
+    fake_api.answer("/api/v1/reports/regions", 200, {**every, "from": "2025-03-01", "to": "2025-03-31", "regions": [
+        {**r, "rejected": None, "duplicate": None} for r in every["regions"]]})
+    result = runner.invoke(app, ["report", "regions", "--from", "2025-03-01", "--to", "2025-03-31", "--url",
+                                 fake_api.url], terminal_width=200)
+    assert result.exit_code == 0 and "2025-03-01..2025-03-31" in result.output and "rejected" not in result.output
+    assert fake_api.seen[-1]["query"] == "from=2025-03-01&to=2025-03-31"
+    # --region goes to the API as ?region=
+    fake_api.answer("/api/v1/reports/trend", 200, {"hours": 1, "region": "south", "points": []})
+    result = runner.invoke(app, ["report", "trend", "--hours", "1", "--region", "south", "--json", "--url",
+                                 fake_api.url])
+    assert result.exit_code == 0 and fake_api.seen[-1]["query"] == "hours=1&region=south", result.output
+
+
 # ---------------------------------------------------------------- trend: a bar per hour
 
 TREND = {"hours": 3, "points": [{"hour": "2025-03-01T10:00:00Z", "count": 10, "total_mxn": "1000.005"},

@@ -86,3 +86,16 @@ def test_the_reject_ratio_does_not_halt_at_or_under_its_threshold(threshold: flo
     for i in range(30):
         ratio.record(i % 10 != 0)  # 90 % rejected
     assert ratio.halted == ""
+
+
+def test_a_records_own_attempt_budget_comes_from_its_header_and_a_bad_one_is_the_stages() -> None:
+    from shared.runtime import headers as H
+    from shared.runtime.policy import record_max_attempts
+
+    assert record_max_attempts({H.MAX_ATTEMPTS: "3"}) == 3
+    for bad in ("", "0", "-1", "x", "1e3", "102"):
+        assert record_max_attempts({H.MAX_ATTEMPTS: bad}) is None, bad
+    assert record_max_attempts({}) is None
+    policy = RetryPolicy(6, 100, 1000, uniform=lambda a, b: b)
+    assert isinstance(policy.on_error(0, TransientError("down", downstream="s3"), max_attempts=1), DeadLetter)
+    assert isinstance(policy.on_error(0, TransientError("down", downstream="s3")), Retry)

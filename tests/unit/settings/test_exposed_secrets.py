@@ -54,11 +54,13 @@ def test_a_service_refuses_to_start_before_it_listens(monkeypatch: pytest.Monkey
 
 
 def test_each_stage_is_checked_for_the_secrets_it_uses() -> None:
-    """The chart mounts each stage its own secrets: validate has no API token, ingest no S3 key."""
+    """The chart mounts each stage its own secrets: validate has no API token, store no read token."""
     exposed = make(http_host="0.0.0.0")  # every secret a published default
     assert exposed.exposed_secret_problems(Stage.VALIDATE) == ["s3_secret_key is unset (the local stack's default)"]
-    assert [p.split()[0] for p in exposed.exposed_secret_problems(Stage.INGEST)] == ["api_token", "read_token"]
+    assert [p.split()[0] for p in exposed.exposed_secret_problems(Stage.INGEST)] == [
+        "api_token", "read_token", "s3_secret_key"]  # s3: source: s3 jobs list the S3 source bucket
+    assert [p.split()[0] for p in exposed.exposed_secret_problems(Stage.STORE)] == ["s3_secret_key"]
     assert [p.split()[0] for p in exposed.exposed_secret_problems(Stage.REPORT)] == [
         "api_token", "read_token", "s3_secret_key"]
-    ingest = make(http_host="0.0.0.0", api_token=STRONG, read_token=READ)
-    assert ingest.exposed_secret_problems(Stage.INGEST) == [] and ingest.exposed_secret_problems(Stage.STORE)
+    validate = make(http_host="0.0.0.0", s3_secret_key=STRONG)
+    assert validate.exposed_secret_problems(Stage.VALIDATE) == [] and validate.exposed_secret_problems(Stage.INGEST)
