@@ -19,11 +19,19 @@ import random
 import asyncpg
 import httpx
 import orjson
+from prometheus_client import Counter
 
 from shared.db import jobs
 from shared.egress import EgressPolicy, EgressRefused, Resolver, system_resolver
 
 log = logging.getLogger("fiscalflow.report.callbacks")
+
+# One per callback, once its delivery ended: sent (2xx), failed (retries spent or the receiver
+# refused the body), refused (the egress policy did not let it connect).
+CALLBACKS = Counter("fiscalflow_callbacks_total", "Job completion callbacks whose delivery ended, by outcome "
+                    "(sent, failed, refused).", ["outcome"])
+for _outcome in ("sent", "failed", "refused"):
+    CALLBACKS.labels(_outcome)
 
 SIGNATURE_HEADER = "X-Fiscalflow-Signature"
 _RETRYABLE = {408, 425, 429}
@@ -100,6 +108,7 @@ class CallbackSender:
             delay = min(self.max_delay_s, self.base_delay_s * 2 ** attempt)
             await asyncio.sleep(random.uniform(delay / 2, delay))  # jitter: receivers recovering are not stampeded
         log.info("job %s callback %s", job_id, state)
+        CALLBACKS.labels(state.partition(":")[0]).inc()
         try:
             await jobs.mark_callback(self.pool, job_id, state[:200])
         except (OSError, asyncpg.PostgresError) as exc:  # stays 'sending': sent again after a restart

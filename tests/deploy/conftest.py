@@ -42,6 +42,8 @@ ALL_FEATURES: dict[str, Any] = {
                                                        "kubernetes.io/metadata.name": "ingress-nginx"}}}]}}},
     "keda": {"enabled": True, "authenticationRef": "kafka-sasl"},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+    "grafana": {"dashboard": {"enabled": True, "annotations": {"grafana_folder": "fiscalflow"}}},
     "topics": {"create": True, "replicationFactor": 3, "sharedPartitions": 3, "increasePartitions": True},
     "otlpEndpoint": "http://otel-collector.observability:4318/v1/traces",
     "config": {"MAX_IN_FLIGHT": 128, "LOG_LEVEL": "DEBUG"},
