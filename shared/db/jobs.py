@@ -121,6 +121,26 @@ async def create_job(conn: asyncpg.Connection, job_id: str, record_ids: Sequence
         if unique:
             await conn.copy_records_to_table("job_records", records=[(job_id, r) for r in unique],
                                              columns=["job_id", "record_id"])
+            await conn.execute(_REQUEUE_SQL, job_id)
+
+
+# A job names records rejected by an earlier pass: they go back to pending in the job's own
+# transaction, so the job counts them as waiting (not as final from the old pass: the job would
+# otherwise complete, and call back, before its records were even retried) and the reconciler
+# re-sends them if the job's request is lost.  Audited, once per record and job.
+_REQUEUE_SQL = """
+WITH moved AS (
+    UPDATE fiscal_records r SET status = 'pending', reason = NULL, job_id = $1::uuid, updated_at = now()
+    FROM job_records m
+    WHERE m.job_id = $1::uuid AND m.record_id = r.record_id AND r.status = 'rejected'
+    RETURNING r.record_id
+)
+INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, idempotency_key)
+SELECT record_id, 'ingest', 'rejected', 'pending', NULL, jsonb_build_object('by', 'job', 'job_id', $1::text),
+       'ingest-api', record_id || ':requeued:' || $1::text
+FROM moved
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
 
 
 @transient_when_down

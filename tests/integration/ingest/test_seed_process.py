@@ -126,3 +126,37 @@ def test_what_is_not_built_or_not_valid_is_refused_with_the_reason(stack_setting
 
 def test_go_durations_read_as_the_seeds_clients_parse_them() -> None:
     assert [go_duration(s) for s in (0, 0.4, 45, 90, 3600, 3723.6)] == ["0s", "0s", "45s", "1m30s", "1h0m0s", "1h2m4s"]
+
+
+def test_a_job_of_rejected_records_waits_for_their_new_pass(stack_settings: Settings) -> None:
+    """A job naming records an earlier pass rejected is not complete at once: its records go back
+    to pending in the job's transaction (audited), so the job waits for their new pass (before, it
+    counted the old rejection as final and completed, and called back, before they were retried)."""
+    import asyncpg
+
+    from shared.db.records import Registration, Transition, apply_transitions, register
+    from shared.domain.records import RecordStatus
+
+    rid = f"requeue-{uuid.uuid4().hex[:10]}"
+    base = f"http://127.0.0.1:{stack_settings.ingest_port}"
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(stack_settings.pg_dsn.get_secret_value())
+        try:
+            await register(conn, [Registration(rid, "north", f"gone/{rid}.xml")])
+            await apply_transitions(conn, [Transition(rid, RecordStatus.REJECTED, (RecordStatus.PENDING,), "test",
+                                                      "test", f"{rid}:t", reason="FILE_NOT_FOUND")])
+            # Ingest only (it serves the API): the record may start, but no later stage finishes it.
+            async with Pipeline(stack_settings, (Stage.INGEST,)), httpx.AsyncClient() as http:
+                resp = await http.post(f"{base}/api/v1/fiscal/process", headers=_auth(stack_settings),
+                                       json={"source": "api", "record_ids": [rid]})
+                assert resp.status_code == 202, resp.text
+                view = (await http.get(f"{base}{resp.headers['location']}", headers=_auth(stack_settings))).json()
+                assert view["status"] == "running" and set(view["counts"]) <= {"pending", "downloading"}, view
+            audit = await conn.fetch("SELECT from_status, to_status, detail->>'job_id' AS job FROM audit_events"
+                                     " WHERE record_id = $1 AND to_status = 'pending' ORDER BY event_id", rid)
+            assert [(a["from_status"], a["job"]) for a in audit] == [("rejected", resp.json()["job_id"])]
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
