@@ -215,6 +215,9 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
             batch: int = typer.Option(500, "--batch", min=1, max=5000, help="Records per step."),
             restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an unfinished "
                                          "rebuild of the same days."),
+            lines: bool = typer.Option(True, "--lines/--no-lines", help="Also restore invoice lines from the "
+                                       "archived documents (an S3 read per record lacking them). --no-lines: the "
+                                       "totals alone from PostgreSQL, fast; run again with --restart for the lines."),
             as_json: bool = JsonOpt, url: ReportUrl = None, token: Token = None) -> None:
     """Re-materialise the report tables from PostgreSQL and the archived documents (S3), through
     the report service; idempotent, resumable (run it again after a crash), safe while the
@@ -240,6 +243,8 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
         task = progress.add_task("dry run" if dry_run else "rebuilding", total=plan["total"], completed=resumed)
         while True:
             body = {**scope, "limit": batch, "dry_run": dry_run, "restart": restart and first}
+            if not lines:  # sent only when off: a report service older than line items accepts the step
+                body["lines"] = False
             if after is not None:
                 body["after"] = after
             step = _post_step(target, body)

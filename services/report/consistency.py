@@ -52,6 +52,10 @@ class RebuildStep(BaseModel):
     after: str | None = Field(None, max_length=200,
                               description="Start after this record id instead of at the checkpoint (dry runs).")
     restart: bool = Field(False, description="Start the scope over instead of resuming an unfinished rebuild.")
+    lines: bool = Field(True, description="Also restore invoice lines, which only the archived documents hold (one "
+                        "S3 read per archived record whose lines the reports lack). false: the totals alone, "
+                        "from PostgreSQL (much faster after losing ClickHouse); a later rebuild with --restart "
+                        "restores the lines.")
 
     @field_validator("after")
     @classmethod
@@ -166,7 +170,7 @@ class Consistency:
             scope = _scope(body.start, body.end)
             try:
                 step = await self.rebuilder.step(scope, body.limit, dry_run=body.dry_run, after=body.after,
-                                                 restart=body.restart)
+                                                 restart=body.restart, lines=body.lines)
             except Exception as exc:  # S3, PostgreSQL, ClickHouse (no common base): the step is retried whole
                 if not isinstance(exc, TransientError | OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
                     log.exception("rebuild step of %s failed", scope.label())

@@ -244,7 +244,7 @@ class Rebuilder:
 
     # ------------------------------------------------------------------ a step
     async def step(self, scope: Scope, limit: int, *, dry_run: bool = False, after: str | None = None,
-                   restart: bool = False) -> Step:
+                   restart: bool = False, lines: bool = True) -> Step:
         """The next ``limit`` records of ``scope``: after the checkpoint (or ``after`` when given,
         which a dry run needs: it keeps no checkpoint)."""
         limit = max(1, min(limit, MAX_BATCH))
@@ -254,7 +254,7 @@ class Rebuilder:
             rows = await self.pool.fetch(_SCAN, after, statuses(scope), scope.start, scope.end, limit)
             step = Step(scanned=len(rows), after=rows[-1]["record_id"] if rows else after,
                         finished=len(rows) < limit, dry_run=dry_run)
-            events = await self._missing_events(rows, step)
+            events = await self._missing_events(rows, step, lines)
             if events and not dry_run:
                 written = await self.write(events)
                 step.archived_rows, step.outcome_rows = written.archived, written.outcomes
@@ -266,14 +266,16 @@ class Rebuilder:
             log.info("rebuild of %s finished", scope.label())
         return step
 
-    async def _missing_events(self, rows: list[asyncpg.Record], step: Step) -> list[Event]:
+    async def _missing_events(self, rows: list[asyncpg.Record], step: Step, lines: bool = True) -> list[Event]:
         """Events for the records ClickHouse does not hold as the registry says (a hint read before
         the write: the sink checks again under the write lock)."""
         keys = [(r["issued_on"], r["tfd_uuid"].upper()) for r in rows
                 if r["status"] == ARCHIVED and r["issued_on"] and r["tfd_uuid"]]
+        archived_ids = [r["record_id"] for r in rows if r["status"] == ARCHIVED]
         present, outcomes, with_lines = await self.backend.ch(
-            self._present, keys, [r["record_id"] for r in rows],
-            [r["record_id"] for r in rows if r["status"] == ARCHIVED])
+            self._present, keys, [r["record_id"] for r in rows], archived_ids)
+        if not lines:  # the totals alone: no document is read for its lines
+            with_lines = set(with_lines) | set(archived_ids)
         events: list[Event] = []
         need_documents = []  # archived records whose document is read (their facts, their lines, or both)
         written: set[str] = set()  # … of them, those ClickHouse holds already (their lines are missing)

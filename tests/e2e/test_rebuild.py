@@ -257,6 +257,9 @@ def test_reports_rebuilt_from_the_record_equal_the_reports_before_the_loss(stack
     assert _consistency(settings, _now())["state"] == "consistent"
     before = _snapshot(settings)
     assert sum(g["count"] for d in before["daily"].values() for g in d.get("groups", [])) == len(valid)
+    lines_url = f"http://127.0.0.1:{settings.report_port}/api/v1/records/{valid[0].record_id}/lines"
+    before_lines = httpx.get(lines_url, headers=bearer(settings), timeout=30)
+    assert before_lines.status_code == 200, before_lines.text
 
     # Every record from PostgreSQL's columns.
     wiped = _now()
@@ -264,8 +267,16 @@ def test_reports_rebuilt_from_the_record_equal_the_reports_before_the_loss(stack
     lost = _consistency(settings, wiped)
     assert lost["state"] == "inconsistent" and lost["records_off"] > 0, lost
     assert _metric(settings, "fiscalflow_report_verify_differences") > 0  # what an alert watches
-    from_pg = _rebuild(stack, "--rate", "0")
+    # The totals first, from PostgreSQL alone (--no-lines: no archived document read) ...
+    from_pg = _rebuild(stack, "--rate", "0", "--no-lines")
     assert from_pg["scanned"] == from_pg["repaired"] == from_pg["from_postgres"] + finals["rejected"] + DUPLICATES
+    assert from_pg["lines_from_s3"] == from_pg["from_s3"] == 0
+    assert _snapshot(settings) == before
+    assert httpx.get(lines_url, headers=bearer(settings), timeout=30).status_code == 404
+    # ... then the lines, which only the archived documents hold (the totals stay as they are).
+    with_lines = _rebuild(stack, "--rate", "0", "--restart")
+    assert with_lines["lines_from_s3"] == finals["archived"] and with_lines["repaired"] == finals["archived"]
+    assert httpx.get(lines_url, headers=bearer(settings), timeout=30).json() == before_lines.json()
     assert _snapshot(settings) == before
 
     # Records archived before the registry kept the report's facts (migration 0070): a third of
