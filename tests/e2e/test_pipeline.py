@@ -35,6 +35,7 @@ from tests.support.e2e import s3_keys as _s3_keys
 from tests.support.e2e import wait_jobs as _wait_jobs
 from tests.support.sockets import connected_pids, descendants
 from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.wait import wait_for
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import batch_dir, load_files, merge_manifest, write_invoice
 from tooling.issuers.pki import DemoPKI
@@ -371,4 +372,11 @@ def test_a_lenient_job_archives_what_a_strict_one_rejects_with_its_warnings_in_t
                        headers=read, timeout=30).json()["records"]
     mine = [r for r in listed if r["record_id"] == record.record_id]
     assert mine and mine[0]["invoice_id"] == (root.get("Serie") or "") + (root.get("Folio") or "")
+    # Its line items, extracted by validate, carried by store, written by the report service.
+    # (the report service writes them a moment after the registry's archived status: wait for them)
+    lines = wait_for(lambda: httpx.get(f"{report}/api/v1/records/{record.record_id}/lines", headers=read,
+                                       timeout=30), lambda r: r.status_code == 200, "the record's lines", 60)
+    assert lines.status_code == 200, lines.text
+    conceptos = root.findall(f"{CFDI}Conceptos/{CFDI}Concepto")
+    assert [ln["description"] for ln in lines.json()["lines"]] == [c.get("Descripcion") for c in conceptos]
 
