@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install everything fiscalflow needs on a fresh Debian machine: Debian packages (OpenSSH for
-# the regional issuers' SFTP servers; PostgreSQL only when none answers), then .venv/ with the
+# the regional issuers' SFTP servers; PostgreSQL only when none answers; Chromium for the web
+# console's browser tests, tests/integration/browser), then .venv/ with the
 # pinned Python packages (constraints.txt is the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ! (command -v pg_isready >/dev/null && pg_isready -h 127.0.0.1 -p 5432 -q); then
     command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 fi

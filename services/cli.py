@@ -25,6 +25,7 @@ GROUPS: list[tuple[str, str | None]] = [
     ("tooling.demo", None),
     ("services.ingest.cli", None),
     ("services.report.cli", "report"),
+    ("services.report.console_cli", None),
     ("tooling.bench.cli", "bench"),
 ]
 OPTIONAL = "tooling"  # not installed in the product image

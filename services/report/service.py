@@ -27,6 +27,7 @@ from services.report.app import build_app
 from services.report.backend import ReportBackend
 from services.report.callbacks import CallbackSender
 from services.report.consistency import Consistency
+from services.report.console import Console
 from services.report.events import Archived, Event
 from services.report.metrics import BATCH_SECONDS, ROWS, WRITE_FAILURES
 from services.report.rebuild import archived_lines
@@ -96,6 +97,7 @@ class ReportService:
         auth = ApiAuth(self.settings)
         api = create_api(self.backend, auth)
         self.consistency.install(api, auth)
+        Console(self.backend, self.settings, self.topic_namespace).install(api, auth)  # docs/console.md
         return api
 
     # ------------------------------------------------------------------ the workload: the faust app

@@ -76,18 +76,14 @@ def _settings() -> Settings:
 
 def _read(namespace: str, keep_values: bool) -> list[DeadLetter]:
     """All dead letters, each once, in failure order (the broker's timestamp, then position)."""
-    from shared.dlq.model import collapse_copies
-    from shared.dlq.reader import DeadLetterTopicMissing, read_dead_letters
-    from shared.topics import DLQ
+    from shared.dlq.reader import DeadLetterTopicMissing
+    from shared.dlq.run import read_letters
 
-    topic = f"{namespace}.{DLQ}" if namespace else DLQ
     try:
-        letters = list(read_dead_letters(_settings(), topic, keep_values=keep_values))
+        return read_letters(_settings(), namespace, keep_values)
     except DeadLetterTopicMissing as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    letters.sort(key=lambda d: (d.dlq_timestamp_ms, d.dlq_partition, d.dlq_offset))
-    return collapse_copies(letters)
 
 
 def _echo_json(obj: Any) -> None:
@@ -250,30 +246,22 @@ async def _replay(letters: list[DeadLetter], superseded: list[DeadLetter], opts:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from shared.db.migrate import migrate
-    from shared.dlq.ledger import ReplayLedger
-    from shared.dlq.replay import execute, plan
-    from shared.runtime.kafka import AsyncProducer, producer_config
+    from shared.dlq.run import replay_letters
 
     settings = _settings()
     actor = f"dlq-replay/{getpass.getuser()}@{socket.gethostname()}"
     conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
-    producer = None
     try:
         await migrate(conn)
-        ledger = ReplayLedger(conn, actor)
-        items = await plan(letters, superseded, ledger, opts)
-        if not opts.dry_run:
-            producer = AsyncProducer(producer_config(settings, f"fiscalflow-dlq-replay-{socket.gethostname()}"))
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=Console(stderr=True), disable=quiet or opts.dry_run)
         with progress:
-            task = progress.add_task("replaying", total=len(items))
-            summary = await execute(items, ledger, producer, opts, on_item=lambda _: progress.advance(task))
+            task = progress.add_task("replaying", total=None)
+            return await replay_letters(conn, settings, letters, superseded, opts, actor,
+                                        on_plan=lambda items: progress.update(task, total=len(items)),
+                                        on_item=lambda _: progress.advance(task))
     finally:
-        if producer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, producer.close)
         await conn.close()
-    return summary
 
 
 def _report(summary: ReplaySummary, as_json: bool) -> None:

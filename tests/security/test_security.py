@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from services.ingest.api import IngestContext, create_app
 from services.report.api import create_api
 from services.report.consistency import Consistency
+from services.report.console import Console
 from shared import http_auth
 from shared.settings import PROJECT_ROOT, Settings
 from tests.faults.world import SECRETS, World
@@ -182,14 +183,19 @@ def test_every_route_of_both_apps_asks_for_a_token_even_one_left_out_of_the_open
     ingest = create_app(IngestContext(settings, None, None, {}, None, lambda: ""))  # type: ignore[arg-type]
     report = create_api(None, auth)  # type: ignore[arg-type]
     Consistency(SimpleNamespace(pool=None), settings, "", None).install(report, auth)  # type: ignore[arg-type]
+    Console(None, settings, "").install(report, auth)  # type: ignore[arg-type]
     apps: dict[str, FastAPI] = {"ingest": ingest, "report": report}
     for name, app in apps.items():
         routes = [r for r in app.routes if isinstance(r, APIRoute)]
         assert len(routes) >= 2, name
         assert [r.path for r in routes if not _require_read(r)] == [], name
-        # Besides them, only the open documentation (it holds no data): no plain Starlette route.
+        # Besides them, only the open documentation and the web console's static files (the page at
+        # / and its scripts, styles and vendored chart library under /console): they hold no data,
+        # the page sends the token on its API calls (services/report/console.py, docs/console.md).
+        # No other plain Starlette route.
         others = {getattr(r, "path", repr(r)) for r in app.routes if not isinstance(r, APIRoute)}
-        assert others <= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets"}, (name, others)
+        assert others <= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets",
+                          "/", "/console"}, (name, others)
 
 
 def _assert_docs_are_self_contained(http: httpx.Client, base: str) -> None:
