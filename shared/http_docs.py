@@ -18,8 +18,10 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 ASSETS = "/docs/assets"
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
@@ -35,9 +37,7 @@ def assets_dir() -> str:
 class _Assets(StaticFiles):
     """Only the three files the page loads (not the bundle's other files), cached a day."""
 
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
-        from starlette.responses import PlainTextResponse
-
+    async def get_response(self, path: str, scope: Scope) -> Response:
         if path not in ASSET_FILES:
             return PlainTextResponse("not found", status_code=404)
         response = await super().get_response(path, scope)

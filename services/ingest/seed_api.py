@@ -41,9 +41,6 @@ class SeedSource(StrEnum):
     API = "api"
 
 
-ValidationRules = ValidationProfile
-
-
 class ProcessRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: SeedSource = Field(SeedSource.API, description="api: `record_ids`; sftp: `file_pattern` over the SFTP "
@@ -53,8 +50,8 @@ class ProcessRequest(BaseModel):
         "(`north:batch-7/*.xml`); without one, every region.", examples=["*.xml", "north:batch-7/*.xml"])
     record_ids: list[Annotated[str, Field(pattern=RECORD_ID_PATTERN, description=RECORD_ID_RULE)]] | None = Field(
         None, min_length=1, max_length=100_000)
-    validation_rules: ValidationRules = Field(
-        ValidationRules.STRICT, description="strict: every failed rule rejects; lenient: the rules listed in "
+    validation_rules: ValidationProfile = Field(
+        ValidationProfile.STRICT, description="strict: every failed rule rejects; lenient: the rules listed in "
         "docs/seed-api.md become warnings on an archived record.")
     priority: Priority = Priority.NORMAL
     callback_url: AnyHttpUrl | None = None
