@@ -71,6 +71,9 @@ def tamper_after_seal(xml: bytes, rng: random.Random) -> bytes:
 
 def break_xml(xml: bytes, defect: Defect, rng: random.Random) -> bytes:
     if defect is Defect.XML_TRUNCATED:
-        return xml[: int(len(xml) * rng.uniform(0.2, 0.9))]
+        cut = int(len(xml) * rng.uniform(0.2, 0.9))
+        while cut > 0 and xml[cut] & 0xC0 == 0x80:  # never inside a UTF-8 character: that is XML_ENCODING
+            cut -= 1
+        return xml[:cut]
     # An unescaped & inside an attribute, as sloppy string-templating issuers produce.
     return xml.replace(b' Folio="', b' Folio="A&B ', 1)
