@@ -1,6 +1,7 @@
 """Documents between stages: the one size policy, and receiving a document message.
 
-A document travels inside its message (base64 in JSON) only while the encoded message — value,
+A document travels inside its message (its bytes after a JSON envelope: ``DOCUMENT_FRAME`` in
+``shared.domain.messages``) only while the encoded message — value,
 key and headers, what is actually produced — stays under ``INLINE_SHARE`` of the Kafka message
 limit (``message_max_bytes``: the producers' ``message.max.bytes`` and every topic's
 ``max.message.bytes``).  Otherwise it waits in S3 under a claim check (``staging/<record_id>``)
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from shared.domain.messages import DocumentRef
+from shared.domain.messages import DocumentRef, MalformedBody
 from shared.domain.reasons import ReasonCode
 from shared.runtime.errors import PermanentError, TransientError
 from shared.s3 import S3Store
@@ -45,10 +46,6 @@ def message_bytes(value: bytes, key: str, headers: dict[str, str]) -> int:
             + RUNTIME_HEADERS_BYTES)
 
 
-def _base64_len(n: int) -> int:
-    return 4 * ((n + 2) // 3)
-
-
 async def encode_document(doc: D, data: bytes, s3: S3Store, message_max_bytes: int,
                           headers: dict[str, str] | None = None) -> tuple[D, bytes]:
     """``doc`` carrying ``data`` inline if its encoded message fits the budget, else a claim check.
@@ -59,7 +56,7 @@ async def encode_document(doc: D, data: bytes, s3: S3Store, message_max_bytes: i
     if not doc.claim_key:
         budget = inline_budget(message_max_bytes)
         meta = message_bytes(b"", doc.record_id, headers or {})
-        if meta + _base64_len(len(data)) <= budget:  # else not worth encoding it to find out
+        if meta + len(data) <= budget:  # else not worth copying it to find out
             inline = doc.model_copy(update={"xml": data, "claim_key": None})
             value = inline.encode()
             if meta + len(value) <= budget:
@@ -85,8 +82,8 @@ async def put_claim(s3: S3Store, record_id: str, data: bytes, sha256: str) -> st
 async def receive_document(value: bytes, model: type[D], s3: S3Store) -> tuple[D, bytes]:
     """Parse ``value`` as ``model``; a body that is not one is a permanent ``MALFORMED_MESSAGE``."""
     try:
-        doc = model.model_validate_json(value)
-    except ValidationError as exc:
+        doc = model.decode(value)
+    except (ValidationError, MalformedBody) as exc:
         raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
     if doc.xml is not None:
         return doc, doc.xml

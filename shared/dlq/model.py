@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.messages import MalformedBody, envelope_of
 from shared.runtime import headers as H
 
 
@@ -56,8 +57,13 @@ def letter_id(record_id: str, headers: dict[str, str], topic: str, partition: in
 
 
 def _body_job_id(value: bytes | None) -> str | None:
-    """The job id in a JSON message body (a stage's task carries it), for a dead letter whose input
-    had no ``ff-job-id`` header.  Only a JSON object is parsed: an XML document is not."""
+    """The job id in a JSON message body or a framed document's envelope (a stage's task carries
+    it), for a dead letter whose input had no ``ff-job-id`` header.  Only a JSON object is parsed:
+    an XML document is not."""
+    try:
+        value = envelope_of(value) if value else value
+    except MalformedBody:
+        return None
     if not value or not value.lstrip().startswith(b"{"):
         return None
     try:

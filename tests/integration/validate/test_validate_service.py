@@ -71,7 +71,7 @@ def test_valid_documents_go_on_and_invalid_ones_dead_letter_with_their_rule(
         await running.stop()
         assert set(out) == valid
         for key, m in out.items():
-            doc = ValidatedDocument.model_validate_json(m.value())  # type: ignore[attr-defined]
+            doc = ValidatedDocument.decode(m.value())  # type: ignore[attr-defined]
             src = ids[key.decode()]
             assert doc.facts.uuid == src.uuid.upper()
             assert doc.facts.total == src.total and doc.facts.total_mxn == src.total_mxn

@@ -90,3 +90,16 @@ def test_the_report_decodes_a_dead_letter_as_the_cli_does() -> None:
     assert (bare.job_id, bare.reason, bare.version) == ("job-9", "MALFORMED_MESSAGE", 1764740000300)
     assert DeadLetter.from_kafka(DLQ, 1, 5, 1, b"rec-3", b'{"job_id": "job-9"}', {}).job_id == "job-9"
     assert DeadLetter.from_kafka(DLQ, 1, 6, 1, b"rec-4", b"<cfdi:Comprobante/>", {}).job_id is None
+
+
+def test_a_letter_without_a_job_header_takes_the_job_from_its_body_framed_or_json() -> None:
+    from shared.domain.messages import DOCUMENT_FRAME, DocumentRef
+
+    doc = DocumentRef(record_id="rec-1", job_id="job-7", region="north", path="a.xml", sha256="ab" * 32, size=4,
+                      xml=b"<x/>")
+    headers = {k: v for k, v in _headers().items() if k != H.JOB_ID}
+    framed = DeadLetter.from_kafka(DLQ, 0, 1, 1, b"rec-1", doc.encode(), headers)
+    legacy = DeadLetter.from_kafka(DLQ, 0, 2, 1, b"rec-1", doc.model_dump_json().encode(), headers)
+    broken = DeadLetter.from_kafka(DLQ, 0, 3, 1, b"rec-1", DOCUMENT_FRAME + b"\xff\xff\xff\xff{", headers)
+    xml = DeadLetter.from_kafka(DLQ, 0, 4, 1, b"rec-1", b'<cfdi job_id="x"/>', headers)
+    assert (framed.job_id, legacy.job_id, broken.job_id, xml.job_id) == ("job-7", "job-7", None, None)

@@ -15,10 +15,13 @@ from shared.documents import (
     encode_document,
     inline_budget,
     message_bytes,
+    receive_document,
     staging_key,
 )
-from shared.domain.messages import CfdiFacts, DocumentRef, ValidatedDocument
+from shared.domain.messages import DOCUMENT_FRAME, CfdiFacts, DocumentRef, ValidatedDocument
+from shared.domain.reasons import ReasonCode
 from shared.runtime import headers as H
+from shared.runtime.errors import PermanentError
 from shared.runtime.kafka import AsyncProducer, DeliveryError, is_too_large, producer_config
 from shared.runtime.runner import MessageTooLarge, OutputNotDelivered, delivery_failure
 from shared.s3 import S3Store
@@ -121,14 +124,38 @@ def test_a_document_is_inline_exactly_while_its_message_fits_ninety_percent_of_t
     body, value, s3 = _encode(_ref(), b"x" * n, LIMIT, headers)
     assert body.xml == b"x" * n and body.claim_key is None and not s3.puts
     assert message_bytes(value, "r-1", headers) <= inline_budget(LIMIT) == int(LIMIT * INLINE_SHARE)
-    assert DocumentRef.model_validate_json(value).xml == b"x" * n  # what travels is what was measured
+    assert DocumentRef.decode(value).xml == b"x" * n  # what travels is what was measured
     # One byte more: the message would pass the budget, so the document waits in S3.
     body, value, s3 = _encode(_ref(), b"x" * (n + 1), LIMIT, headers)
     assert body.xml is None and body.claim_key == staging_key("r-1")
     assert [p["Key"] for p in s3.puts] == [staging_key("r-1")] and s3.puts[0]["Body"] == b"x" * (n + 1)
     assert len(value) < 1000
-    # About 660 KB of document at the default limit: base64 and JSON make the message 4/3 of it.
-    assert 640_000 < n < 675_000
+    # The document travels as its own bytes: all of the budget but the envelope and the headers
+    # (base64 in JSON took a third of it: 660 KB before).
+    assert inline_budget(LIMIT) - 2_000 < n < inline_budget(LIMIT) - RUNTIME_HEADERS_BYTES
+
+
+def test_an_inline_document_travels_as_its_own_bytes_after_a_small_envelope() -> None:
+    xml = '<?xml version="1.0" encoding="UTF-8"?><cfdi:Comprobante Total="1.00">ñ\n"\\</cfdi:Comprobante>'.encode()
+    body, value, _ = _encode(_ref(), xml)
+    assert value.startswith(DOCUMENT_FRAME) and value.endswith(xml), "the bytes as downloaded, not base64"
+    assert len(value) - len(xml) < 300
+    assert DocumentRef.decode(value) == body == _ref().model_copy(update={"xml": xml})
+    assert DocumentRef.decode(value).xml == xml and DocumentRef.decode(_ref(xml=b"").encode()).xml == b""
+
+
+def test_a_json_body_from_before_the_frame_is_still_read() -> None:
+    """Messages in flight and dead letters written by an older stage (document base64 in JSON)."""
+    old = _ref(xml=b"<x/>").model_dump_json(exclude_none=True).encode()
+    assert old.startswith(b"{") and DocumentRef.decode(old).xml == b"<x/>"
+
+
+@pytest.mark.parametrize("value", [DOCUMENT_FRAME, DOCUMENT_FRAME + (10_000).to_bytes(4, "big") + b"{}",
+                                   DOCUMENT_FRAME + (2).to_bytes(4, "big") + b"{}<x/>", b"<x/>", b""])
+def test_a_broken_body_is_a_malformed_message_dead_letter(value: bytes) -> None:
+    with pytest.raises(PermanentError) as err:
+        asyncio.run(receive_document(value, DocumentRef, cast(S3Store, FakeS3())))
+    assert err.value.reason == ReasonCode.MALFORMED_MESSAGE
 
 
 def test_the_old_inline_threshold_would_have_overflowed_the_limit() -> None:
@@ -144,10 +171,11 @@ def test_validated_documents_decide_again_with_their_facts() -> None:
                       conceptos=1, trust="demo")
     n = _largest_inline(LIMIT, {})
     assert _encode(_ref(), b"x" * n)[0].xml is not None
+    facts = facts.model_copy(update={"issuer_rfc": "A" * 300})  # facts longer than a bare reference's fields
     doc = ValidatedDocument(**_ref().model_dump(), facts=facts)
     body, value, s3 = _encode(doc, b"x" * n)
     assert body.xml is None and body.claim_key == staging_key("r-1") and s3.puts
-    assert ValidatedDocument.model_validate_json(value).facts == facts
+    assert ValidatedDocument.decode(value).facts == facts
 
 
 def test_a_claimed_document_stays_claimed_without_a_second_upload() -> None:
