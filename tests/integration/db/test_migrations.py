@@ -60,3 +60,31 @@ async def test_validated_records_become_downloaded_and_the_status_is_refused(bla
     assert [tuple(r) for r in rows] == [("old-archived", "archived"), ("old-validated", "downloaded")]
     with pytest.raises(asyncpg.CheckViolationError):
         await conn.execute("UPDATE fiscal_records SET status = 'validated' WHERE record_id = 'old-archived'")
+
+
+async def test_a_pooled_connection_comes_back_clean_without_the_default_reset(stack_settings: Settings) -> None:
+    """The pool skips asyncpg's RESET ALL round trip (shared/db/migrate.py ``_release``): what a
+    borrower could leave behind is still undone, and start-up leaves the migration lock free."""
+    from shared.db.migrate import LOCK_ID, connect_pool
+
+    dsn = stack_settings.pg_dsn.get_secret_value()
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("CREATE TEMP TABLE left_open (x int)")  # never committed
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid, "the same connection, reused"
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None, "rolled back"
+            assert await conn.fetchval("SHOW random_page_cost") == "1.1", "session settings kept"
+        other = await asyncpg.connect(dsn)
+        try:
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_ID), "migrate released its lock"
+            await other.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
+        finally:
+            await other.close()
+    finally:
+        await pool.close()
