@@ -36,6 +36,58 @@ ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20
                    "aes256-ctr", "aes192-ctr", "aes128-ctr"]
 
 
+class _CoalescingTransport:
+    """A connection's writes of one event-loop turn leave in one ``send``.
+
+    Each SFTP request is one SSH packet and asyncssh writes each packet at once: three ``send``
+    calls per file (OPEN, READ, CLOSE), each a loopback TCP segment the kernel delivers in the
+    sender's time and a wake-up of sshd.  The stage has tens of downloads in flight on a
+    connection, so the packets of one turn go out together: the buffer is flushed by the next
+    turn (``call_soon``), before anything scheduled after the write (asyncssh's own
+    ``call_soon(transport.abort)`` after a DISCONNECT included).  The packets and their order are
+    unchanged; only the segments are fewer.  Measured (bench/download_bench.py's pool and fetch,
+    4,000 files of 5 KB, 10 connections, 3 alternated runs): client CPU 444-504 -> 315-383 µs per
+    file, 1,145-1,592 -> 1,618-1,928 files/s.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> object:  # get_extra_info, is_closing, pause_reading, ...
+        return getattr(self._transport, name)
+
+
+def coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
+    """Put :class:`_CoalescingTransport` under an open connection (asyncssh keeps its transport
+    in ``_transport``; constraints.txt pins the version this is tested with)."""
+    transport = getattr(conn, "_transport", None)
+    if isinstance(transport, asyncio.Transport):
+        conn._transport = _CoalescingTransport(transport)  # type: ignore[assignment]
+
+
 class PoolUnavailable(Exception):
     """No connection to the region's server could be had (refused, unreachable, host key)."""
 
@@ -196,6 +248,7 @@ class RegionPool:
                     known_hosts=str(self.known_hosts), agent_path=None, config=None,
                     encryption_algs=ENCRYPTION_ALGS,
                 ), CONNECT_TIMEOUT_S)
+                coalesce_writes(conn)
             sftp = await asyncio.wait_for(conn.start_sftp_client(), CONNECT_TIMEOUT_S)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise PoolUnavailable(f"sftp {self.region}: host key of {self.host}:{self.port} not verified "
