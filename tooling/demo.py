@@ -8,22 +8,29 @@ API, follows them with live progress bars, then prints the reports and where to 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections import Counter
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from shared.cli.api_client import bearer
-from shared.settings import Settings
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shared.settings import Settings
+
+
+@functools.cache
+def _console() -> Console:
+    """The terminal's rich console, made on first use: httpx, rich and the settings are imported by
+    the demo when it runs, not by every ``fiscalflow`` start-up."""
+    from rich.console import Console
+
+    return Console()
 
 
 def register(app: typer.Typer) -> None:
@@ -36,12 +43,14 @@ def register(app: typer.Typer) -> None:
         stop: bool = typer.Option(False, "--stop", help="Stop the local stack and exit."),
     ) -> None:
         """Run the whole pipeline on generated invoices, with live progress and the reports."""
+        from shared.settings import Settings
+
         settings = Settings()
         if stop:
             from tooling.stack import LocalStack
 
             LocalStack(settings).down()
-            console.print("stack stopped")
+            _console().print("stack stopped")
             return
         run_demo(settings, count, bad_fraction, seed if seed is not None else int(time.time()), timeout)
 
@@ -50,6 +59,7 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, seed: int, tim
     from tooling.issuers import cli as issuers
     from tooling.stack import LocalStack
 
+    console = _console()
     started = time.monotonic()
     console.rule("[bold]fiscalflow demo")
     console.print("1/4 starting the local stack and the five services …")
@@ -74,6 +84,8 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, seed: int, tim
 
 
 def _wait_ready(url: str, timeout: float = 60) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -82,12 +94,14 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            console.print(f"[red]{url} did not answer within {timeout:.0f} s; see .local/logs/[/red]")
+            _console().print(f"[red]{url} did not answer within {timeout:.0f} s; see .local/logs/[/red]")
             raise typer.Exit(1) from None
         time.sleep(0.3)
 
 
 def submit_jobs(settings: Settings, ingest: str, batch: str) -> dict[str, str]:
+    import httpx
+
     _wait_ready(f"{ingest}/openapi.json")
     headers = bearer(settings, admin=True)  # submitting is the admin token's; the rest reads
     jobs: dict[str, str] = {}
@@ -95,17 +109,21 @@ def submit_jobs(settings: Settings, ingest: str, batch: str) -> dict[str, str]:
         resp = httpx.post(f"{ingest}/api/v1/jobs", headers=headers, timeout=120,
                           json={"source": {"region": region, "pattern": f"{batch}/*.xml"}})
         if resp.status_code != 202:
-            console.print(f"[red]job for {region} refused: {resp.status_code} {resp.text}[/red]")
+            _console().print(f"[red]job for {region} refused: {resp.status_code} {resp.text}[/red]")
             raise typer.Exit(1)
         jobs[resp.json()["job_id"]] = region
     return jobs
 
 
 def follow(settings: Settings, ingest: str, jobs: dict[str, str], timeout: float) -> dict[str, dict[str, Any]]:
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
     status: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
+    console = _console()
     with httpx.Client(timeout=30, headers=bearer(settings)) as client, Progress(*columns, console=console) as progress:
         tasks = {job: progress.add_task(region, total=None, counts="") for job, region in jobs.items()}
         while True:
@@ -121,6 +139,8 @@ def follow(settings: Settings, ingest: str, jobs: dict[str, str], timeout: float
 
 
 def _report(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
+    import httpx
+
     url = f"http://127.0.0.1:{settings.report_port}{path}"
     _wait_ready(f"http://127.0.0.1:{settings.report_port}/openapi.json")
     body: dict[str, Any] = httpx.get(url, params=params, headers=bearer(settings), timeout=30).json()
@@ -128,6 +148,9 @@ def _report(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
 
 
 def print_reports(settings: Settings, batch: str) -> None:
+    from rich.table import Table
+
+    console = _console()
     # The report service materialises asynchronously: give it a moment to catch up.
     time.sleep(2)
     summary = _report(settings, "/api/v1/reports/summary")
@@ -196,9 +219,11 @@ def record_result(count: int, done: int, jobs_s: float, wall_s: float, final: di
 
 
 def where_next(settings: Settings, jobs: list[str]) -> None:
+    from rich.panel import Panel
+
     ingest = f"http://127.0.0.1:{settings.ingest_port}"
     report = f"http://127.0.0.1:{settings.report_port}"
-    console.print(Panel.fit("\n".join([
+    _console().print(Panel.fit("\n".join([
         f"ingest API   {ingest}/docs   (jobs: {ingest}/api/v1/jobs/{jobs[0]})",
         f"report API   {report}/docs   ({report}/api/v1/reports/summary)",
         "stack        fiscalflow stack status      (logs: .local/logs/, metrics: ops URLs in status)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -13,8 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from shared.cli.api_client import Api, IngestUrl, Token, api, call, die
-from shared.domain.messages import ValidationProfile
-from shared.domain.records import Priority
+from shared.domain.records import Priority, ValidationProfile
 
 job_app = typer.Typer(no_args_is_help=True, help="Submit jobs to the ingest HTTP API and follow them.")
 records_app = typer.Typer(no_args_is_help=True, help="Records in the registry: find and re-drive stalled ones.")
@@ -83,6 +81,8 @@ def register_manifest(
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV (with header) or JSON lines.")],
 ) -> None:
     """Register records from a manifest (record_id, region, path, sha256[, size]) in one COPY."""
+    import asyncio
+
     from services.ingest.manifest import ManifestError, parse_manifest
     from shared.db.migrate import connect_pool
     from shared.db.records import RegionConflict, register
@@ -262,6 +262,8 @@ def records_redrive(
     """Send stalled records (not final, no transition for longer than the lease) through the pipeline
     again.  Each one is re-driven from download once (guarded by the lease, with an audit event);
     a still-live twin of its earlier pass is harmless."""
+    import asyncio
+
     from services.ingest.reconciler import redrive
     from shared.db.migrate import connect_pool
     from shared.db.stalled import stalled_records

@@ -5,21 +5,31 @@ verify`` and ``report rebuild``: the report tables against the system of record.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from shared.cli.api_client import Api, ReportUrl, Token, api, call, checked, unreachable
 from shared.cli.chart import bar
 from shared.cli.money import money
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 app = typer.Typer(no_args_is_help=True, help="Reports from the report service's API.")
-console = Console()
+
+
+@functools.cache
+def _console() -> Console:
+    """The terminal's rich console, made on first use: rich is imported by the commands that print,
+    not by every ``fiscalflow`` start-up."""
+    from rich.console import Console
+
+    return Console()
 
 JsonOpt = typer.Option(False, "--json", help="Print the API's JSON instead of tables.")
 RegionOpt = typer.Option(None, "--region", help="Only the records of this issuer region (e.g. north).")
@@ -42,6 +52,8 @@ def _print_json(body: dict[str, Any]) -> None:
 
 
 def _groups_table(title: str, groups: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=title)
     for col in ("tipo", "moneda", "count", "total", "total_mxn"):
         t.add_column(col, justify="right" if col in ("count", "total", "total_mxn") else "left")
@@ -58,13 +70,15 @@ def summary(job_id: str | None = typer.Option(None, "--job-id", help="Only this 
     body = _get(api("report", url, token), "/api/v1/reports/summary", job_id=job_id, region=region)
     if as_json:
         return _print_json(body)
+    from rich.table import Table
+
     for title, data in (("by status", body["by_status"]), ("by reason", body["by_reason"])):
         t = Table(title=title)
         t.add_column("")
         t.add_column("records", justify="right")
         for k, n in data.items():
             t.add_row(k, str(n))
-        console.print(t)
+        _console().print(t)
     return None
 
 
@@ -80,17 +94,19 @@ def daily(date: str = typer.Argument(..., help="YYYY-MM-DD (date part of Fecha a
         return _print_json(body)
     of_region = f" from region {region}" if region is not None else ""
     if "error" in body:
-        console.print(f"No archived documents dated {date}{of_region}: nothing to report for that day.",
+        _console().print(f"No archived documents dated {date}{of_region}: nothing to report for that day.",
                       highlight=False)
         return None
-    console.print(_groups_table(f"{body['date']}{of_region} — {body['record_count']} documents, "
+    _console().print(_groups_table(f"{body['date']}{of_region} — {body['record_count']} documents, "
                                 f"{money(body['total_amount'])} MXN", body["groups"]))
+    from rich.table import Table
+
     t = Table(title="issuers")
     for col in ("rfc", "count", "total_mxn"):
         t.add_column(col, justify="left" if col == "rfc" else "right")
     for i in body["issuers"]:
         t.add_row(i["rfc"], str(i["count"]), money(i["total_mxn"]))
-    console.print(t)
+    _console().print(t)
     return None
 
 
@@ -104,7 +120,7 @@ def issuers(start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD
     if as_json:
         return _print_json(body)
     for i in body["issuers"]:
-        console.print(_groups_table(i["rfc"], i["groups"]))
+        _console().print(_groups_table(i["rfc"], i["groups"]))
     return None
 
 
@@ -116,7 +132,7 @@ def trend(hours: int = typer.Option(24, help="Hours back from now."), region: st
     if as_json:
         return _print_json(body)
     # the bar takes what the hour, the count and the total leave of the terminal's width
-    console.print(_trend_chart(body["points"], hours, width=max(10, min(50, console.width - 50))))
+    _console().print(_trend_chart(body["points"], hours, width=max(10, min(50, _console().width - 50))))
     return None
 
 
@@ -130,11 +146,13 @@ def regions(start: str | None = typer.Option(None, "--from", help="First day of 
     body = _get(api("report", url, token), "/api/v1/reports/regions", **{"from": start, "to": end})
     if as_json:
         return _print_json(body)
-    console.print(_regions_table(body))
+    _console().print(_regions_table(body))
     return None
 
 
 def _regions_table(body: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     every_day = body["from"] is None
     t = Table(title="archived per region, " + ("every day" if every_day else f"{body['from']}..{body['to']}"),
               caption=None if body["regions"] else "nothing archived")
@@ -154,6 +172,8 @@ def _regions_table(body: dict[str, Any]) -> Table:
 def _trend_chart(points: list[dict[str, Any]], hours: int, width: int) -> Table:
     """One row per hour: the hour, a bar of its archived count (the busiest hour fills ``width``), the
     count and the MXN total."""
+    from rich.table import Table
+
     peak = max((int(p["count"]) for p in points), default=0)
     t = Table(title=f"last {hours} h: archived documents per hour", caption=None if points else "nothing archived")
     t.add_column("hour")
@@ -185,6 +205,8 @@ def verify(start: str | None = FromOpt, end: str | None = ToOpt,
     else:
         diffs = [c for c in body["cells"] if c["differs"]]
         if diffs:
+            from rich.table import Table
+
             t = Table(title=f"{len(diffs)} differences ({body['records_off']} records off)")
             t.caption = "PG: PostgreSQL (the record), CH: ClickHouse (the reports)"
             for col in ("day", "region", "status", "reason", "PG", "CH", "PG MXN", "CH MXN"):
@@ -196,12 +218,12 @@ def verify(start: str | None = FromOpt, end: str | None = ToOpt,
                 t.add_row(c["day"] or "(all)", NO_REGION if region == "" else region or "", c["status"], c["reason"],
                           str(c["postgres"]), str(c["clickhouse"]), money(c["postgres_mxn"]),
                           money(c["clickhouse_mxn"]))
-            console.print(t)
-            console.print("[yellow]the reports differ from the record: `fiscalflow report rebuild` "
+            _console().print(t)
+            _console().print("[yellow]the reports differ from the record: `fiscalflow report rebuild` "
                           "re-materialises them[/yellow]")
         else:
             archived = sum(c["postgres"] for c in body["cells"] if c["day"])
-            console.print(f"[green]consistent[/green]: {body['days']} days, {archived} archived records"
+            _console().print(f"[green]consistent[/green]: {body['days']} days, {archived} archived records"
                           + ("" if body["complete"] else f" ({body['from'] or '…'}..{body['to'] or '…'})")
                           + f", checked in {body['seconds']:.2f} s")
     if not body["consistent"]:
@@ -222,6 +244,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
     """Re-materialise the report tables from PostgreSQL and the archived documents (S3), through
     the report service; idempotent, resumable (run it again after a crash), safe while the
     pipeline runs."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     scope = {"from": start, "to": end}
@@ -230,7 +253,7 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
     cp = plan["checkpoint"] or {}
     resumed = 0 if restart or dry_run or not plan["resumes"] else int(cp.get("scanned", 0))
     if resumed and not as_json:
-        console.print(f"resuming the rebuild started {cp['started_at']}: {resumed} records done")
+        _console().print(f"resuming the rebuild started {cp['started_at']}: {resumed} records done")
     totals = {k: 0 for k in ("scanned", "present", "repaired", "archived_rows", "outcome_rows", "from_postgres",
                              "from_s3", "lines_from_s3", "line_rows", "regions_set")}
     missing: list[str] = []
@@ -269,22 +292,24 @@ def rebuild(start: str | None = FromOpt, end: str | None = ToOpt,
         _print_json(result)
     else:
         verb = "would write" if dry_run else "wrote"
-        console.print(f"{totals['scanned']} records in {elapsed:.1f} s ({result['records_per_s']}/s): "
+        _console().print(f"{totals['scanned']} records in {elapsed:.1f} s ({result['records_per_s']}/s): "
                       f"{totals['present']} already in the reports, {verb} {totals['repaired']} "
                       f"({totals['from_postgres']} from PostgreSQL, {totals['from_s3']} "
                       f"{'to read' if dry_run else 'read'} from S3; {totals['lines_from_s3']} documents "
                       f"{'to read' if dry_run else 'read'} for their lines only)")
         if totals["regions_set"]:
-            console.print(f"{totals['regions_set']} archived records moved to their issuer region in the reports "
+            _console().print(f"{totals['regions_set']} archived records moved to their issuer region in the reports "
                           "(written before the reports kept regions)")
         if missing:
-            console.print(f"[red]{len(missing)} archived records have no readable document: {missing[:10]}[/red]")
+            _console().print(f"[red]{len(missing)} archived records have no readable document: {missing[:10]}[/red]")
     if missing:
         raise typer.Exit(1)
 
 
 def _post_step(target: Api, body: dict[str, Any], attempts: int = 30) -> dict[str, Any]:
     """One rebuild step; a report service restarting or a dependency down is waited for."""
+    import httpx
+
     url = target.url("/api/v1/reports/rebuild")
     delay = 1.0
     for attempt in range(attempts):
@@ -300,9 +325,9 @@ def _post_step(target: Api, body: dict[str, Any], attempts: int = 30) -> dict[st
         except httpx.TransportError as exc:
             reason = unreachable(target, url, exc)
         if attempt + 1 < attempts:
-            console.print(f"[yellow]step not done ({reason}); again in {delay:.0f} s[/yellow]", highlight=False)
+            _console().print(f"[yellow]step not done ({reason}); again in {delay:.0f} s[/yellow]", highlight=False)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
-    console.print(f"[red]the report service at {url} did not take the step; run the command again to "
+    _console().print(f"[red]the report service at {url} did not take the step; run the command again to "
                   "resume[/red]")
     raise typer.Exit(2)

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
-from shared.settings import Settings
-
 if TYPE_CHECKING:
     import httpx
+
+    from shared.settings import Settings
 
 READ_TOKEN_VARIABLE = "FISCALFLOW_READ_TOKEN"
 ADMIN_TOKEN_VARIABLE = "FISCALFLOW_API_TOKEN"
@@ -62,6 +62,8 @@ def api(service: Service, url: str | None = None, token: str | None = None, admi
     """``service``'s API at ``url`` (default: the local port) with ``token`` (default: the settings')."""
     if url and token:
         return Api(service, url.rstrip("/"), {"Authorization": f"Bearer {token}"}, admin, True)
+    from shared.settings import Settings
+
     settings = Settings()
     base = (url or f"http://127.0.0.1:{getattr(settings, f'{service}_port')}").rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else bearer(settings, admin)

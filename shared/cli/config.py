@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import typer
-from pydantic import SecretStr
-
-from shared.settings import Settings
 
 
 def settings_table() -> str:
+    from pydantic import SecretStr
+
+    from shared.settings import Settings
+
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, f in Settings.model_fields.items():
         default = f.default
@@ -28,6 +29,10 @@ def register(app: typer.Typer) -> None:
     @app.command("config")
     def config(markdown: bool = typer.Option(False, "--markdown", help="Print the README's table.")) -> None:
         """Print the effective settings (secrets masked) as JSON, or every variable as a table."""
+        from pydantic import SecretStr
+
+        from shared.settings import Settings
+
         if markdown:
             typer.echo(settings_table())
             return

@@ -10,7 +10,6 @@ broker), 2 usage errors.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import re
 import socket
@@ -229,6 +228,8 @@ def replay(stage: StageOpt = None, reason: ReasonOpt = None, job: JobOpt = None,
     if not all_ and not (stage or reason or job or flt.records or since or until):
         typer.echo("error: no filter given: pass --all to replay the whole dead-letter topic", err=True)
         raise typer.Exit(2)
+    import asyncio
+
     from shared.dlq.replay import Outcome, ReplayOptions, latest_per_record
 
     opts = ReplayOptions(to_stage=to, max_replays=max_replays, rate=rate, dry_run=dry_run, namespace=namespace)

@@ -10,12 +10,12 @@ record id.
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import StrEnum
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.records import RECORD_ID_PATTERN, RECORD_ID_RULE, Priority
+from shared.domain.records import ValidationProfile as ValidationProfile  # a job's profile; the field type below
 
 
 class _Body(BaseModel):
@@ -151,15 +151,6 @@ def lines_travel(count: int, description_chars: int, message_max_bytes: int) -> 
     in the messages (else they stay in the archive)."""
     budget = min(MAX_EVENT_LINES_BYTES, message_max_bytes // 16)
     return count <= MAX_EVENT_LINES and count * LINE_JSON_OVERHEAD + description_chars <= budget
-
-
-class ValidationProfile(StrEnum):
-    """A job's ``validation_rules`` (seed 000): strict rejects on every rule; lenient archives a
-    document whose only failed rules are in ``services.validate.profile.LENIENT_RULES``, with
-    them as warnings."""
-
-    STRICT = "strict"
-    LENIENT = "lenient"
 
 
 class RuleWarning(_Body):

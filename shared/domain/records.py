@@ -38,3 +38,12 @@ FINAL_STATUSES = frozenset({RecordStatus.ARCHIVED, RecordStatus.REJECTED, Record
 class Priority(StrEnum):
     NORMAL = "normal"
     HIGH = "high"
+
+
+class ValidationProfile(StrEnum):
+    """A job's ``validation_rules`` (seed 000): strict rejects on every rule; lenient archives a
+    document whose only failed rules are in ``services.validate.profile.LENIENT_RULES``, with
+    them as warnings."""
+
+    STRICT = "strict"
+    LENIENT = "lenient"
