@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tooling.bench.harness import PIPELINE, bench_settings, bench_stack
 from tooling.bench.output import emit
-from tooling.bench.pipeline import figures, run_pipeline
+from tooling.bench.pipeline import STAGE_HEADERS, figures, run_pipeline, stage_rows
 from tooling.bench.scenarios import scenario
 
 SCENARIO = scenario("memory")
@@ -26,3 +26,4 @@ def run(count: int = 10_000) -> None:
     emit("memory", ["stage process", "steady RSS MB (median under load)", "peak RSS MB", "target"], rows,
          f"{r.finished:,} of {r.count:,} invoices through the whole pipeline in {r.wall_s:.1f} s, one replica each",
          measured=[SCENARIO.measured(figures(r), {"count": count})])
+    emit("memory per process", STAGE_HEADERS, stage_rows(r), "same run as the entry above")
