@@ -141,8 +141,9 @@ async def lookup(conn: asyncpg.Connection | asyncpg.Pool, record_ids: Sequence[s
 _TRANSITION_SQL = """
 WITH t AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
-                         $8::float8[])
-        AS t(record_id, to_status, allowed, reason, last_error, job_id, fields, lease_s)
+                         $8::float8[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[])
+        AS t(record_id, to_status, allowed, reason, last_error, job_id, fields, lease_s,
+             stage, detail, actor, trace_id, idempotency_key)
 ),
 old AS (
     SELECT r.record_id, r.status FROM fiscal_records r JOIN t USING (record_id)
@@ -183,6 +184,15 @@ upd AS (
     FROM t JOIN old USING (record_id)
     WHERE r.record_id = t.record_id
     RETURNING r.record_id, old.status AS from_status, r.status AS to_status
+),
+-- The audit event of each move that applied, in the same statement: no move without its event.
+audit AS (
+    INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, trace_id,
+                              idempotency_key)
+    SELECT upd.record_id, t.stage, upd.from_status, upd.to_status, t.reason, t.detail, t.actor, t.trace_id,
+           t.idempotency_key
+    FROM upd JOIN t USING (record_id)
+    ON CONFLICT (idempotency_key) DO NOTHING
 )
 SELECT record_id, from_status, to_status FROM upd
 """
@@ -190,17 +200,10 @@ SELECT record_id, from_status, to_status FROM upd
 # Restarts whose request already applied once: probes of the audit's unique key index.
 _SEEN_SQL = "SELECT idempotency_key FROM audit_events WHERE idempotency_key = ANY($1::text[])"
 
-_AUDIT_SQL = """
-INSERT INTO audit_events (record_id, stage, from_status, to_status, reason, detail, actor, trace_id, idempotency_key)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
-                     $8::text[], $9::text[])
-ON CONFLICT (idempotency_key) DO NOTHING
-"""
-
 
 @transient_when_down
 async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequence[Transition]) -> list[bool]:
-    """Apply guarded transitions in one transaction; returns, per item, whether it applied.
+    """Apply guarded transitions in one statement; returns, per item, whether it applied.
 
     An item that did not apply (its record was not in an allowed status, e.g. already moved on
     by an earlier delivery) writes no audit event either.
@@ -212,8 +215,10 @@ async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequen
     for t in items:
         first.setdefault(t.record_id, t)
     batch = list(first.values())
-    async with connection(db) as conn, conn.transaction():
-        once = [t.idempotency_key for t in batch if t.restart_once]
+    once = [t.idempotency_key for t in batch if t.restart_once]
+    async with connection(db) as conn:
+        # One statement moves the records and writes their audit events (atomic on its own: no
+        # BEGIN/COMMIT round trips); the restart probe, when a batch needs it, reads before it.
         seen = {r[0] for r in await conn.fetch(_SEEN_SQL, once)} if once else set()
         rows = await conn.fetch(
             _TRANSITION_SQL,
@@ -226,22 +231,13 @@ async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequen
             [t.job_id for t in batch],
             [json.dumps(t.fields) for t in batch],
             [t.redrive_lease_s for t in batch],
+            [t.stage for t in batch],
+            [json.dumps(t.detail) if t.detail is not None else None for t in batch],
+            [t.actor for t in batch],
+            [t.trace_id for t in batch],
+            [t.idempotency_key for t in batch],
         )
-        applied = {r["record_id"]: r["from_status"] for r in rows}
-        audit = [t for t in batch if t.record_id in applied]
-        if audit:
-            await conn.execute(
-                _AUDIT_SQL,
-                [t.record_id for t in audit],
-                [t.stage for t in audit],
-                [applied[t.record_id] for t in audit],
-                [t.to_status.value for t in audit],
-                [t.reason for t in audit],
-                [json.dumps(t.detail) if t.detail is not None else None for t in audit],
-                [t.actor for t in audit],
-                [t.trace_id for t in audit],
-                [t.idempotency_key for t in audit],
-            )
+    applied = {r["record_id"] for r in rows}
     # By identity: an equal second submission for the same record did not apply.
     return [t.record_id in applied and first[t.record_id] is t for t in items]
 
