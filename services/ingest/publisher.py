@@ -5,14 +5,25 @@ Used by the HTTP API and by ``fiscalflow publish``: one place that knows what a 
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 
 from shared.domain.messages import IngestRequest
 from shared.domain.records import RECORD_ID_RULE, Priority, valid_record_id
 from shared.runtime import headers as H
 from shared.runtime.kafka import AsyncProducer
 from shared.topics import Stage, input_topic, priority_topic
+
+# Ids produced per ``send_many`` call; between two the event loop runs (the job's members are copied
+# into PostgreSQL meanwhile: see ``Submitter.submit``).
+CHUNK = 5_000
+
+# Every id of a list at once: the list joined by newlines is a newline-separated run of valid ids
+# (one C-level match, ~20x faster than a match per id at 100,000 ids), and holds no more newlines
+# than the separators, so no id had one inside.  The same rule as ``valid_record_id``.
+_ID_RUN = re.compile(r"[A-Za-z0-9._-]{1,200}(?:\n[A-Za-z0-9._-]{1,200})*")
 
 
 def ingest_topic(priority: Priority, namespace: str = "") -> str:
@@ -27,22 +38,69 @@ def encode(record_id: str, job_id: str | None, priority: Priority) -> tuple[byte
     return record_id.encode(), value, headers
 
 
+def check_record_ids(record_ids: Sequence[str]) -> None:
+    """Raise ValueError naming the first id that breaks the rule (``valid_record_id``)."""
+    if not record_ids:
+        return
+    try:
+        joined = "\n".join(record_ids)
+    except TypeError:
+        joined = ""  # not all strings: the slow path names the first
+    if joined and _ID_RUN.fullmatch(joined) is not None and joined.count("\n") == len(record_ids) - 1:
+        return
+    for rid in record_ids:
+        if not isinstance(rid, str) or not valid_record_id(rid):
+            raise ValueError(f"record id {str(rid)[:60]!r}: {RECORD_ID_RULE}")
+
+
 def _encode_many(record_ids: Iterable[str], job_id: str | None,
                  priority: Priority) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """``encode`` for a batch, without a pydantic model per id (a third of the API's time per id at
-    100,000 ids a request): the same bytes as ``IngestRequest.encode`` (compact JSON, UTF-8, no
-    null fields), one shared header list.  Ids are checked like the model checks them."""
+    """``encode`` for a batch, without a pydantic model per id: the same bytes as
+    ``IngestRequest.encode`` (compact JSON, UTF-8, no null fields), one shared header list.  Every
+    id is checked first, so a bad one refuses the batch before anything is sent."""
+    ids = record_ids if isinstance(record_ids, Sequence) else list(record_ids)
+    check_record_ids(ids)
+    return _messages(ids, job_id, priority)
+
+
+def _messages(ids: Sequence[str], job_id: str | None,
+              priority: Priority) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """Checked ids' messages.  A valid id needs no JSON escaping (letters, digits, '.', '_', '-'):
+    its value is three byte strings joined (``json.dumps`` per id was half the encoding's time)."""
     headers = [(H.JOB_ID, job_id.encode())] if job_id else []
-    tail = (f',"job_id":{json.dumps(job_id, ensure_ascii=False)}' if job_id else "") + \
-        f',"priority":{json.dumps(priority.value)}}}'
-    dumps = json.dumps
-    for rid in record_ids:
-        if not valid_record_id(rid):
-            raise ValueError(f"record id {rid[:60]!r}: {RECORD_ID_RULE}")
-        yield rid.encode(), f'{{"v":1,"record_id":{dumps(rid, ensure_ascii=False)}{tail}'.encode(), headers
+    head = b'{"v":1,"record_id":"'
+    tail = ('"' + (f',"job_id":{json.dumps(job_id, ensure_ascii=False)}' if job_id else "")
+            + f',"priority":{json.dumps(priority.value)}}}').encode()
+    for rid in ids:
+        key = rid.encode()
+        yield key, head + key + tail, headers
 
 
 async def publish(producer: AsyncProducer, record_ids: Iterable[str], priority: Priority, job_id: str | None,
                   namespace: str = "") -> int:
-    """Publish and wait until the broker acknowledged every id (raises on a failed delivery)."""
-    return await producer.send_many(ingest_topic(priority, namespace), _encode_many(record_ids, job_id, priority))
+    """Publish and wait until the broker acknowledged every id (raises on a failed delivery; a bad
+    id raises ValueError before anything is sent).
+
+    In chunks of ``CHUNK`` ids, each its own ``send_many``, the event loop running between two: a
+    big job does not hold the loop for its whole produce loop (a third of a second at 100,000 ids),
+    so what runs beside it (the job's COPY into PostgreSQL, the stage's consumer) keeps moving.
+    The chunks' deliveries are awaited together, not one after the other."""
+    ids = record_ids if isinstance(record_ids, Sequence) else list(record_ids)
+    check_record_ids(ids)
+    topic = ingest_topic(priority, namespace)
+    if len(ids) <= CHUNK:
+        return await producer.send_many(topic, _messages(ids, job_id, priority))
+    sends: list[asyncio.Future[int]] = []
+    try:
+        for start in range(0, len(ids), CHUNK):
+            chunk = _messages(ids[start:start + CHUNK], job_id, priority)
+            sends.append(asyncio.ensure_future(producer.send_many(topic, chunk)))
+            await asyncio.sleep(0)  # that chunk is produced now; whatever else is ready runs too
+    finally:
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    sent = 0
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        sent += result
+    return sent
