@@ -10,6 +10,9 @@ the worst case for the summing tables (5x the rows per day).  Then times the ser
 functions (services/report/queries.py) through its ClickHouse thread, p50/p99, and the same
 answers computed from the base table with FINAL, to show what the summing tables buy.  The
 machine's load average is part of the note: on shared cores it moves p99 more than any change.
+The process's memory (/proc/self/status) is read after the load (once jemalloc has handed the
+bulk insert's pages back) and after the report queries: VmRSS, split into private (RssAnon) and
+file-backed pages (RssFile: chDB's library), and VmHWM, the peak so far (decision 0023).
 Appends to the raw run log (.local/bench/).  Not a test.
 """
 
@@ -37,6 +40,24 @@ from services.report import queries
 from services.report.sink import connect, create_schema
 
 CHUNK = 100_000
+SETTLE_S = 6.0  # jemalloc returns freed pages after its dirty_decay_ms (5 s in chDB): RSS is read after it
+
+
+def memory() -> dict[str, float]:
+    """This process's memory now, MB: rss (VmRSS) = anon (RssAnon) + file (RssFile) + shmem; peak (VmHWM)."""
+    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "peak"}
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in keys:
+                out[keys[name]] = int(value.split()[0]) / 1024
+    return out
+
+
+def _memory_text(m: dict[str, float]) -> str:
+    return f"RSS {m['rss']:.0f} MB ({m['anon']:.0f} private + {m['file']:.0f} file-backed), peak {m['peak']:.0f} MB"
+
 
 _LOAD_ARCHIVED = """
 INSERT INTO archived SELECT
@@ -131,6 +152,9 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while client.query("SELECT count() FROM system.merges").result_rows[0][0] and time.monotonic() < deadline:
             time.sleep(0.5)
+        time.sleep(SETTLE_S)
+        mem_loaded = memory()
+        print(f"memory after the load: {_memory_text(mem_loaded)}; load average {os.getloadavg()[0]:.2f}", flush=True)
         n = client.query("SELECT count() FROM archived").result_rows[0][0]
         keys = client.query("SELECT uniqExact(day, issuer_rfc, tipo, moneda) FROM archived").result_rows[0][0]
         summing = ", ".join(f"{t} {rows:,} rows in {parts} parts" for t, rows, parts in client.query(
@@ -160,7 +184,12 @@ def main() -> None:
         rows = []
         figures: dict[str, float] = {"records": n, "keys": keys, "load_s": load_s}
         load_before = os.getloadavg()
+        mem_queried: dict[str, float] = {}
         for key, name, fn in cases:
+            if name.startswith("baseline") and not mem_queried:  # the service's queries have all run
+                mem_queried = memory()
+                print(f"memory after the report queries: {_memory_text(mem_queried)}; load average"
+                      f" {os.getloadavg()[0]:.2f}", flush=True)
             fn()  # warm caches
             runs = args.runs if not name.startswith("baseline") else max(20, args.runs // 10)
             p50, p99 = _timed(fn, runs, pool)
@@ -168,14 +197,19 @@ def main() -> None:
             figures.update({f"{key}.p50_ms": p50, f"{key}.p99_ms": p99})
             print(rows[-1], flush=True)
         pool.shutdown()
+        mem_queried = mem_queried or memory()
         table = "\n".join(["| query | runs | p50 ms | p99 ms |", "|---|---|---|---|", *rows])
         load_after = os.getloadavg()
+        for stage, m in (("loaded", mem_loaded), ("queried", mem_queried)):
+            figures.update({f"memory.{stage}.{k}_mb": v for k, v in m.items()})
         note = (f"{n:,} archived records (+5 % rejected outcomes) loaded in {load_s:.1f} s, "
                 f"{'dense: ' if args.dense else ''}{keys:,} (day, issuer, tipo, moneda) keys; after merges "
                 f"settled: {summing}; load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} "
                 f"before the timings, {'/'.join(f'{x:.2f}' for x in load_after)} after; target p99 <= 20 ms "
                 "for daily, summary, issuers. Summary's in-progress counts come from PostgreSQL (index on "
-                "status) and are not in these numbers.")
+                "status) and are not in these numbers. Memory of this process after the load: "
+                f"{_memory_text(mem_loaded)}; after the report queries (before the baselines): "
+                f"{_memory_text(mem_queried)}; target RSS <= 200 MB.")
         print(note)
         if not args.no_record:
             from tooling.bench.scenarios import scenario
