@@ -14,7 +14,7 @@ class S3Store:
     """One client per process, opened lazily. Outages surface as ``TransientError('s3')``.
 
     aiobotocore is imported with the first client, not with this module: importing it costs
-    ~27 MB of RSS, and the validate stage (documents inline, claim checks only above ~650 KB) usually
+    ~27 MB of RSS, and the validate stage (documents inline, claim checks only above ~899 KB) usually
     never needs S3 — that was most of its margin over the 150 MB per-process budget.
     """
 
