@@ -64,10 +64,23 @@ def _job(settings: Settings, job_id: str) -> dict[str, Any]:
 
 
 def _restart_broker_mid_job(stack: LocalStack, settings: Settings, job_id: str, total: int) -> int:
-    """Restart the broker once a fifth of the job is final; then wait until the job stops moving.
-    Returns how many of its records are left stuck (not final)."""
+    """Restart the broker once a fifth of the job is final, with documents waiting in
+    fiscal.validate; then wait until the job stops moving.  Returns how many of its records are
+    left stuck (not final).
+
+    validate is held (SIGSTOP) until the restart: what its consumer had already fetched survives
+    a broker restart in the client, and a fast pipeline can have fetched everything, leaving
+    nothing to lose.  Held, it fetches nothing more, so the documents downloaded meanwhile are in
+    the topic when the broker loses them."""
     wait_until(lambda: _job(settings, job_id)["finished"] >= total // 5, "a fifth of the job", 300)
-    stack.restart("broker")
+    [validate] = stack.replica_pids(Stage.VALIDATE)
+    os.kill(validate, signal.SIGSTOP)  # a replica this test's stack started
+    try:
+        wait_until(lambda: _job(settings, job_id)["counts"].get("downloaded", 0) >= 300, "a backlog for validate",
+                   120)
+        stack.restart("broker")
+    finally:
+        os.kill(validate, signal.SIGCONT)
     last, still_since = -1, time.monotonic()
     while time.monotonic() - still_since < 3 * LEASE_S:  # no transition for longer than the lease
         finished = _job(settings, job_id)["finished"]
