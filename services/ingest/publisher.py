@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 from shared.domain.messages import IngestRequest
 from shared.domain.records import RECORD_ID_RULE, Priority, valid_record_id
@@ -85,15 +86,11 @@ async def publish(producer: AsyncProducer, record_ids: Iterable[str], priority: 
     big job does not hold the loop for its whole produce loop (a third of a second at 100,000 ids),
     so what runs beside it (the job's COPY into PostgreSQL, the stage's consumer) keeps moving.
     The chunks' deliveries are awaited together, not one after the other."""
-    ids = record_ids if isinstance(record_ids, Sequence) else list(record_ids)
-    check_record_ids(ids)
+    messages = _encode_many(record_ids, job_id, priority)  # every id checked before the first is sent
     topic = ingest_topic(priority, namespace)
-    if len(ids) <= CHUNK:
-        return await producer.send_many(topic, _messages(ids, job_id, priority))
     sends: list[asyncio.Future[int]] = []
     try:
-        for start in range(0, len(ids), CHUNK):
-            chunk = _messages(ids[start:start + CHUNK], job_id, priority)
+        while chunk := list(islice(messages, CHUNK)):
             sends.append(asyncio.ensure_future(producer.send_many(topic, chunk)))
             await asyncio.sleep(0)  # that chunk is produced now; whatever else is ready runs too
     finally:
