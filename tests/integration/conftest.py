@@ -41,12 +41,16 @@ TEST_ENV = {
 
 
 def _fresh_stack(local_dir: Path, settings: Settings) -> None:
-    """Stop what a crashed earlier session left running (by its state file), then start clean."""
+    """Stop what a crashed earlier session left running (by its state file), then start clean: the
+    session's database too, so what earlier runs left unfinished in it (on a machine that keeps its
+    PostgreSQL, such as a CI runner) cannot change what this run's tests see."""
+    from tests.support.stacks import drop_database
     from tooling.stack import LocalStack
 
     if local_dir.exists():
         LocalStack(settings).down()
         shutil.rmtree(local_dir)
+    drop_database(settings)
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def isolated_stack(settings: Settings) -> Iterator[Settings]:
     if settings.local_dir.exists():
         stack.down()
         shutil.rmtree(settings.local_dir)
-    _drop_database(settings)
+    drop_database(settings)
     stack.up(services=())
     try:
         yield settings
@@ -67,7 +67,8 @@ def isolated_stack(settings: Settings) -> Iterator[Settings]:
         stack.down()
 
 
-def _drop_database(settings: Settings) -> None:
+def drop_database(settings: Settings) -> None:
+    """Drop the stack's database (gone already, or no server to ask: nothing to do)."""
     dsn = settings.pg_dsn.get_secret_value()
     name = dsn.rsplit("/", 1)[1]
     admin = dsn.rsplit("/", 1)[0] + "/postgres"
