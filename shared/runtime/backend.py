@@ -49,6 +49,13 @@ class ConsumerBackend(Protocol):
         """(topic, partition, messages behind the end) for the assigned partitions it knows."""
         ...
 
+    def rewind_truncated(self) -> list[Part]:
+        """Partitions whose log now ends before the consumer's position (the broker lost it: a
+        topic made again, a memory broker restarted), moved to their log's start; the caller
+        forgets their offsets.  Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the client
+        resets itself; a broker that answers with nothing needs this."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -2,7 +2,8 @@
 
 A commit names, per assigned partition, the lowest offset still in flight (or one past the
 highest seen): a crash redelivers exactly the unfinished suffix.  Commits go every
-``commit_interval_ms``, at a revoke (for the revoked partitions) and at a graceful stop.
+``commit_interval_ms``, at a revoke (for the revoked partitions) and at a graceful stop.  Every
+``LAG_EVERY_S`` it publishes the lag and rewinds the partitions whose log the broker lost.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Committer:
             ticks += 1
             if ticks % lag_every == 0:
                 try:
+                    await self._on_thread(self._rewind_truncated)
+                except Exception:
+                    log.exception("truncated-log check failed")
+                try:
                     await self._on_thread(self._publish_lag)
                 except Exception:  # a metric must never stop the stage
                     log.debug("lag metric failed", exc_info=True)
@@ -70,6 +75,13 @@ class Committer:
                 self._consumer.commit(commits)
             except Exception as exc:
                 log.warning("commit on revoke failed: %s", exc)
+
+    def _rewind_truncated(self) -> None:
+        """A partition read again from its log's start has its offsets counted afresh: what was
+        done (or committed) on the lost log says nothing about the new one."""
+        for topic, partition in self._consumer.rewind_truncated():
+            self._offsets.forget(topic, partition)
+            M.LOG_REWINDS.labels(self.stage, topic).inc()
 
     def _publish_lag(self) -> None:
         for topic, partition, lag in self._consumer.lag(sorted(self._assignment)):
