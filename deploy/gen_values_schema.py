@@ -221,6 +221,7 @@ def schema() -> dict[str, Any]:
                                    "stageHalted": alert(),
                                    "stagePaused": alert(),
                                    "deadLetters": alert(threshold={"type": "integer", "minimum": 0}, window=True),
+                                   "partitionRewinds": alert(window=True),
                                    "reportWrites": alert(window=True),
                                    "callbacks": alert(threshold={"type": "integer", "minimum": 0}, window=True),
                                    "reportsOutOfStep": alert()}},

@@ -31,6 +31,7 @@ ALERTS = {
     "FiscalflowStageHalted",
     "FiscalflowStagePaused",
     "FiscalflowDeadLettersGrowing",
+    "FiscalflowBrokerLostLog",
     "FiscalflowReportWritesFailing",
     "FiscalflowCallbacksFailing",
     "FiscalflowReportsOutOfStep",
