@@ -26,13 +26,17 @@ OnConsumerThread = Callable[..., Awaitable[Any]]
 
 class Committer:
     def __init__(self, stage: str, consumer: ConsumerBackend, offsets: OffsetTracker, assignment: set[Part],
-                 interval_s: float, on_thread: OnConsumerThread) -> None:
+                 interval_s: float, on_thread: OnConsumerThread,
+                 on_rewound: Callable[[list[Part]], None] | None = None) -> None:
         self.stage = stage
         self._consumer = consumer
         self._offsets = offsets
         self._assignment = assignment  # the engine's, kept current by its rebalance callbacks
         self._interval_s = interval_s
         self._on_thread = on_thread
+        # On the event loop: drop the rewound partitions' work and offsets (the engine's in-flight
+        # set); without it, only their offsets are forgotten.
+        self._on_rewound = on_rewound or self._forget_offsets
 
     async def loop(self) -> None:
         lag_every = max(1, round(LAG_EVERY_S / self._interval_s))
@@ -46,7 +50,7 @@ class Committer:
             ticks += 1
             if ticks % lag_every == 0:
                 try:
-                    await self._on_thread(self._rewind_truncated)
+                    await self.rewind_truncated()
                 except Exception:
                     log.exception("truncated-log check failed")
                 try:
@@ -76,12 +80,20 @@ class Committer:
             except Exception as exc:
                 log.warning("commit on revoke failed: %s", exc)
 
-    def _rewind_truncated(self) -> None:
-        """A partition read again from its log's start has its offsets counted afresh: what was
-        done (or committed) on the lost log says nothing about the new one."""
-        for topic, partition in self._consumer.rewind_truncated():
+    async def rewind_truncated(self) -> list[Part]:
+        """Partitions whose log the broker lost, read again from their start.  Their offsets are
+        counted afresh and their work in flight dropped, as for a lost partition: what was done on
+        the lost log says nothing about the new one, whose offsets start again from 0."""
+        rewound: list[Part] = await self._on_thread(self._consumer.rewind_truncated)
+        if rewound:
+            self._on_rewound(rewound)
+            for topic, _ in rewound:
+                M.LOG_REWINDS.labels(self.stage, topic).inc()
+        return rewound
+
+    def _forget_offsets(self, parts: list[Part]) -> None:
+        for topic, partition in parts:
             self._offsets.forget(topic, partition)
-            M.LOG_REWINDS.labels(self.stage, topic).inc()
 
     def _publish_lag(self) -> None:
         for topic, partition, lag in self._consumer.lag(sorted(self._assignment)):

@@ -46,7 +46,8 @@ class Engine:
         self.stopping = stopping
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{stage}-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k)
+        self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k,
+                                   on_rewound=lambda parts: inflight.forget(parts, cancel=True))
         for gauge in (M.ASSIGNED, M.PAUSED):
             gauge.labels(stage).set(0)
 

@@ -22,6 +22,7 @@ class _Consumer:
     def __init__(self) -> None:
         self.commits: list[list[tuple[str, int, int]]] = []
         self.fail = False
+        self.truncated: list[tuple[str, int]] = []  # what the truncation watch found
 
     def commit(self, offsets: Sequence[tuple[str, int, int]]) -> None:
         if self.fail:
@@ -30,6 +31,10 @@ class _Consumer:
 
     def lag(self, parts: Sequence[tuple[str, int]]) -> list[tuple[str, int, int]]:
         return []
+
+    def rewind_truncated(self) -> list[tuple[str, int]]:
+        out, self.truncated = self.truncated, []
+        return out
 
 
 async def _direct(fn: Callable[..., Any], *args: Any) -> Any:
@@ -103,3 +108,49 @@ async def test_a_message_left_unfinished_holds_its_partition_and_a_retry_waits_w
     await asyncio.sleep(0.2)
     assert (inflight.handling, inflight.delayed) == (0, 0) and not inflight.tasks
     assert inflight.offsets.to_commit() == [("t", 0, 0)], "the unfinished message holds the commit"
+
+
+async def test_a_partition_whose_log_was_lost_drops_its_old_work_and_counts_its_new_offsets_from_zero() -> None:
+    """The broker lost partition 0's log; the consumer moved to its start (the backend's truncation
+    watch).  The old messages still running must not finish into the new log's bookkeeping: an old
+    offset 1 marked done would let the committer pass a new offset 1 still in flight."""
+    gates = {o: asyncio.Event() for o in range(3)}
+    cancelled: list[int] = []
+
+    async def work(msg: Message) -> bool:
+        try:
+            await gates[msg.offset].wait()
+        except asyncio.CancelledError:
+            cancelled.append(msg.offset)
+            raise
+        return True
+
+    inflight = InFlight("validate", 10, work)
+    consumer = _Consumer()
+    committer = Committer("validate", consumer, inflight.offsets, {("t", 0)}, 0.1, _direct,  # type: ignore[arg-type]
+                          on_rewound=lambda parts: inflight.forget(parts, cancel=True))
+    for o in range(3):
+        inflight.dispatch(_msg(o))  # offsets 40..42 of the lost log, say; numbers reused below
+    gates[0].set()
+    await asyncio.sleep(0.01)
+    await committer.commit()
+    assert consumer.commits == [[("t", 0, 1)]]
+
+    consumer.truncated = [("t", 0)]
+    assert await committer.rewind_truncated() == [("t", 0)]
+    await asyncio.sleep(0.01)
+    assert sorted(cancelled) == [1, 2] and inflight.capacity() == 10
+    assert await committer.rewind_truncated() == []  # reported once
+
+    gates = {o: asyncio.Event() for o in range(3)}  # the new log: offsets 0, 1, 2 again
+    for o in range(3):
+        inflight.dispatch(_msg(o))
+    gates[0].set()
+    await asyncio.sleep(0.01)
+    await committer.commit()
+    assert consumer.commits[1:] == [[("t", 0, 1)]], "counted afresh: offset 1 of the new log is still running"
+    gates[1].set()
+    gates[2].set()
+    await asyncio.sleep(0.01)
+    await committer.commit()
+    assert consumer.commits[-1] == [("t", 0, 3)]
