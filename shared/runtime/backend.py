@@ -51,9 +51,9 @@ class ConsumerBackend(Protocol):
 
     def rewind_truncated(self) -> list[Part]:
         """Partitions whose log now ends before the consumer's position (the broker lost it: a
-        topic made again, a memory broker restarted), moved to their log's start; the caller
-        forgets their offsets.  Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the client
-        resets itself; a broker that answers with nothing needs this."""
+        topic made again, a memory broker restarted), moved to their log's start; the caller drops
+        their work in flight and their offsets.  Kafka answers such a fetch with OFFSET_OUT_OF_RANGE
+        and the client resets itself; a broker that answers with nothing needs this."""
         ...
 
     def close(self) -> None: ...

@@ -26,17 +26,15 @@ OnConsumerThread = Callable[..., Awaitable[Any]]
 
 class Committer:
     def __init__(self, stage: str, consumer: ConsumerBackend, offsets: OffsetTracker, assignment: set[Part],
-                 interval_s: float, on_thread: OnConsumerThread,
-                 on_rewound: Callable[[list[Part]], None] | None = None) -> None:
+                 interval_s: float, on_thread: OnConsumerThread, on_rewound: Callable[[list[Part]], None]) -> None:
         self.stage = stage
         self._consumer = consumer
         self._offsets = offsets
         self._assignment = assignment  # the engine's, kept current by its rebalance callbacks
         self._interval_s = interval_s
         self._on_thread = on_thread
-        # On the event loop: drop the rewound partitions' work and offsets (the engine's in-flight
-        # set); without it, only their offsets are forgotten.
-        self._on_rewound = on_rewound or self._forget_offsets
+        # On the event loop: drop the rewound partitions' work and offsets (the engine's in-flight set).
+        self._on_rewound = on_rewound
 
     async def loop(self) -> None:
         lag_every = max(1, round(LAG_EVERY_S / self._interval_s))
@@ -88,12 +86,8 @@ class Committer:
         if rewound:
             self._on_rewound(rewound)
             for topic, _ in rewound:
-                M.LOG_REWINDS.labels(self.stage, topic).inc()
+                M.PARTITION_REWINDS.labels(self.stage, topic).inc()
         return rewound
-
-    def _forget_offsets(self, parts: list[Part]) -> None:
-        for topic, partition in parts:
-            self._offsets.forget(topic, partition)
 
     def _publish_lag(self) -> None:
         for topic, partition, lag in self._consumer.lag(sorted(self._assignment)):

@@ -16,8 +16,9 @@ LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("fiscalflow_in_flight", "Messages being handled now.", ["stage"])
 CONSUMER_LAG = Gauge("fiscalflow_consumer_lag", "Messages behind the partition end.", ["stage", "topic", "partition"])
-LOG_REWINDS = Counter("fiscalflow_partition_rewinds_total", "Partitions read again from their log's start because "
-                      "the log ended before the consumer's position (the broker lost it).", ["stage", "topic"])
+PARTITION_REWINDS = Counter(
+    "fiscalflow_partition_rewinds_total", "Partitions read again from their log's start because the log ended "
+    "before the consumer's position (the broker lost it).", ["stage", "topic"])
 RETRIES = Counter("fiscalflow_retries_total", "Messages sent to the retry lane.", ["stage", "downstream"])
 BREAKER_STATE = Gauge(
     "fiscalflow_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", ["stage", "downstream"]

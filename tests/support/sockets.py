@@ -1,10 +1,19 @@
-"""Which local processes hold TCP connections to which port, read from /proc (Linux): lets a test
-prove that every Kafka client of a run went through the TLS listener, not around it."""
+"""Local sockets for tests: a free loopback port, and which local processes hold TCP connections to
+which port, read from /proc (Linux), which lets a test prove that every Kafka client of a run went
+through the TLS listener, not around it."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _established_remote_ports() -> dict[int, int]:

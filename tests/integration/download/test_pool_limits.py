@@ -12,17 +12,10 @@ import asyncssh
 import pytest
 
 from shared.sftp.pool import RegionPool
+from tests.support.sockets import free_port
 from tooling.stack.component import port_open
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def slow_issuer(tmp_path: Path) -> tuple[int, Path, Path]:
     host_key.write_private_key(str(tmp_path / "host"))
     client_key.write_private_key(str(tmp_path / "client"))
     (tmp_path / "authorized").write_bytes(client_key.export_public_key())
-    port = _free_port()
+    port = free_port()
     (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
     proc = subprocess.Popen([sys.executable, "-m", "tooling.stack.slow_sftp", "--port", str(port), "--root", str(root),
                              "--host-key", str(tmp_path / "host"), "--authorized-keys", str(tmp_path / "authorized"),

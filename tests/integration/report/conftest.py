@@ -7,7 +7,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ import pytest
 
 from shared.settings import PROJECT_ROOT, Settings
 from tests.integration.store.harness import Topics
+from tests.support.sockets import free_port
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI
 
 CALLBACK_SECRET = "callbacks-own-secret-not-the-api-token"  # the report signs callbacks with it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

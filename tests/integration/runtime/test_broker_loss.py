@@ -15,12 +15,10 @@ other tests.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -30,16 +28,11 @@ from shared.settings import Settings
 from shared.topics import TopicSpec
 from tests.integration.runtime.conftest import PARTITIONS, Namespace
 from tests.integration.runtime.harness import TOPICS
+from tests.support.sockets import free_port
+from tests.support.wait import wait_for
 from tooling.stack.broker import tansu_binary
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MemoryBroker:
@@ -64,7 +57,7 @@ class MemoryBroker:
 
 @pytest.fixture
 def own_broker(runtime_settings: Settings, tmp_path: Path) -> Iterator[tuple[MemoryBroker, Settings]]:
-    port = _free_port()
+    port = free_port()
     broker = MemoryBroker(port, tmp_path / "broker.log")
     broker.start()
     settings = runtime_settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
@@ -83,7 +76,8 @@ def test_a_stage_reads_the_new_log_from_its_start_after_the_broker_lost_the_old_
         ns.produce(first)
         stage = ns.stage(env={"FISCALFLOW_SESSION_TIMEOUT_MS": "4000"})
         assert len(ns.wait_sink(len(first))) == len(first)
-        old = _wait(lambda: [ns.committed(p) for p in range(PARTITIONS)], lambda c: min(c) > 20)
+        old = wait_for(lambda: [ns.committed(p) for p in range(PARTITIONS)], lambda c: min(c) > 20,
+                       "the old log's offsets committed", 30)
         # Held while the broker loses everything (topics, messages, the group), as a stage is
         # when its node stalls.  The topics come back empty, as the stack's topic check makes
         # them, and the group gets the offsets of the old log back: what a replica that finished
@@ -100,12 +94,11 @@ def test_a_stage_reads_the_new_log_from_its_start_after_the_broker_lost_the_old_
             stage.proc.send_signal(signal.SIGCONT)
         after = [{"id": f"b{i}"} for i in range(40)]  # ~10 per partition: far below the old offsets
         ns.produce(after)
-        missed = _wait(lambda: {r["id"] for r in after} - {r["record_id"] for r in ns.sink()}, lambda m: not m, 45)
-        assert not missed, f"{len(missed)} of {len(after)} records of the new log never handled"
+        wait_for(lambda: {r["id"] for r in after} - {r["record_id"] for r in ns.sink()}, lambda missed: not missed,
+                 f"every one of the {len(after)} records of the new log handled (last: those never handled)", 45)
         # And the group's offsets now point into the new log, not past its end.
-        committed = _wait(lambda: [ns.committed(p) for p in range(PARTITIONS)],
-                          lambda c: sum(max(0, x) for x in c) == len(after), 30)
-        assert sum(max(0, x) for x in committed) == len(after), committed
+        wait_for(lambda: [ns.committed(p) for p in range(PARTITIONS)],
+                 lambda c: sum(max(0, x) for x in c) == len(after), "the group's offsets inside the new log", 30)
     finally:
         ns.close()
 
@@ -116,12 +109,3 @@ def _commit(settings: Settings, group: str, offsets: list[tuple[str, int, int]])
         c.commit(offsets=[TopicPartition(*o) for o in offsets], asynchronous=False)
     finally:
         c.close()
-
-
-def _wait(get: Callable[[], T], ok: Callable[[T], bool], within_s: float = 30) -> T:
-    deadline = time.monotonic() + within_s
-    value = get()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        value = get()
-    return value

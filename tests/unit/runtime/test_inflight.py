@@ -51,7 +51,8 @@ async def test_commits_stop_below_the_lowest_offset_in_flight_and_skip_unassigne
     inflight = InFlight("validate", 10, work)
     consumer = _Consumer()
     assignment = {("t", 0)}
-    committer = Committer("validate", consumer, inflight.offsets, assignment, 0.1, _direct)  # type: ignore[arg-type]
+    committer = Committer("validate", consumer, inflight.offsets, assignment, 0.1, _direct,  # type: ignore[arg-type]
+                          on_rewound=lambda parts: inflight.forget(parts, cancel=True))
     for o in range(4):
         inflight.dispatch(_msg(o))
     inflight.dispatch(_msg(9, partition=1))  # not (any more) assigned
@@ -81,7 +82,8 @@ async def test_a_failed_commit_is_made_again_and_a_final_one_only_logs() -> None
 
     inflight = InFlight("validate", 10, work)
     consumer = _Consumer()
-    committer = Committer("validate", consumer, inflight.offsets, {("t", 0)}, 0.1, _direct)  # type: ignore[arg-type]
+    committer = Committer("validate", consumer, inflight.offsets, {("t", 0)}, 0.1, _direct,  # type: ignore[arg-type]
+                          on_rewound=lambda parts: inflight.forget(parts, cancel=True))
     inflight.dispatch(_msg(0))
     await asyncio.sleep(0.01)
     consumer.fail = True
