@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from shared.domain.messages import DocumentRef, MalformedBody
 from shared.domain.reasons import ReasonCode
+from shared.runtime.budget import current_hold
 from shared.runtime.errors import PermanentError, TransientError
 from shared.s3 import S3Store
 
@@ -89,4 +90,5 @@ async def receive_document(value: bytes, model: type[D], s3: S3Store) -> tuple[D
         return doc, doc.xml
     if not doc.claim_key:
         raise PermanentError(ReasonCode.MALFORMED_MESSAGE, "neither an inline document nor a claim check")
+    await current_hold().reserve(doc.size)  # the claimed document's bytes, before they are fetched
     return doc, await s3.get(doc.claim_key)

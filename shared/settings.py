@@ -116,6 +116,14 @@ class Settings(BaseSettings):
 
     # --- stage runtime ----------------------------------------------------------------------
     max_in_flight: int = Field(256, ge=1, description="Max messages in flight per process.")
+    max_in_flight_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Bytes of documents the messages in flight of one process may hold "
+        "at once: their own bytes and what a handler reads (the download stage's files, claim checks). A message "
+        "waits for room; the priority lane does not. At least twice `max_document_bytes`.")
+    download_max_in_flight: int = Field(
+        1024, ge=1, description="Max download tasks in flight per process (instead of `max_in_flight`: their "
+        "memory is bounded by `max_in_flight_bytes`, and a slow issuer needs many files in flight), at most "
+        "what the SFTP pools take at once (regions × connections × channels × requests per channel).")
     retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
     retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
     retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")
@@ -311,6 +319,14 @@ class Settings(BaseSettings):
             if path and name not in data:
                 data[name] = Path(path).read_text().strip()
         return data
+
+    @model_validator(mode="after")
+    def _budget_holds_a_document(self) -> Settings:
+        # Room for the largest document besides the small holds of messages waiting to read theirs.
+        if self.max_in_flight_bytes < 2 * self.max_document_bytes:
+            raise ValueError(f"max_in_flight_bytes ({self.max_in_flight_bytes}) must be at least twice "
+                             f"max_document_bytes ({self.max_document_bytes})")
+        return self
 
     # --- derived ------------------------------------------------------------------------------
     def binds_loopback(self) -> bool:

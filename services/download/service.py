@@ -28,6 +28,7 @@ from shared.domain.reasons import ReasonCode
 from shared.domain.records import S3_REGION, RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
+from shared.runtime.budget import current_hold
 from shared.runtime.host import ServiceHost
 from shared.runtime.tracing import current_trace_id
 from shared.s3 import S3Store
@@ -76,6 +77,7 @@ class DownloadStage:
             raise PermanentError(ReasonCode.MALFORMED_MESSAGE, str(exc)[:500]) from None
         if task.region == S3_REGION:  # seed 000's source: s3
             data = await self.s3.get_source(self.settings.s3_source_bucket, task.path, self.settings.max_document_bytes)
+            current_hold().charge(len(data))  # its size known only once read (capped at max_document_bytes)
             got = Fetched(data, hashlib.sha256(data).hexdigest())
         else:
             pool = self.pools.get(task.region)
@@ -117,9 +119,11 @@ async def build_stage(host: ServiceHost) -> StageSpec:
     settings = host.settings
     stage = DownloadStage(host)
     host.hooks("sftp and s3 clients", stop=stage.close)
-    # In flight: every region's connections times their pipelined requests, no more.
-    capacity = settings.sftp_max_connections * settings.sftp_requests_per_connection * max(1, len(stage.pools))
+    # In flight: what every region's pool serves at once (connections × channels × pipelined
+    # requests), no more; their documents' bytes are bounded by the byte budget, not by this count.
+    capacity = (settings.sftp_max_connections * settings.sftp_channels_per_connection
+                * settings.sftp_requests_per_connection * max(1, len(stage.pools)))
     return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of,
                      on_dead_letter=stage.rejections, ready_check=stage.ready,
                      on_condition=condition_hook(lambda: stage.pool),
-                     max_in_flight=min(settings.max_in_flight, capacity))
+                     max_in_flight=min(settings.download_max_in_flight, capacity))

@@ -79,7 +79,7 @@ class Engine:
             await self._set_paused_all(False)
             prio, batch = await self.k(self.consumer.poll, min(capacity, MAX_BATCH), not self._paused_lanes)
             for msg in prio:
-                inflight.dispatch(msg)
+                await inflight.admit(msg, wait=False)
             await self._steer_lanes(bool(prio))
             if not batch and (prio or self._paused_lanes):
                 if not prio:
@@ -88,7 +88,9 @@ class Engine:
             if self.stopping.is_set() and not batch and not prio:
                 break
             for msg in batch:
-                inflight.dispatch(msg)
+                if self.stopping.is_set():
+                    break  # stopped while waiting for the byte budget: the rest is redelivered
+                await inflight.admit(msg)
             if inflight.delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
 

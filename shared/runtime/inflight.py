@@ -3,6 +3,10 @@ may be committed (only below the lowest one of a partition still in flight).
 
 A retry waiting for its due time holds no handler slot (``delayed``), so a wave of retries does
 not starve fresh messages; it holds its offset, so nothing after it is committed early.
+
+Each message in flight also holds bytes of the replica's byte budget (``shared/runtime/budget.py``):
+:meth:`InFlight.admit` waits for its own bytes before dispatching it (a delayed retry reserves them
+when it comes due), and they are given back when its task ends.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from shared.runtime import headers as H
 from shared.runtime import metrics as M
 from shared.runtime.backend import Part
+from shared.runtime.budget import ByteBudget, Hold, set_current_hold
 from shared.runtime.message import Message
 from shared.runtime.offsets import OffsetTracker
 
@@ -27,9 +32,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Flight:
+    """One dispatched message: its bytes, and its due time while it waits as a retry (0 once due)."""
+
+    __slots__ = ("due", "hold", "key", "msg")
+
+    def __init__(self, msg: Message, hold: Hold, due: int) -> None:
+        self.msg, self.hold, self.due = msg, hold, due
+        self.key = (msg.topic, msg.partition, msg.offset)
+
+
 class InFlight:
-    def __init__(self, stage: str, max_in_flight: int, work: Work) -> None:
+    def __init__(self, stage: str, max_in_flight: int, work: Work, budget: ByteBudget | None = None) -> None:
         self.max_in_flight = max_in_flight
+        self.budget = budget
         self.offsets = OffsetTracker()
         self.tasks: dict[tuple[str, int, int], asyncio.Task[None]] = {}
         self.handling = 0  # dispatched messages not finished, except retries waiting for their due time
@@ -41,35 +57,59 @@ class InFlight:
     def capacity(self) -> int:
         return self.max_in_flight - self.handling
 
-    def dispatch(self, msg: Message) -> None:
-        self.offsets.start(msg.topic, msg.partition, msg.offset)
+    @staticmethod
+    def _due(msg: Message) -> int:
         due = int(msg.headers.get(H.DUE_AT_MS, "0") or 0)
-        if due > now_ms():
+        return due if due > now_ms() else 0
+
+    async def admit(self, msg: Message, wait: bool = True) -> None:
+        """Dispatch ``msg`` once its bytes fit the budget (``wait=False``: charged at once, for the
+        priority lane, whose few records must not queue behind a backlog's documents)."""
+        hold = Hold(self.budget)
+        if not self._due(msg):
+            if wait:
+                await hold.reserve(len(msg.value))
+            else:
+                hold.charge(len(msg.value))
+        self.dispatch(msg, hold)
+
+    def dispatch(self, msg: Message, hold: Hold | None = None) -> None:
+        """Start ``msg``'s task now; ``hold``: the bytes it already holds (see :meth:`admit`)."""
+        flight = _Flight(msg, hold or Hold(self.budget), self._due(msg))
+        self.offsets.start(msg.topic, msg.partition, msg.offset)
+        if flight.due:
             self.delayed += 1
         else:
-            due = 0
             self.handling += 1
         self._m_in_flight.set(self.handling)
-        self.tasks[(msg.topic, msg.partition, msg.offset)] = asyncio.create_task(self._run(msg, due))
+        task = asyncio.create_task(self._run(flight))
+        # The slot, the bytes and the entry come back however the task ends, even cancelled before
+        # it ever ran (a lost partition's work), when a ``finally`` in it would never run.
+        task.add_done_callback(lambda t: self._finished(t, flight))
+        self.tasks[flight.key] = task
 
-    async def _run(self, msg: Message, due: int) -> None:
-        delayed = bool(due)
-        try:
-            if delayed:
-                await asyncio.sleep(max(0, due - now_ms()) / 1000)
-                self.delayed -= 1
-                self.handling += 1
-                delayed = False
-            if await self._work(msg):
-                self.offsets.done(msg.topic, msg.partition, msg.offset)
-        finally:
-            if delayed:
-                self.delayed -= 1
-            else:
-                self.handling -= 1
-                self._m_in_flight.set(self.handling)
-                self.slot.set()
-            self.tasks.pop((msg.topic, msg.partition, msg.offset), None)
+    async def _run(self, flight: _Flight) -> None:
+        msg, hold = flight.msg, flight.hold
+        set_current_hold(hold)  # this task's context: the handler's reservations join the message's
+        if flight.due:
+            await asyncio.sleep(max(0, flight.due - now_ms()) / 1000)
+            await hold.reserve(len(msg.value))
+            self.delayed -= 1
+            self.handling += 1
+            flight.due = 0
+        if await self._work(msg):
+            self.offsets.done(msg.topic, msg.partition, msg.offset)
+
+    def _finished(self, task: asyncio.Task[None], flight: _Flight) -> None:
+        flight.hold.release_all()
+        if flight.due:
+            self.delayed -= 1
+        else:
+            self.handling -= 1
+            self._m_in_flight.set(self.handling)
+            self.slot.set()
+        if self.tasks.get(flight.key) is task:  # a rewound log reuses offsets: only this task's entry
+            del self.tasks[flight.key]
 
     def in_flight(self, parts: Iterable[Part]) -> bool:
         return any(self.offsets.in_flight(t, p) for t, p in parts)

@@ -15,6 +15,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("fiscalflow_in_flight", "Messages being handled now.", ["stage"])
+BYTES_IN_FLIGHT = Gauge("fiscalflow_bytes_in_flight", "Bytes of documents the messages in flight hold "
+                        "(shared/runtime/budget.py).", ["stage"])
+BUDGET_WAITS = Counter("fiscalflow_budget_waits_total", "Reservations that waited for the byte budget "
+                       "(Settings.max_in_flight_bytes) to free.", ["stage"])
 CONSUMER_LAG = Gauge("fiscalflow_consumer_lag", "Messages behind the partition end.", ["stage", "topic", "partition"])
 PARTITION_REWINDS = Counter(
     "fiscalflow_partition_rewinds_total", "Partitions read again from their log's start because the log ended "

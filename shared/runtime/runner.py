@@ -28,6 +28,7 @@ from typing import Any
 
 from shared.runtime import metrics as M
 from shared.runtime.backend import Backend
+from shared.runtime.budget import ByteBudget
 from shared.runtime.condition import Condition, ConditionReporter
 from shared.runtime.delivery import MessageTooLarge, OutputNotDelivered, delivery_failure
 from shared.runtime.engine import Engine
@@ -66,7 +67,8 @@ class StageRunner:
                                    RetryPolicy(settings.retry_max_attempts, settings.retry_base_ms,
                                                settings.retry_max_ms),
                                    self.reject, self._halt, stopping, settings.message_max_bytes)
-        self.inflight = InFlight(self.stage, spec.max_in_flight or settings.max_in_flight, self.processor.process)
+        self.inflight = InFlight(self.stage, spec.max_in_flight or settings.max_in_flight, self.processor.process,
+                                 ByteBudget(self.stage, settings.max_in_flight_bytes))
         self.engine = Engine(self.stage, backend.consumer(spec.subscriptions(), spec.priority_topic, client_id),
                              spec.priority_topic, self.inflight, self.gate.open, lambda: bool(self.reject.halted),
                              settings.commit_interval_ms / 1000, stopping)

@@ -183,7 +183,7 @@ def test_files_larger_than_one_read_arrive_whole_whatever_the_manifest_says(stac
                 got = await fetch(pool, f"big/{name}", 1 << 20, announced)
                 assert (got.size, got.sha256) == (size, digests[name]), (name, announced)
         assert (await fetch(pool, "big/empty.xml", 1 << 20, None)).size == 0
-        with pytest.raises(PermanentError) as err:  # over the cap, found while reading (no stat)
+        with pytest.raises(PermanentError) as err:  # over the cap by the server's FSTAT, before reading
             await fetch(pool, "big/three-reads.xml", 300_000, None)
         assert err.value.reason == "DOCUMENT_TOO_LARGE"
         assert err.value.details == {"size": 700_001, "limit": 300_000} and "700001 bytes" in err.value.message
@@ -193,3 +193,57 @@ def test_files_larger_than_one_read_arrive_whole_whatever_the_manifest_says(stac
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_downloads_hold_no_more_bytes_than_the_budget_and_all_arrive_whole(
+        stack_settings: Settings) -> None:
+    """A replica's byte budget bounds the documents it holds, not just how many messages: twelve
+    600 KB files fetched at once, half of them bare record ids (size by FSTAT), on a 2 MB budget."""
+    import hashlib
+    import os
+
+    from shared.runtime.budget import ByteBudget
+    from shared.runtime.inflight import InFlight
+    from shared.runtime.message import Message
+
+    root = stack_settings.region_root("north")
+    (root / "budget").mkdir(parents=True, exist_ok=True)
+    size, count, limit = 600_000, 12, 2_000_000
+    digests = {}
+    for i in range(count):
+        data = os.urandom(size)
+        (root / "budget" / f"{i}.xml").write_bytes(data)
+        digests[i] = hashlib.sha256(data).hexdigest()
+    host, port = stack_settings.regions()["north"]
+    pool = RegionPool("north", host, port, stack_settings.sftp_user, stack_settings.sftp_key_path(),
+                      stack_settings.known_hosts_path(), 4, 4)
+    budget = ByteBudget("download", limit)
+    peak = 0
+    take = budget._take
+
+    def watched(n: int) -> None:
+        nonlocal peak
+        take(n)
+        peak = max(peak, budget.used)
+
+    budget._take = watched  # type: ignore[method-assign]
+    got: dict[int, str] = {}
+
+    async def work(msg: Message) -> bool:
+        i = msg.offset
+        fetched = await fetch(pool, f"budget/{i}.xml", 1 << 20, size if i % 2 else None)
+        got[i] = fetched.sha256
+        await asyncio.sleep(0.05)  # the document stays held while the stage hands it on
+        return True
+
+    async def scenario() -> None:
+        inflight = InFlight("download", count, work, budget)
+        for i in range(count):
+            await inflight.admit(Message("t", 0, i, b"k", b"{}", {}, 0))
+        await asyncio.wait_for(asyncio.gather(*inflight.tasks.values()), 60)
+        await pool.close()
+
+    asyncio.run(scenario())
+    assert got == digests
+    assert size <= peak <= limit  # each file reserved before it was read; never more than the budget at once
+    assert budget.used == 0
