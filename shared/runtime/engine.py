@@ -79,7 +79,7 @@ class Engine:
             await self._set_paused_all(False)
             prio, batch = await self.k(self.consumer.poll, min(capacity, MAX_BATCH), not self._paused_lanes)
             for msg in prio:
-                await inflight.admit(msg, wait=False)
+                inflight.dispatch(msg)  # charged on the byte budget, never waiting for it
             await self._steer_lanes(bool(prio))
             if not batch and (prio or self._paused_lanes):
                 if not prio:

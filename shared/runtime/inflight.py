@@ -62,20 +62,25 @@ class InFlight:
         due = int(msg.headers.get(H.DUE_AT_MS, "0") or 0)
         return due if due > now_ms() else 0
 
-    async def admit(self, msg: Message, wait: bool = True) -> None:
-        """Dispatch ``msg`` once its bytes fit the budget (``wait=False``: charged at once, for the
-        priority lane, whose few records must not queue behind a backlog's documents)."""
+    async def admit(self, msg: Message) -> None:
+        """Dispatch ``msg`` once its bytes fit the budget."""
         hold = Hold(self.budget)
-        if not self._due(msg):
-            if wait:
-                await hold.reserve(len(msg.value))
-            else:
-                hold.charge(len(msg.value))
-        self.dispatch(msg, hold)
+        due = self._due(msg)  # decided once: a retry that is not due yet reserves when it is
+        if not due:
+            await hold.reserve(len(msg.value))
+        self._start(msg, hold, due)
 
-    def dispatch(self, msg: Message, hold: Hold | None = None) -> None:
-        """Start ``msg``'s task now; ``hold``: the bytes it already holds (see :meth:`admit`)."""
-        flight = _Flight(msg, hold or Hold(self.budget), self._due(msg))
+    def dispatch(self, msg: Message) -> None:
+        """Start ``msg``'s task now, its bytes charged without waiting: the priority lane, whose few
+        records must not queue behind a backlog's documents."""
+        hold = Hold(self.budget)
+        due = self._due(msg)
+        if not due:
+            hold.charge(len(msg.value))
+        self._start(msg, hold, due)
+
+    def _start(self, msg: Message, hold: Hold, due: int) -> None:
+        flight = _Flight(msg, hold, due)
         self.offsets.start(msg.topic, msg.partition, msg.offset)
         if flight.due:
             self.delayed += 1
