@@ -121,9 +121,10 @@ class Settings(BaseSettings):
         "at once: their own bytes and what a handler reads (the download stage's files, claim checks). A message "
         "waits for room; the priority lane does not. At least twice `max_document_bytes`.")
     download_max_in_flight: int = Field(
-        1024, ge=1, description="Max download tasks in flight per process (instead of `max_in_flight`: their "
-        "memory is bounded by `max_in_flight_bytes`, and a slow issuer needs many files in flight), at most "
-        "what the SFTP pools take at once (regions × connections × channels × requests per channel).")
+        256, ge=1, description="Max download tasks in flight per process, at most what the SFTP pools serve at "
+        "once (regions × connections × channels × requests per channel). Issuers slow to serve a file need more "
+        "(about files/s × seconds per file; their bytes stay bounded by `max_in_flight_bytes`), but the priority "
+        "lane then waits behind more work (docs/decisions/0026-byte-budget.md).")
     retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
     retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
     retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")

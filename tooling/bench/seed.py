@@ -6,7 +6,8 @@ The latency is modelled on the server: each region is ``tooling/stack/slow_sftp.
 500 ms in every file open and serves one request at a time per SFTP channel, and drops connections
 beyond 10.  The only way past 10 connections × 1 file / 500 ms = 20 files/s per region is more
 channels per connection, so the download pool is given ``CHANNELS`` (a client setting the system has
-for exactly this).
+for exactly this), and the stage ``IN_FLIGHT`` files at once: at 500 ms per file, the default 256
+would cap it near 500 files/s before any region's share is counted (decision 0026).
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ TARGET_S = SCENARIO.bound("wall_s")
 LATENCY_MS = 500
 MAX_CONNECTIONS = 10
 CHANNELS = 16
+IN_FLIGHT = 1024
 
 
 def run(count: int = 50_000, replicas: dict[str, int] | None = None) -> None:
     settings = bench_settings("seed", 0, sftp_server_latency_ms=LATENCY_MS,
                               sftp_server_max_connections=MAX_CONNECTIONS, sftp_max_connections=MAX_CONNECTIONS,
-                              sftp_channels_per_connection=CHANNELS)
+                              sftp_channels_per_connection=CHANNELS, download_max_in_flight=IN_FLIGHT)
     with bench_stack(settings) as b:
         r = run_pipeline(b, count, replicas)
     conf = ", ".join(f"{k}×{v}" for k, v in (replicas or {}).items()) or "one replica per stage"
     note = (f"slow issuers: slow_sftp, {LATENCY_MS} ms per file server-side, max {MAX_CONNECTIONS} connections "
-            f"per region; download pool {MAX_CONNECTIONS} connections × {CHANNELS} channels; {conf}; "
+            f"per region; download pool {MAX_CONNECTIONS} connections × {CHANNELS} channels, {IN_FLIGHT} files "
+            f"in flight; {conf}; "
             f"services ready in {r.start_s:.1f} s (not counted)")
     emit("seed-scenario", SUMMARY_HEADERS, [summary_row(r, TARGET_S)], note,
          measured=[SCENARIO.measured(figures(r), {"count": count, "replicas": replicas or {}})])
