@@ -43,6 +43,7 @@ DASHBOARD_METRICS = {
     "fiscalflow_messages_failed_total",
     "fiscalflow_consumer_lag",
     "fiscalflow_in_flight",
+    "fiscalflow_bytes_in_flight",
     "fiscalflow_stage_halted",
     "fiscalflow_stage_paused",
     "fiscalflow_dead_letters_total",
