@@ -42,7 +42,7 @@ class ByteBudget:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return sum(not fut.done() for _, fut in self._waiters)
 
     def _fits(self, n: int) -> bool:
         return self.used + n <= self.limit or self.used == 0
@@ -56,16 +56,14 @@ class ByteBudget:
             return
         self._m_waits.inc()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, fut)
-        self._waiters.append(entry)
+        self._waiters.append((n, fut))
         try:
             await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
+            if not fut.cancelled():
                 self.release(n)  # granted, but the waiter was cancelled before it could use it
             else:
-                self._waiters.remove(entry)
-                self._wake()  # the head may have been the one blocking smaller requests behind it
+                self._wake()  # a cancelled entry leaves the queue when it reaches the head
             raise
 
     def charge(self, n: int) -> None:
@@ -87,7 +85,7 @@ class ByteBudget:
     def _wake(self) -> None:
         while self._waiters:
             n, fut = self._waiters[0]
-            if fut.done():  # cancelled while queued
+            if fut.done():  # cancelled while queued (a granted entry left the queue already)
                 self._waiters.popleft()
                 continue
             if not self._fits(n):
@@ -107,7 +105,7 @@ class Hold:
         self.held = 0
 
     async def reserve(self, n: int) -> None:
-        if self.budget is not None and n > 0:
+        if self.budget is not None:
             await self.budget.reserve(n)
         self.held += max(0, n)
 

@@ -80,6 +80,19 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_unblocks_those_behind_it(
     assert budget.used == 90 and budget.waiting == 0
 
 
+async def test_a_waiter_cancelled_just_before_bytes_free_raises_cancelled_and_holds_nothing() -> None:
+    budget = ByteBudget("download", 100)
+    await budget.reserve(100)
+    waiter = asyncio.create_task(budget.reserve(50))
+    await _settle()
+    waiter.cancel()  # its future is cancelled now; the task sees it only on its next turn
+    budget.release(100)  # ... after the queue has already dropped the cancelled entry
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.used == 0 and budget.waiting == 0
+    assert await _fits_now(budget, 100)
+
+
 async def test_the_priority_lane_and_bytes_already_read_are_charged_without_waiting() -> None:
     budget = ByteBudget("download", 100)
     hold = Hold(budget)
