@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
     )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="How long a consumer may go without polling before it leaves its group. A "
+        "stage that cannot take work (paused, halted, every slot or the byte budget taken) still polls every "
+        "fifth of it (at most every 10 s) with its partitions paused, so it stays in the group."
+    )
     fetch_wait_max_ms: int = Field(20, description="Max fetch wait; the local broker's latency floor is half.")
     producer_linger_ms: int = Field(
         5, ge=0, description="Producer linger: how long records wait to share a batch. The local durable broker "
@@ -320,6 +325,13 @@ class Settings(BaseSettings):
             if path and name not in data:
                 data[name] = Path(path).read_text().strip()
         return data
+
+    @model_validator(mode="after")
+    def _poll_interval_holds_a_session(self) -> Settings:
+        if self.max_poll_interval_ms < self.session_timeout_ms:  # librdkafka refuses the consumer
+            raise ValueError(f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
+                             f"session_timeout_ms ({self.session_timeout_ms})")
+        return self
 
     @model_validator(mode="after")
     def _budget_holds_a_document(self) -> Settings:

@@ -37,6 +37,12 @@ class ConsumerBackend(Protocol):
         had nothing and ``lanes`` (they are not paused for it).  Waits briefly when all are idle."""
         ...
 
+    def keepalive(self) -> tuple[list[Message], list[Message]]:
+        """Poll every consumer without waiting while the engine has paused every partition: it
+        serves the group (heartbeats, rebalance callbacks) and keeps the consumer in it.  Returns
+        (priority, other) messages it took anyway: a partition assigned in this call starts unpaused."""
+        ...
+
     def pause(self, parts: Sequence[Part]) -> None:
         """Stop fetching these partitions; a partition no longer assigned is ignored."""
 

@@ -47,12 +47,18 @@ class ByteBudget:
     def _fits(self, n: int) -> bool:
         return self.used + n <= self.limit or self.used == 0
 
-    async def reserve(self, n: int) -> None:
-        """Wait until ``n`` more bytes fit (after everyone who asked earlier), then take them."""
+    def try_reserve(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit now and nobody is waiting; False (nothing taken) otherwise."""
         if n <= 0:
-            return
+            return True
         if not self._waiters and self._fits(n):
             self._take(n)
+            return True
+        return False
+
+    async def reserve(self, n: int) -> None:
+        """Wait until ``n`` more bytes fit (after everyone who asked earlier), then take them."""
+        if self.try_reserve(n):
             return
         self._m_waits.inc()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -108,6 +114,12 @@ class Hold:
         if self.budget is not None:
             await self.budget.reserve(n)
         self.held += max(0, n)
+
+    def try_reserve(self, n: int) -> bool:
+        if self.budget is not None and not self.budget.try_reserve(n):
+            return False
+        self.held += max(0, n)
+        return True
 
     def charge(self, n: int) -> None:
         if self.budget is not None:

@@ -6,21 +6,32 @@ of CPU, and at a few hundred documents per second a turn often carries one messa
 
 Priority records overtake a backlog: the backend polls the priority lane first, and while
 priority records flow (or are in flight) the normal and retry partitions are paused.
+
+A replica that cannot take work (its gate closed, halted, every handler slot taken, the byte
+budget spent) still polls: after ``keepalive_s`` without a poll it pauses every partition and
+polls for nothing but the group's business (librdkafka leaves the group when a consumer goes
+``max.poll.interval.ms`` without a poll, and its return would cost every replica a rebalance).
+Messages polled and not yet dispatched wait in ``pending``; a rebalance drops those of the
+partitions it took away (their new owner reads them from the committed offset, which is below them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.runtime import metrics as M
 from shared.runtime.backend import ConsumerBackend, Part
+from shared.runtime.budget import Hold
 from shared.runtime.committer import Committer
 from shared.runtime.inflight import DRAIN_ON_REVOKE_S, InFlight
+from shared.runtime.message import Message
 
 log = logging.getLogger("fiscalflow.runtime")
 
@@ -33,7 +44,7 @@ MAX_BATCH = 500
 class Engine:
     def __init__(self, stage: str, consumer: ConsumerBackend, priority_topic: str, inflight: InFlight,
                  gate_open: asyncio.Event, halted: Callable[[], bool], commit_interval_s: float,
-                 stopping: asyncio.Event) -> None:
+                 stopping: asyncio.Event, keepalive_s: float = 10.0) -> None:
         self.stage = stage
         self.consumer = consumer
         self.inflight = inflight
@@ -44,6 +55,10 @@ class Engine:
         self._gate_open = gate_open
         self._halted = halted
         self.stopping = stopping
+        # Polled, not dispatched yet (the normal and retry lanes).
+        self.pending: collections.deque[Message] = collections.deque()
+        self._keepalive_s = keepalive_s
+        self._last_poll = time.monotonic()
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{stage}-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k,
@@ -67,17 +82,29 @@ class Engine:
     async def poll_loop(self) -> None:
         inflight = self.inflight
         while not self.stopping.is_set():
-            capacity = inflight.capacity()
-            if capacity <= 0:
-                inflight.slot.clear()
-                await inflight.slot.wait()
-                continue
-            if not self._gate_open.is_set() or self._halted():
+            halted = self._halted()
+            if halted or not self._gate_open.is_set():
                 await self._set_paused_all(True)
-                await self._wait_gate_or_stop()
+                # Only a restart ends a halt; a closed gate opens by itself.
+                await self._wait(asyncio.sleep(1.0) if halted else self._gate_open.wait(), 1.0)
+                await self._keepalive()
+                continue
+            if inflight.capacity() <= 0:
+                inflight.slot.clear()
+                # Not _wait(): this wait is one per message at full load, and a timer costs less.
+                timer = asyncio.get_running_loop().call_later(self._keepalive_s, inflight.slot.set)
+                try:
+                    await inflight.slot.wait()
+                finally:
+                    timer.cancel()
+                await self._keepalive()  # nothing unless the last poll is keepalive_s old
+                continue
+            if self.pending:
+                await self._admit_pending()
                 continue
             await self._set_paused_all(False)
-            prio, batch = await self.k(self.consumer.poll, min(capacity, MAX_BATCH), not self._paused_lanes)
+            prio, batch = await self._poll(self.consumer.poll, min(inflight.capacity(), MAX_BATCH),
+                                           not self._paused_lanes)
             for msg in prio:
                 inflight.dispatch(msg)  # charged on the byte budget, never waiting for it
             await self._steer_lanes(bool(prio))
@@ -87,12 +114,73 @@ class Engine:
                 continue
             if self.stopping.is_set() and not batch and not prio:
                 break
-            for msg in batch:
-                if self.stopping.is_set():
-                    break  # stopped while waiting for the byte budget: the rest is redelivered
-                await inflight.admit(msg)
+            self.pending.extend(batch)
             if inflight.delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
+
+    async def _admit_pending(self) -> None:
+        """Dispatch the pending messages while there are handler slots, each once its bytes fit the
+        budget; a long wait for them keeps the consumer alive meanwhile."""
+        inflight = self.inflight
+        while self.pending and inflight.capacity() > 0 and not self.stopping.is_set():
+            msg = self.pending[0]
+            got = inflight.reserve_now(msg) or await self._reserve(msg)
+            if got is None:
+                return
+            hold, due = got
+            if self.pending and self.pending[0] is msg:
+                self.pending.popleft()
+                inflight.start(msg, hold, due)
+            else:  # its partition was taken away while it waited
+                hold.release_all()
+            if not self._gate_open.is_set() or self._halted():
+                return
+
+    async def _reserve(self, msg: Message) -> tuple[Hold, int] | None:
+        """Wait for ``msg``'s bytes, polling to stay in the group meanwhile; None when stopped."""
+        reserving = asyncio.ensure_future(self.inflight.reserve(msg))
+        while not await self._wait(asyncio.shield(reserving), self._keepalive_s):
+            if self.stopping.is_set():
+                reserving.cancel()  # stopped while waiting for the byte budget: redelivered
+                with contextlib.suppress(asyncio.CancelledError):
+                    hold, _ = await reserving  # granted just before the cancel
+                    hold.release_all()
+                return None
+            await self._keepalive()
+        return reserving.result()
+
+    async def _wait(self, aw: Awaitable[object], within_s: float) -> bool:
+        """Wait for ``aw`` at most ``within_s``; False when it did not finish (or the engine stops)."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED, timeout=within_s)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+        return task.done() and not task.cancelled()
+
+    async def _poll(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.k(fn, *args)
+        finally:
+            self._last_poll = time.monotonic()
+
+    async def _keepalive(self) -> None:
+        """A poll with every partition paused, when the last one is ``keepalive_s`` old: it serves the
+        group (rebalances included) and takes no new work."""
+        if time.monotonic() - self._last_poll < self._keepalive_s or self.stopping.is_set():
+            return
+        await self._set_paused_all(True)
+        self.pending.extend(await self._poll(self._keepalive_turn))
+
+    def _keepalive_turn(self) -> list[Message]:
+        """On the consumer thread.  A partition assigned inside this poll starts unpaused: paused
+        again at once.  Whatever the poll returned anyway (fetched in between) waits in ``pending``."""
+        prio, lanes = self.consumer.keepalive()
+        self.consumer.pause(sorted(self.assignment))
+        return [*prio, *lanes]
 
     async def shutdown(self, committer: asyncio.Task[None], grace_s: float) -> None:
         await self.inflight.wait_all(grace_s)
@@ -102,13 +190,6 @@ class Engine:
         await self.committer.commit(final=True)
         await self.k(self.consumer.close)
         self._kexec.shutdown(wait=False)
-
-    async def _wait_gate_or_stop(self) -> None:
-        gate = asyncio.create_task(self._gate_open.wait())
-        stop = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait([gate, stop], return_when=asyncio.FIRST_COMPLETED, timeout=1.0)
-        gate.cancel()
-        stop.cancel()
 
     async def _steer_lanes(self, saw_priority: bool) -> None:
         """Pause normal and retry lanes while priority records flow; resume when they stop."""
@@ -137,9 +218,8 @@ class Engine:
             self.assignment.add(part)
             self.inflight.offsets.forget(*part)
         M.ASSIGNED.labels(self.stage).set(len(self.assignment))
-        if lanes:  # a new assignment starts unpaused
-            self._paused_lanes = False
-            self.paused_all = False
+        if lanes and not self.paused_all:  # a new assignment starts unpaused
+            self._paused_lanes = False  # (while all are paused, only a keepalive polls: it pauses them again)
         log.info("assigned %s", sorted(self.assignment))
 
     def _on_revoke(self, parts: list[Part]) -> None:
@@ -151,11 +231,17 @@ class Engine:
             with contextlib.suppress(Exception):
                 fut.result(DRAIN_ON_REVOKE_S + 5)
         self.committer.commit_revoked(revoked)
+        self._drop_pending(revoked)
         self.assignment.difference_update(revoked)
         self.inflight.forget(revoked)
         M.ASSIGNED.labels(self.stage).set(len(self.assignment))
 
     def _on_lost(self, parts: list[Part]) -> None:
+        self._drop_pending(set(parts))
         self.assignment.difference_update(parts)
         if self._loop is not None:  # tasks are cancelled on their own loop's thread
             self._loop.call_soon_threadsafe(self.inflight.forget, parts, True)
+
+    def _drop_pending(self, parts: set[Part]) -> None:
+        if any((m.topic, m.partition) in parts for m in self.pending):
+            self.pending = collections.deque(m for m in self.pending if (m.topic, m.partition) not in parts)

@@ -64,11 +64,22 @@ class InFlight:
 
     async def admit(self, msg: Message) -> None:
         """Dispatch ``msg`` once its bytes fit the budget."""
+        self.start(msg, *await self.reserve(msg))
+
+    def reserve_now(self, msg: Message) -> tuple[Hold, int] | None:
+        """:meth:`reserve` when its bytes fit at once, else None (nothing held)."""
+        hold = Hold(self.budget)
+        due = self._due(msg)
+        return (hold, due) if due or hold.try_reserve(len(msg.value)) else None
+
+    async def reserve(self, msg: Message) -> tuple[Hold, int]:
+        """``msg``'s bytes on the budget, waiting for them, and its due time: what :meth:`start` takes.
+        The engine keeps its consumer in the group while it waits (and may give the hold back)."""
         hold = Hold(self.budget)
         due = self._due(msg)  # decided once: a retry that is not due yet reserves when it is
         if not due:
             await hold.reserve(len(msg.value))
-        self._start(msg, hold, due)
+        return hold, due
 
     def dispatch(self, msg: Message) -> None:
         """Start ``msg``'s task now, its bytes charged without waiting: the priority lane, whose few
@@ -77,9 +88,9 @@ class InFlight:
         due = self._due(msg)
         if not due:
             hold.charge(len(msg.value))
-        self._start(msg, hold, due)
+        self.start(msg, hold, due)
 
-    def _start(self, msg: Message, hold: Hold, due: int) -> None:
+    def start(self, msg: Message, hold: Hold, due: int) -> None:
         flight = _Flight(msg, hold, due)
         self.offsets.start(msg.topic, msg.partition, msg.offset)
         if flight.due:

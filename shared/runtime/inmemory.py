@@ -197,6 +197,10 @@ class InMemoryConsumers:
             batch = self.broker.fetch(lanes_member, limit)
         return [], batch
 
+    def keepalive(self) -> tuple[list[Message], list[Message]]:
+        self._run_callbacks()  # this broker has no poll interval: nothing else to keep alive
+        return [], []
+
     def _member(self, topic: str) -> _Member:
         return next(m for m in self._members if topic in m.topics)
 

@@ -57,6 +57,12 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def keepalive_s(settings: Settings) -> float:
+    """How long a consumer may go without a poll before the engine polls it for nothing but the
+    group's business (a fifth of ``max.poll.interval.ms``, at most 10 s)."""
+    return min(10.0, settings.max_poll_interval_ms / 5000)
+
+
 def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
     return {
         **client_config(settings),
@@ -70,7 +76,7 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
         # Tansu's JoinGroup waits session.timeout.ms / 2: keep rebalances to seconds.
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
-        "max.poll.interval.ms": 300_000,
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
         # Tansu does not wake long-poll fetches on new data: latency ≈ fetch.wait.max.ms / 2.
         "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         # A small prefetch lets a priority record overtake a backlog instead of queueing behind it.

@@ -14,19 +14,21 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from shared.runtime.backend import AssignCallback, Offset, Part, RevokeCallback, to_message
-from shared.runtime.kafka import AsyncProducer, consumer_config, producer_config
+from shared.runtime.kafka import AsyncProducer, consumer_config, keepalive_s, producer_config
 from shared.runtime.message import Message
 from shared.settings import Settings
 
 log = logging.getLogger("fiscalflow.runtime")
 FETCH_WAIT_S = 0.05  # how long an idle poll turn waits for the normal lanes
 STATS_INTERVAL_MS = 2000  # librdkafka statistics: what the truncation watch reads
+MAX_KEEPALIVE = 100  # a keepalive poll returns messages only when a partition was assigned within it
 
 
 class TruncationWatch:
@@ -115,6 +117,8 @@ class KafkaConsumers:
     def __init__(self, settings: Settings, lanes: tuple[str, list[str]], priority_group: str, priority_topic: str,
                  client_id: str) -> None:
         self._topics = lanes[1]
+        self._keepalive_s = keepalive_s(settings)
+        self._lanes_polled = time.monotonic()
         self._priority_topic = priority_topic
         # One watch per consumer: each one's statistics name only its own partitions.
         self._watches = (TruncationWatch(), TruncationWatch())
@@ -136,8 +140,20 @@ class KafkaConsumers:
     def poll(self, limit: int, lanes: bool) -> tuple[list[Message], list[Message]]:
         prio = self._pconsumer.consume(limit, 0)
         if prio or not lanes:
-            return _messages(prio, True), []
+            # The lanes' consumer is not polled while priority records flow (its partitions are
+            # paused): polled for nothing now and then, it stays in its group.
+            batch: list[KafkaMessage] = []
+            if time.monotonic() - self._lanes_polled >= self._keepalive_s:
+                batch = self._consumer.consume(limit, 0)
+                self._lanes_polled = time.monotonic()
+            return _messages(prio, True), _messages(batch, False)
+        self._lanes_polled = time.monotonic()
         return [], _messages(_fetch(self._consumer, limit, FETCH_WAIT_S), False)
+
+    def keepalive(self) -> tuple[list[Message], list[Message]]:
+        prio, batch = self._pconsumer.consume(MAX_KEEPALIVE, 0), self._consumer.consume(MAX_KEEPALIVE, 0)
+        self._lanes_polled = time.monotonic()
+        return _messages(prio, True), _messages(batch, False)
 
     def pause(self, parts: Sequence[Part]) -> None:
         self._each(parts, "pause")

@@ -35,6 +35,7 @@ from shared.runtime.engine import Engine
 from shared.runtime.gate import BreakerGate
 from shared.runtime.host import Readiness, dependency_ok
 from shared.runtime.inflight import InFlight
+from shared.runtime.kafka import keepalive_s
 from shared.runtime.kafka_backend import KafkaBackend
 from shared.runtime.policy import RejectRatio, RetryPolicy
 from shared.runtime.process import Processor
@@ -71,7 +72,7 @@ class StageRunner:
                                  ByteBudget(self.stage, settings.max_in_flight_bytes))
         self.engine = Engine(self.stage, backend.consumer(spec.subscriptions(), spec.priority_topic, client_id),
                              spec.priority_topic, self.inflight, self.gate.open, lambda: bool(self.reject.halted),
-                             settings.commit_interval_ms / 1000, stopping)
+                             settings.commit_interval_ms / 1000, stopping, keepalive_s(settings))
         self._conditions = ConditionReporter(spec.on_condition, (self.stage, self.replica_id, socket.gethostname(),
                                              spec.topic_namespace), self.condition)
 

@@ -9,6 +9,7 @@ import pytest
 
 from shared.runtime.budget import ByteBudget, Hold, current_hold
 from shared.runtime.inflight import InFlight
+from shared.runtime.kafka import keepalive_s
 from shared.runtime.message import Message
 from shared.settings import Settings
 
@@ -161,3 +162,21 @@ def test_the_budget_must_hold_the_largest_document_twice() -> None:
     with pytest.raises(ValueError, match="max_in_flight_bytes"):
         Settings(max_document_bytes=40 * 1024 * 1024)
     assert Settings(max_document_bytes=40 * 1024 * 1024, max_in_flight_bytes=80 * 1024 * 1024)
+
+
+async def test_taking_bytes_without_waiting_never_jumps_the_queue() -> None:
+    # The engine's fast path: a message whose bytes fit now goes at once, unless someone is waiting.
+    budget = ByteBudget("download", 100)
+    assert budget.try_reserve(80)
+    waiter = asyncio.create_task(budget.reserve(50))
+    await _settle()
+    assert not budget.try_reserve(10), "10 bytes fit, but a reservation of 50 asked first"
+    budget.release(80)
+    await asyncio.wait_for(waiter, 1)
+    assert budget.try_reserve(10) and budget.used == 60
+
+
+def test_a_consumer_may_not_poll_less_often_than_its_session_lasts() -> None:
+    with pytest.raises(ValueError, match="max_poll_interval_ms"):
+        Settings(max_poll_interval_ms=5000, session_timeout_ms=6000)
+    assert keepalive_s(Settings()) == 10.0 and keepalive_s(Settings(max_poll_interval_ms=6000)) == 1.2

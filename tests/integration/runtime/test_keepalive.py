@@ -1,0 +1,101 @@
+"""A replica that cannot take work stays in its consumer group, on the real broker.
+
+librdkafka takes a consumer out of its group once it goes ``max.poll.interval.ms`` without a poll;
+coming back costs a rebalance, and work that outlasts the interval is handed out again, forever.
+These stages run with a 3 s interval and cannot take work for longer than that: a downstream down,
+every handler slot taken by a slow message, halted by the reject ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.runtime.conftest import Namespace, StageProc
+from tests.integration.runtime.test_conditions import _wait_rows
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = {"FISCALFLOW_MAX_POLL_INTERVAL_MS": "3000", "FISCALFLOW_SESSION_TIMEOUT_MS": "3000"}
+
+
+def _assignments(stage: StageProc) -> list[str]:
+    """The stage's "assigned" log lines: one per consumer (two) as it joins, more after each rebalance."""
+    return [line for line in stage.log.read_text(errors="replace").splitlines() if "assigned [" in line]
+
+
+def _left_group(stage: StageProc) -> list[str]:
+    return [line for line in stage.log.read_text(errors="replace").splitlines()
+            if "maximum poll interval" in line.lower()]
+
+
+def _wait_joined(stage: StageProc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_assignments(stage)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(_assignments(stage)) == 2, stage.log.read_text(errors="replace")[-3000:]
+
+
+def _cpu_s(stage: StageProc) -> float:
+    assert stage.proc is not None
+    fields = Path(f"/proc/{stage.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_stage_paused_for_a_downstream_longer_than_the_poll_interval_keeps_its_partitions(
+        namespace: Namespace) -> None:
+    down = namespace.tmp / "s3-down"
+    down.touch()
+    count = 8
+    namespace.produce([{"id": f"p{i}", "fail_while": str(down), "downstream": "s3"} for i in range(count)])
+    # The breaker stays open 12 s before its first probe: four intervals without work.
+    stage = namespace.stage("--max-in-flight", "4",
+                            env={**INTERVAL, "FISCALFLOW_BREAKER_RESET_S": "12", "FISCALFLOW_REPLICA_ID": "k"})
+    rows = _wait_rows(namespace, lambda rs: bool(rs), timeout=30)
+    assert [(r.replica, r.state) for r in rows] == [("k", "paused")], rows
+    time.sleep(8)
+    down.unlink()
+    sink = namespace.wait_sink(count, timeout=60)
+    assert sorted(r["record_id"] for r in sink) == sorted(f"p{i}" for i in range(count))
+    assert not _left_group(stage), _left_group(stage)
+    assert len(_assignments(stage)) == 2, _assignments(stage)
+
+
+@pytest.mark.parametrize("held", ["the only handler slot", "the byte budget"])
+def test_a_message_that_outlasts_the_poll_interval_is_handled_once_and_the_stage_keeps_its_partitions(
+        namespace: Namespace, held: str) -> None:
+    # The first message holds what the others need for 10 s, three intervals: its one handler
+    # slot, or (1,500-byte messages, a 2,048-byte budget) the budget's bytes.
+    if held == "the only handler slot":
+        pad, args, env = "", ["--max-in-flight", "1"], INTERVAL
+    else:
+        pad, args = "x" * 1500, ["--max-in-flight", "4"]
+        env = {**INTERVAL, "FISCALFLOW_MAX_DOCUMENT_BYTES": "1024", "FISCALFLOW_MAX_IN_FLIGHT_BYTES": "2048"}
+    namespace.produce([{"id": "slow", "sleep_ms": 10_000, "pad": pad}], partition=0)
+    namespace.produce([{"id": f"q{i}", "pad": pad} for i in range(5)], partition=0)
+    stage = namespace.stage(*args, env=env)
+    sink = namespace.wait_sink(6, timeout=60)
+    assert {r["record_id"]: r["deliveries"] for r in sink} == {"slow": 1, **{f"q{i}": 1 for i in range(5)}}
+    time.sleep(2)  # a redelivery of "slow" after a rebalance would show here
+    assert {r["record_id"]: r["deliveries"] for r in namespace.sink()}["slow"] == 1
+    assert not _left_group(stage), _left_group(stage)
+    assert len(_assignments(stage)) == 2, _assignments(stage)
+
+
+def test_a_halted_stage_stays_in_its_group_and_idles(namespace: Namespace) -> None:
+    namespace.produce([{"id": f"bad{i}", "permanent": True} for i in range(60)])
+    stage = namespace.stage("--max-in-flight", "4", env={**INTERVAL, "FISCALFLOW_REJECT_RATIO_WINDOW": "20",
+                                                         "FISCALFLOW_REJECT_RATIO_THRESHOLD": "0.5",
+                                                         "FISCALFLOW_REPLICA_ID": "h"})
+    rows = _wait_rows(namespace, lambda rs: bool(rs), timeout=30)
+    assert [(r.replica, r.state) for r in rows] == [("h", "halted")], rows
+    _wait_joined(stage)
+    cpu, t0 = _cpu_s(stage), time.monotonic()
+    time.sleep(9)  # three intervals
+    busy = (_cpu_s(stage) - cpu) / (time.monotonic() - t0)
+    assert busy < 0.25, f"a halted stage spends {busy:.0%} of a core"
+    assert not _left_group(stage), _left_group(stage)
+    assert len(_assignments(stage)) == 2, _assignments(stage)
