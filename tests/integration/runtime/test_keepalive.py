@@ -64,17 +64,20 @@ def test_a_stage_paused_for_a_downstream_longer_than_the_poll_interval_keeps_its
     assert len(_assignments(stage)) == 2, _assignments(stage)
 
 
-@pytest.mark.parametrize("held", ["the only handler slot", "the byte budget"])
+@pytest.mark.parametrize("held", ["the only handler slot", "the byte budget", "priority work"])
 def test_a_message_that_outlasts_the_poll_interval_is_handled_once_and_the_stage_keeps_its_partitions(
         namespace: Namespace, held: str) -> None:
     # The first message holds what the others need for 10 s, three intervals: its one handler
-    # slot, or (1,500-byte messages, a 2,048-byte budget) the budget's bytes.
+    # slot; or (1,500-byte messages, a 2,048-byte budget) the budget's bytes; or, a priority
+    # record, the other lanes, paused while it is in flight (their consumer is not polled for work).
+    pad, args, env = "", ["--max-in-flight", "4"], INTERVAL
     if held == "the only handler slot":
-        pad, args, env = "", ["--max-in-flight", "1"], INTERVAL
-    else:
-        pad, args = "x" * 1500, ["--max-in-flight", "4"]
+        args = ["--max-in-flight", "1"]
+    elif held == "the byte budget":
+        pad = "x" * 1500
         env = {**INTERVAL, "FISCALFLOW_MAX_DOCUMENT_BYTES": "1024", "FISCALFLOW_MAX_IN_FLIGHT_BYTES": "2048"}
-    namespace.produce([{"id": "slow", "sleep_ms": 10_000, "pad": pad}], partition=0)
+    namespace.produce([{"id": "slow", "sleep_ms": 10_000, "pad": pad}], partition=0,
+                      priority=held == "priority work")
     namespace.produce([{"id": f"q{i}", "pad": pad} for i in range(5)], partition=0)
     stage = namespace.stage(*args, env=env)
     sink = namespace.wait_sink(6, timeout=60)
