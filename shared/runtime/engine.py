@@ -59,6 +59,7 @@ class Engine:
         self.pending: collections.deque[Message] = collections.deque()
         self._keepalive_s = keepalive_s
         self._last_poll = time.monotonic()
+        self._paused_published = False
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{stage}-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k,
@@ -83,6 +84,7 @@ class Engine:
         inflight = self.inflight
         while not self.stopping.is_set():
             halted = self._halted()
+            self._publish_paused(halted or not self._gate_open.is_set())
             if halted or not self._gate_open.is_set():
                 await self._set_paused_all(True)
                 # Only a restart ends a halt; a closed gate opens by itself.
@@ -117,6 +119,12 @@ class Engine:
             self.pending.extend(batch)
             if inflight.delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
+
+    def _publish_paused(self, paused: bool) -> None:
+        """The gauge says why the stage takes no work (a breaker, a halt), not that a keepalive paused it."""
+        if paused != self._paused_published:
+            self._paused_published = paused
+            M.PAUSED.labels(self.stage).set(1 if paused else 0)
 
     async def _admit_pending(self) -> None:
         """Dispatch the pending messages while there are handler slots, each once its bytes fit the
@@ -210,7 +218,6 @@ class Engine:
         if not paused:
             self._paused_lanes = False
         self.paused_all = paused
-        M.PAUSED.labels(self.stage).set(1 if paused else 0)
 
     # ------------------------------------------------------------------ rebalances (consumer thread)
     def _on_assign(self, parts: list[Part], lanes: bool) -> None:

@@ -8,8 +8,11 @@ every handler slot taken by a slow message, halted by the reject ratio.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,23 @@ def _wait_joined(stage: StageProc, timeout: float = 30) -> None:
     assert len(_assignments(stage)) == 2, stage.log.read_text(errors="replace")[-3000:]
 
 
+def _paused_gauge(stage: StageProc, replica: str, seconds: float) -> set[float]:
+    """The values of fiscalflow_stage_paused the replica showed, read every 0.2 s for ``seconds``."""
+    seen: set[float] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads((stage.log.parent / "run" / f"validate-{replica}.json").read_text())
+            with urllib.request.urlopen(info["ops"] + "/metrics", timeout=5) as resp:
+                m = re.search(r'^fiscalflow_stage_paused\{stage="validate"\} (\S+)$', resp.read().decode(), re.M)
+            if m:
+                seen.add(float(m.group(1)))
+        except (OSError, ValueError):
+            pass  # not started yet
+        time.sleep(0.2)
+    return seen
+
+
 def _cpu_s(stage: StageProc) -> float:
     assert stage.proc is not None
     fields = Path(f"/proc/{stage.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -56,7 +76,7 @@ def test_a_stage_paused_for_a_downstream_longer_than_the_poll_interval_keeps_its
                             env={**INTERVAL, "FISCALFLOW_BREAKER_RESET_S": "12", "FISCALFLOW_REPLICA_ID": "k"})
     rows = _wait_rows(namespace, lambda rs: bool(rs), timeout=30)
     assert [(r.replica, r.state) for r in rows] == [("k", "paused")], rows
-    time.sleep(8)
+    assert _paused_gauge(stage, "k", 8) == {1.0}
     down.unlink()
     sink = namespace.wait_sink(count, timeout=60)
     assert sorted(r["record_id"] for r in sink) == sorted(f"p{i}" for i in range(count))
@@ -79,7 +99,9 @@ def test_a_message_that_outlasts_the_poll_interval_is_handled_once_and_the_stage
     namespace.produce([{"id": "slow", "sleep_ms": 10_000, "pad": pad}], partition=0,
                       priority=held == "priority work")
     namespace.produce([{"id": f"q{i}", "pad": pad} for i in range(5)], partition=0)
-    stage = namespace.stage(*args, env=env)
+    stage = namespace.stage(*args, env={**env, "FISCALFLOW_REPLICA_ID": "s"})
+    # A keepalive pauses the partitions; the gauge says "paused by a breaker", and none is open.
+    assert _paused_gauge(stage, "s", 8) == {0.0}
     sink = namespace.wait_sink(6, timeout=60)
     assert {r["record_id"]: r["deliveries"] for r in sink} == {"slow": 1, **{f"q{i}": 1 for i in range(5)}}
     time.sleep(2)  # a redelivery of "slow" after a rebalance would show here
