@@ -13,6 +13,7 @@ polls for nothing but the group's business (librdkafka leaves the group when a c
 ``max.poll.interval.ms`` without a poll, and its return would cost every replica a rebalance).
 Messages polled and not yet dispatched wait in ``pending``; a rebalance drops those of the
 partitions it took away (their new owner reads them from the committed offset, which is below them).
+docs/decisions/0027-poll-while-unable-to-take-work.md has the why and the measurements.
 """
 
 from __future__ import annotations
