@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     )
     max_poll_interval_ms: int = Field(
         300_000, ge=1000, description="How long a consumer may go without polling before it leaves its group. A "
-        "stage that cannot take work (paused, halted, every slot or the byte budget taken) still polls every "
-        "fifth of it (at most every 10 s) with its partitions paused, so it stays in the group."
+        "stage that cannot take work (paused, halted, every slot or the byte budget taken) pauses its "
+        "partitions after a fifth of it (at most 10 s) and then polls every second, so it stays in the group."
     )
     fetch_wait_max_ms: int = Field(20, description="Max fetch wait; the local broker's latency floor is half.")
     producer_linger_ms: int = Field(

@@ -19,6 +19,11 @@ from typing import Any, Protocol
 from shared.runtime import headers as H
 from shared.runtime.message import Message
 
+# A consumer whose partitions are all paused fetches nothing, and polling it costs ~100 µs: it is
+# polled every second, so a rebalance another replica starts waits a second for it (the group cannot
+# finish one until every member has served its revoke inside a poll), not the keepalive interval.
+PAUSED_KEEPALIVE_S = 1.0
+
 RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
 Part = tuple[str, int]  # (topic, partition)
 Offset = tuple[str, int, int]  # (topic, partition, offset to commit: the next one to read)

@@ -10,7 +10,8 @@ priority records flow (or are in flight) the normal and retry partitions are pau
 A replica that cannot take work (its gate closed, halted, every handler slot taken, the byte
 budget spent) still polls: after ``keepalive_s`` without a poll it pauses every partition and
 polls for nothing but the group's business (librdkafka leaves the group when a consumer goes
-``max.poll.interval.ms`` without a poll, and its return would cost every replica a rebalance).
+``max.poll.interval.ms`` without a poll, and its return would cost every replica a rebalance);
+once all are paused it polls every second, so a rebalance another replica starts waits no longer.
 Messages polled and not yet dispatched wait in ``pending``; a rebalance drops those of the
 partitions it took away (their new owner reads them from the committed offset, which is below them).
 docs/decisions/0027-poll-while-unable-to-take-work.md has the why and the measurements.
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.runtime import metrics as M
-from shared.runtime.backend import ConsumerBackend, Part
+from shared.runtime.backend import PAUSED_KEEPALIVE_S, ConsumerBackend, Part
 from shared.runtime.budget import Hold
 from shared.runtime.committer import Committer
 from shared.runtime.inflight import DRAIN_ON_REVOKE_S, InFlight
@@ -95,7 +96,7 @@ class Engine:
             if inflight.capacity() <= 0:
                 inflight.slot.clear()
                 # Not _wait(): this wait is one per message at full load, and a timer costs less.
-                timer = asyncio.get_running_loop().call_later(self._keepalive_s, inflight.slot.set)
+                timer = asyncio.get_running_loop().call_later(self._keepalive_due_s(), inflight.slot.set)
                 try:
                     await inflight.slot.wait()
                 finally:
@@ -148,7 +149,7 @@ class Engine:
     async def _reserve(self, msg: Message) -> tuple[Hold, int] | None:
         """Wait for ``msg``'s bytes, polling to stay in the group meanwhile; None when stopped."""
         reserving = asyncio.ensure_future(self.inflight.reserve(msg))
-        while not await self._wait(asyncio.shield(reserving), self._keepalive_s):
+        while not await self._wait(asyncio.shield(reserving), self._keepalive_due_s()):
             if self.stopping.is_set():
                 reserving.cancel()  # stopped while waiting for the byte budget: redelivered
                 with contextlib.suppress(asyncio.CancelledError):
@@ -176,10 +177,15 @@ class Engine:
         finally:
             self._last_poll = time.monotonic()
 
+    def _keepalive_due_s(self) -> float:
+        """How old the last poll may get: ``keepalive_s`` while the partitions fetch (a stall shorter
+        than that is not worth dropping what was fetched), a second once they are all paused."""
+        return min(self._keepalive_s, PAUSED_KEEPALIVE_S) if self.paused_all else self._keepalive_s
+
     async def _keepalive(self) -> None:
-        """A poll with every partition paused, when the last one is ``keepalive_s`` old: it serves the
-        group (rebalances included) and takes no new work."""
-        if time.monotonic() - self._last_poll < self._keepalive_s or self.stopping.is_set():
+        """A poll with every partition paused, when the last one is due (``_keepalive_due_s``): it
+        serves the group (rebalances included) and takes no new work."""
+        if time.monotonic() - self._last_poll < self._keepalive_due_s() or self.stopping.is_set():
             return
         await self._set_paused_all(True)
         self.pending.extend(await self._poll(self._keepalive_turn))

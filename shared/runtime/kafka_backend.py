@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from shared.runtime.backend import AssignCallback, Offset, Part, RevokeCallback, to_message
+from shared.runtime.backend import PAUSED_KEEPALIVE_S, AssignCallback, Offset, Part, RevokeCallback, to_message
 from shared.runtime.kafka import AsyncProducer, consumer_config, keepalive_s, producer_config
 from shared.runtime.message import Message
 from shared.settings import Settings
@@ -117,7 +117,8 @@ class KafkaConsumers:
     def __init__(self, settings: Settings, lanes: tuple[str, list[str]], priority_group: str, priority_topic: str,
                  client_id: str) -> None:
         self._topics = lanes[1]
-        self._keepalive_s = keepalive_s(settings)
+        # Polled for nothing while priority work keeps its partitions paused.
+        self._lanes_keepalive_s = min(keepalive_s(settings), PAUSED_KEEPALIVE_S)
         self._lanes_polled = time.monotonic()
         self._priority_topic = priority_topic
         # One watch per consumer: each one's statistics name only its own partitions.
@@ -143,7 +144,7 @@ class KafkaConsumers:
             # The lanes' consumer is not polled while priority records flow (its partitions are
             # paused): polled for nothing now and then, it stays in its group.
             batch: list[KafkaMessage] = []
-            if time.monotonic() - self._lanes_polled >= self._keepalive_s:
+            if time.monotonic() - self._lanes_polled >= self._lanes_keepalive_s:
                 batch = self._consumer.consume(limit, 0)
                 self._lanes_polled = time.monotonic()
             return _messages(prio, True), _messages(batch, False)
