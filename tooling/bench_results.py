@@ -12,10 +12,13 @@ the README's commands, the tests, the demo and the benchmarks never change a tra
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
 import subprocess
+import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +60,36 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cores} cores ({cpu}), {mem_gb:.0f} GiB"
+
+
+# A fixed piece of work a stage does per document, in small: compress, hash, encode and decode JSON,
+# walk a dict. Its time says how fast this machine's core was when the run was recorded.
+_REFERENCE_DOC = b"".join(b'<cfdi:Concepto ClaveProdServ="%08d" Cantidad="%d" Importe="%d.00"/>' % (i * 7919, i, i * 13)
+                          for i in range(80))
+
+
+def _reference_once() -> None:
+    for i in range(400):
+        body = zlib.compress(_REFERENCE_DOC + str(i).encode(), 6)
+        digest = hashlib.sha256(body).hexdigest()
+        fields = {f"k{j}": (j, digest[j % 60:], body[:8].hex()) for j in range(60)}
+        decoded = json.loads(json.dumps(fields))
+        sum(len(v[1]) for v in decoded.values())
+
+
+def reference_ms(repeats: int = 7) -> float:
+    """The machine's speed: milliseconds one core takes for a fixed workload (the fastest of
+    ``repeats`` tries, so a moment of interference does not count; lower is faster).
+
+    Recorded with every measurement: these VMs are not all equally fast, and the same one is not on
+    every day (the same commit took 215 s one day and 176 s the next), so two figures compare only
+    together with their reference times."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _reference_once()
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 2)
 
 
 def git_state() -> tuple[str, bool]:
@@ -105,13 +138,14 @@ class RunRecord:
     summary: str
     error: str = ""
     load: tuple[float, ...] = ()  # load average (1, 5, 15 min) when the run ended
+    reference_ms: float | None = None  # the machine's speed when recorded (``reference_ms()``); older runs: None
 
     def to_json(self) -> str:
         return json.dumps({
             "scenario": self.scenario, "date": self.date.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": self.machine, "commit": self.commit, "dirty": self.dirty, "command": self.command,
             "params": self.params, "figures": self.figures, "summary": self.summary, "error": self.error,
-            "load": list(self.load)}, ensure_ascii=False, allow_nan=False)
+            "load": list(self.load), "reference_ms": self.reference_ms}, ensure_ascii=False, allow_nan=False)
 
     @classmethod
     def from_json(cls, line: str) -> RunRecord:
@@ -131,7 +165,8 @@ class RunRecord:
                        commit=str(raw.get("commit", "")), dirty=bool(raw.get("dirty", False)),
                        command=str(raw.get("command", "")), params=params,
                        figures={str(k): _number(v) for k, v in figures.items()}, summary=str(raw.get("summary", "")),
-                       error=str(raw.get("error") or ""), load=tuple(float(x) for x in raw.get("load") or ()))
+                       error=str(raw.get("error") or ""), load=tuple(float(x) for x in raw.get("load") or ()),
+                       reference_ms=_number(raw.get("reference_ms")))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a run record: {exc!r}") from exc
 
@@ -180,7 +215,9 @@ def append_result(scenario: str, command: str, table: str, note: str = "",
     now = dt.datetime.now(dt.UTC)
     sha, dirty = git_state()
     where = machine()
+    speed = reference_ms()
     entry = [f"\n## {now.strftime('%Y-%m-%d %H:%M UTC')} — {scenario}\n", f"- machine: {where}",
+             f"- machine speed: reference workload {speed:.1f} ms on one core (lower is faster)",
              f"- commit: {sha}" + (" (+ uncommitted changes)" if dirty else ""), f"- command: `{command}`"]
     if note:
         entry.append(f"- note: {note}")
@@ -195,7 +232,7 @@ def append_result(scenario: str, command: str, table: str, note: str = "",
         lines = [RunRecord(scenario=m.scenario, date=now.replace(microsecond=0), machine=where, commit=sha,
                            dirty=dirty, command=command, params=dict(m.params),
                            figures={k: _number(v) for k, v in m.figures.items()}, summary=m.summary,
-                           error=m.error, load=tuple(round(x, 2) for x in load)).to_json()
+                           error=m.error, load=tuple(round(x, 2) for x in load), reference_ms=speed).to_json()
                  for m in measured]
         with runs_path().open("a", encoding="utf-8") as fh:
             fh.write("".join(line + "\n" for line in lines))

@@ -44,9 +44,10 @@ def newest_per_scenario(records: Iterable[RunRecord],
 
 def render_row(s: Scenario, record: RunRecord) -> str:
     commit = record.commit + (" + uncommitted changes" if record.dirty else "")
+    speed = "" if record.reference_ms is None else f", reference {record.reference_ms:.1f} ms"
     summary = record.summary or s.describe(record.figures)
     return (f"| {_escape(s.label)} | {_escape(summary)} | {_escape(s.target)} | {s.status(record.figures)} "
-            f"| {commit}, {record.date:%Y-%m-%d} | {s.command} |")
+            f"| {commit}, {record.date:%Y-%m-%d}{speed} | {s.command} |")
 
 
 def render_table(current: str, records: Iterable[RunRecord], scenarios: Sequence[Scenario] = SCENARIOS) -> str:

@@ -3,6 +3,7 @@ and the rows no run has replaced kept as they are."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,12 @@ def test_a_record_replaces_its_row_only() -> None:
                                "p99 ≤ 20 ms (daily, summary, issuers)", "not met", "03180fe, 2026-11-30",
                                "`python bench/report_bench.py`"]
     assert cells(rows[-1])[0] == "a row nobody declared"
+
+
+def test_a_row_names_the_machine_speed_its_record_was_measured_at() -> None:
+    timed = dataclasses.replace(record("chaos", {"lost": 0, "duplicated": 0}, when="2026-12-05 09:00"),
+                                reference_ms=28.54)
+    assert cells(render_row(scenario("chaos"), timed))[4] == "03180fe, 2026-12-05, reference 28.5 ms"
 
 
 def test_a_readme_without_markers_is_refused() -> None:

@@ -34,6 +34,8 @@ def test_a_run_appends_its_table_and_one_record_per_scenario(local_dir: Path) ->
     assert raw["scenario"] == "latency-priority" and raw["figures"] == {"p50_ms": 248.0, "p99_ms": None}
     assert raw["command"] == "fiscalflow bench latency" and raw["params"] == {"samples": 50, "backlog": 50_000}
     assert raw["date"].endswith("Z") and raw["machine"] and raw["commit"]
+    # The machine's speed, measured as the run was recorded: a fixed workload's milliseconds.
+    assert raw["reference_ms"] > 0 and "- machine speed: reference workload " in md
 
     records, problems = read_records()
     assert problems == []
@@ -47,8 +49,11 @@ def test_a_record_survives_a_round_trip() -> None:
     record = RunRecord(scenario="chaos", date=dt.datetime(2026, 11, 30, 4, 1, tzinfo=dt.UTC), machine="2 cores",
                        commit="e8918b2", dirty=True, command="make test", params={"count": 20_000},
                        figures={"lost": 0, "duplicated": 0, "run_s": 92.0}, summary="lost 0, duplicated 0",
-                       load=(0.5, 0.8, 2.4))
+                       load=(0.5, 0.8, 2.4), reference_ms=28.5)
     assert RunRecord.from_json(record.to_json()) == record
+    older = json.loads(record.to_json())
+    del older["reference_ms"]  # a record of a run before machine speeds were measured
+    assert RunRecord.from_json(json.dumps(older)).reference_ms is None
 
 
 def test_lines_that_are_not_records_are_skipped_and_named() -> None:
