@@ -1,7 +1,7 @@
 """One isolated stack per scenario, and what the scenarios measure on it.
 
 ``BenchStack`` is the local stack (``tooling.stack.LocalStack``) on ports and a database of its own
-(``.local-bench-<scenario>``, ports 39xxx + offset, database ``fiscalflow_bench_<scenario>``), wiped
+(``.local-bench-<scenario>``, ports 30xxx–32xxx + offset, database ``fiscalflow_bench_<scenario>``), wiped
 before and stopped after, so the chaos and test suites running on the same machine never share
 state with a measurement.  Services run under the stack's supervisor (``fiscalflow service run``
 replicas, as in production); ``stages`` switches the running set, the supervisor stops the rest.
@@ -41,14 +41,18 @@ PIPELINE = [Stage.INGEST, Stage.DOWNLOAD, Stage.VALIDATE, Stage.STORE, Stage.REP
 
 
 def bench_settings(name: str, offset: int, **overrides: Any) -> Settings:
+    """A scenario's stack on ports of its own: 30xxx–32xxx, below Linux's ephemeral range (32768 and
+    up), where a client's outgoing connection may already hold the port a server is about to bind
+    (it happened: the latency scenario's broker on 39162 exited with "Address in use"), and above
+    the test stacks' 2xxxx."""
     base: dict[str, Any] = dict(
         local_dir=PROJECT_ROOT / f".local-bench-{name}",
-        bootstrap_servers=f"127.0.0.1:{39092 + offset}",
-        s3_endpoint=f"http://127.0.0.1:{38333 + offset}",
+        bootstrap_servers=f"127.0.0.1:{31092 + offset}",
+        s3_endpoint=f"http://127.0.0.1:{30333 + offset}",
         sftp_regions=",".join(f"{r}=127.0.0.1:{32201 + offset + i}" for i, r in enumerate(corpus.REGIONS)),
         pg_dsn=f"postgresql://postgres@127.0.0.1:5432/fiscalflow_bench_{name.replace('-', '_')}",
-        ingest_port=38080 + offset,
-        report_port=38081 + offset,
+        ingest_port=30080 + offset,
+        report_port=30081 + offset,
         metrics_port=0,
         **corpus.trust_settings(),
     )
