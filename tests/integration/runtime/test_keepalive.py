@@ -38,10 +38,16 @@ def _left_group(stage: StageProc) -> list[str]:
             if "maximum poll interval" in line.lower()]
 
 
-def _wait_joined(stage: StageProc, timeout: float = 30) -> None:
+def _wait_assignments(stage: StageProc, count: int, timeout: float) -> None:
+    """Until the stage has logged ``count`` assignments (two per join or rebalance), or the timeout."""
     deadline = time.monotonic() + timeout
-    while len(_assignments(stage)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while len(_assignments(stage)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_assignments(stage)) >= count, stage.log.read_text(errors="replace")[-3000:]
+
+
+def _wait_joined(stage: StageProc, timeout: float = 30) -> None:
+    _wait_assignments(stage, 2, timeout)
     assert len(_assignments(stage)) == 2, stage.log.read_text(errors="replace")[-3000:]
 
 
@@ -133,13 +139,6 @@ def test_a_halted_stage_stays_in_its_group_and_idles(namespace: Namespace) -> No
     assert busy < 0.25, f"a halted stage spends {busy:.0%} of a core"
     assert not _left_group(stage), _left_group(stage)
     assert len(_assignments(stage)) == 2, _assignments(stage)
-
-
-def _wait_assignments(stage: StageProc, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while len(_assignments(stage)) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(_assignments(stage)) >= count, stage.log.read_text(errors="replace")[-3000:]
 
 
 def _join_s(stage: StageProc) -> float:
