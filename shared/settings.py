@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         "once (regions × connections × channels × requests per channel). Issuers slow to serve a file need more "
         "(about files/s × seconds per file; their bytes stay bounded by `max_in_flight_bytes`), but the priority "
         "lane then waits behind more work (docs/decisions/0026-byte-budget.md).")
+    download_look_ahead: int = Field(
+        20_000, ge=0, description="Download tasks a replica may hold waiting, past those in flight, to find other "
+        "regions' records when a long run of one region's has every slot: each region then gets its share of "
+        "`download_max_in_flight`. About 1 KB of memory each; a crash redelivers them (downloaded again, "
+        "idempotently). 0: first in, first out (docs/decisions/0028-fair-download-by-region.md).")
     retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
     retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
     retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")

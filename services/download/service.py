@@ -126,4 +126,6 @@ async def build_stage(host: ServiceHost) -> StageSpec:
     return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of,
                      on_dead_letter=stage.rejections, ready_check=stage.ready,
                      on_condition=condition_hook(lambda: stage.pool),
-                     max_in_flight=min(settings.download_max_in_flight, capacity))
+                     max_in_flight=min(settings.download_max_in_flight, capacity),
+                     # Each region gets its share of the slots however the topic orders them (decision 0028).
+                     fair_key=region_of, look_ahead=settings.download_look_ahead)

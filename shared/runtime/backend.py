@@ -37,9 +37,10 @@ class ConsumerBackend(Protocol):
     def subscribe(self, on_assign: AssignCallback, on_revoke: RevokeCallback, on_lost: RevokeCallback) -> None:
         """Join the groups; the callbacks run on the consumer thread, inside :meth:`poll`."""
 
-    def poll(self, limit: int, lanes: bool) -> tuple[list[Message], list[Message]]:
+    def poll(self, limit: int, lanes: bool, wait: bool = True) -> tuple[list[Message], list[Message]]:
         """(priority, normal+retry) messages: the priority lane first; the other lanes only when it
-        had nothing and ``lanes`` (they are not paused for it).  Waits briefly when all are idle."""
+        had nothing and ``lanes`` (they are not paused for it).  Waits briefly when all are idle,
+        unless not ``wait``."""
         ...
 
     def keepalive(self) -> tuple[list[Message], list[Message]]:

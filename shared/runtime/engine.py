@@ -12,15 +12,21 @@ budget spent) still polls: after ``keepalive_s`` without a poll it pauses every 
 polls for nothing but the group's business (librdkafka leaves the group when a consumer goes
 ``max.poll.interval.ms`` without a poll, and its return would cost every replica a rebalance);
 once all are paused it polls every second, so a rebalance another replica starts waits no longer.
-Messages polled and not yet dispatched wait in ``pending``; a rebalance drops those of the
-partitions it took away (their new owner reads them from the committed offset, which is below them).
+Messages polled and not yet dispatched wait in ``pending``, their offsets held uncommitted; a
+rebalance drops those of the partitions it took away (their new owner reads them from the committed
+offset, which is below them).
+
+A stage with a fair key (``StageSpec.fair_key``: the download stage's region) gives each slot that
+frees to the waiting key with the fewest messages in flight, and with every slot taken reads on past
+the waiting messages (at most ``look_ahead`` of them) while each waiting key already holds its share:
+a long run of one region's records no longer keeps the other regions' servers idle
+(shared/runtime/fairness.py; decision 0028).
 docs/decisions/0027-poll-while-unable-to-take-work.md has the why and the measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -32,6 +38,7 @@ from shared.runtime import metrics as M
 from shared.runtime.backend import PAUSED_KEEPALIVE_S, ConsumerBackend, Part
 from shared.runtime.budget import Hold
 from shared.runtime.committer import Committer
+from shared.runtime.fairness import KeyedPending, KeyOf
 from shared.runtime.inflight import DRAIN_ON_REVOKE_S, InFlight
 from shared.runtime.message import Message
 
@@ -46,7 +53,8 @@ MAX_BATCH = 500
 class Engine:
     def __init__(self, stage: str, consumer: ConsumerBackend, priority_topic: str, inflight: InFlight,
                  gate_open: asyncio.Event, halted: Callable[[], bool], commit_interval_s: float,
-                 stopping: asyncio.Event, keepalive_s: float = 10.0) -> None:
+                 stopping: asyncio.Event, keepalive_s: float = 10.0, fair_key: KeyOf | None = None,
+                 look_ahead: int = 0) -> None:
         self.stage = stage
         self.consumer = consumer
         self.inflight = inflight
@@ -57,8 +65,10 @@ class Engine:
         self._gate_open = gate_open
         self._halted = halted
         self.stopping = stopping
-        # Polled, not dispatched yet (the normal and retry lanes).
-        self.pending: collections.deque[Message] = collections.deque()
+        # Polled, not dispatched yet (the normal and retry lanes), by fair key.
+        self.pending = KeyedPending(fair_key)
+        self._fair = fair_key is not None
+        self._look_ahead = look_ahead if self._fair else 0
         self._keepalive_s = keepalive_s
         self._last_poll = time.monotonic()
         self._paused_published = False
@@ -66,8 +76,9 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k,
                                    on_rewound=lambda parts: inflight.forget(parts, cancel=True))
-        for gauge in (M.ASSIGNED, M.PAUSED):
+        for gauge in (M.ASSIGNED, M.PAUSED, M.WAITING):
             gauge.labels(stage).set(0)
+        self._m_waiting = M.WAITING.labels(stage)
 
     async def k(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a consumer call on the consumer's own thread."""
@@ -94,6 +105,8 @@ class Engine:
                 await self._keepalive()
                 continue
             if inflight.capacity() <= 0:
+                if await self._read_ahead():
+                    continue
                 inflight.slot.clear()
                 # Not _wait(): this wait is one per message at full load, and a timer costs less.
                 timer = asyncio.get_running_loop().call_later(self._keepalive_due_s(), inflight.slot.set)
@@ -106,21 +119,42 @@ class Engine:
             if self.pending:
                 await self._admit_pending()
                 continue
-            await self._set_paused_all(False)
-            prio, batch = await self._poll(self.consumer.poll, min(inflight.capacity(), MAX_BATCH),
-                                           not self._paused_lanes)
-            for msg in prio:
-                inflight.dispatch(msg)  # charged on the byte budget, never waiting for it
-            await self._steer_lanes(bool(prio))
+            prio, batch = await self._poll_turn(min(inflight.capacity(), MAX_BATCH), wait=True)
             if not batch and (prio or self._paused_lanes):
                 if not prio:
                     await asyncio.sleep(0.005)  # priority work in flight: poll its topic again soon
                 continue
             if self.stopping.is_set() and not batch and not prio:
                 break
-            self.pending.extend(batch)
             if inflight.delayed > MAX_DELAYED:
                 await asyncio.sleep(0.05)
+
+    async def _poll_turn(self, limit: int, wait: bool) -> tuple[list[Message], list[Message]]:
+        """One poll: priority records start at once, the others join ``pending``."""
+        await self._set_paused_all(False)
+        prio, batch = await self._poll(self.consumer.poll, limit, not self._paused_lanes, wait)
+        for msg in prio:
+            self.inflight.dispatch(msg, self.pending.key_of(msg))  # charged on the byte budget, never waiting
+        await self._steer_lanes(bool(prio))
+        self._take(batch)
+        return prio, batch
+
+    def _take(self, batch: list[Message]) -> None:
+        for msg in batch:
+            self.inflight.hold_offset(msg)
+        self.pending.extend(batch)
+        self._m_waiting.set(len(self.pending))
+
+    async def _read_ahead(self) -> bool:
+        """Every slot is taken: with a fair key, read on past the waiting messages while each waiting
+        key holds its share of the slots (another key's records may lie further on), at most
+        ``look_ahead`` of them waiting.  True when the poll brought something (without waiting for it)."""
+        room = self._look_ahead - len(self.pending)
+        if room <= 0 or self._paused_lanes or self.stopping.is_set() or not self._gate_open.is_set() \
+                or not self.pending.all_served(self.inflight.by_key, self.inflight.max_in_flight):
+            return False
+        prio, batch = await self._poll_turn(min(room, MAX_BATCH), wait=False)
+        return bool(prio or batch)
 
     def _publish_paused(self, paused: bool) -> None:
         """The gauge says why the stage takes no work (a breaker, a halt), not that a keepalive paused it."""
@@ -133,14 +167,16 @@ class Engine:
         budget; a long wait for them keeps the consumer alive meanwhile."""
         inflight = self.inflight
         while self.pending and inflight.capacity() > 0 and not self.stopping.is_set():
-            msg = self.pending[0]
+            nxt = self.pending.next(inflight.by_key)
+            assert nxt is not None
+            key, msg = nxt
             got = inflight.reserve_now(msg) or await self._reserve(msg)
             if got is None:
                 return
             hold, due = got
-            if self.pending and self.pending[0] is msg:
-                self.pending.popleft()
-                inflight.start(msg, hold, due)
+            if self.pending.remove(key, msg):
+                inflight.start(msg, hold, due, key, held=True)
+                self._m_waiting.set(len(self.pending))
             else:  # its partition was taken away while it waited
                 hold.release_all()
             if not self._gate_open.is_set() or self._halted():
@@ -188,7 +224,7 @@ class Engine:
         if time.monotonic() - self._last_poll < self._keepalive_due_s() or self.stopping.is_set():
             return
         await self._set_paused_all(True)
-        self.pending.extend(await self._poll(self._keepalive_turn))
+        self._take(await self._poll(self._keepalive_turn))
 
     def _keepalive_turn(self) -> list[Message]:
         """On the consumer thread.  A partition assigned inside this poll starts unpaused: paused
@@ -257,5 +293,5 @@ class Engine:
             self._loop.call_soon_threadsafe(self.inflight.forget, parts, True)
 
     def _drop_pending(self, parts: set[Part]) -> None:
-        if any((m.topic, m.partition) in parts for m in self.pending):
-            self.pending = collections.deque(m for m in self.pending if (m.topic, m.partition) not in parts)
+        self.pending.drop(parts)
+        self._m_waiting.set(len(self.pending))

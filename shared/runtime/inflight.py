@@ -12,6 +12,7 @@ when it comes due), and they are given back when its task ends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -35,10 +36,10 @@ def now_ms() -> int:
 class _Flight:
     """One dispatched message: its bytes, and its due time while it waits as a retry (0 once due)."""
 
-    __slots__ = ("due", "hold", "key", "msg")
+    __slots__ = ("due", "fair_key", "hold", "key", "msg")
 
-    def __init__(self, msg: Message, hold: Hold, due: int) -> None:
-        self.msg, self.hold, self.due = msg, hold, due
+    def __init__(self, msg: Message, hold: Hold, due: int, fair_key: str | None) -> None:
+        self.msg, self.hold, self.due, self.fair_key = msg, hold, due, fair_key
         self.key = (msg.topic, msg.partition, msg.offset)
 
 
@@ -50,6 +51,8 @@ class InFlight:
         self.tasks: dict[tuple[str, int, int], asyncio.Task[None]] = {}
         self.handling = 0  # dispatched messages not finished, except retries waiting for their due time
         self.delayed = 0  # retries waiting for their due time
+        # ``handling`` by the stage's fair key (shared/runtime/fairness.py); None without one.
+        self.by_key: collections.Counter[str | None] = collections.Counter()
         self.slot = asyncio.Event()  # set when a handler slot frees (or the engine must look again)
         self._work = work
         self._m_in_flight = M.IN_FLIGHT.labels(stage)
@@ -81,22 +84,30 @@ class InFlight:
             await hold.reserve(len(msg.value))
         return hold, due
 
-    def dispatch(self, msg: Message) -> None:
+    def dispatch(self, msg: Message, fair_key: str | None = None) -> None:
         """Start ``msg``'s task now, its bytes charged without waiting: the priority lane, whose few
         records must not queue behind a backlog's documents."""
         hold = Hold(self.budget)
         due = self._due(msg)
         if not due:
             hold.charge(len(msg.value))
-        self.start(msg, hold, due)
+        self.start(msg, hold, due, fair_key)
 
-    def start(self, msg: Message, hold: Hold, due: int) -> None:
-        flight = _Flight(msg, hold, due)
+    def hold_offset(self, msg: Message) -> None:
+        """Keep ``msg``'s offset uncommitted from now on, before it starts: the engine does so as it
+        takes a message in, since a fair key may start a later message of its partition first."""
         self.offsets.start(msg.topic, msg.partition, msg.offset)
+
+    def start(self, msg: Message, hold: Hold, due: int, fair_key: str | None = None, held: bool = False) -> None:
+        """Start ``msg``'s task; ``held`` when :meth:`hold_offset` already holds its offset."""
+        flight = _Flight(msg, hold, due, fair_key)
+        if not held:
+            self.hold_offset(msg)
         if flight.due:
             self.delayed += 1
         else:
             self.handling += 1
+            self.by_key[fair_key] += 1
         self._m_in_flight.set(self.handling)
         task = asyncio.create_task(self._run(flight))
         # The slot, the bytes and the entry come back however the task ends, even cancelled before
@@ -112,6 +123,7 @@ class InFlight:
             await hold.reserve(len(msg.value))
             self.delayed -= 1
             self.handling += 1
+            self.by_key[flight.fair_key] += 1
             flight.due = 0
         if await self._work(msg):
             self.offsets.done(msg.topic, msg.partition, msg.offset)
@@ -122,6 +134,9 @@ class InFlight:
             self.delayed -= 1
         else:
             self.handling -= 1
+            left = self.by_key[flight.fair_key] = self.by_key[flight.fair_key] - 1
+            if left <= 0:
+                del self.by_key[flight.fair_key]
             self._m_in_flight.set(self.handling)
             self.slot.set()
         if self.tasks.get(flight.key) is task:  # a rewound log reuses offsets: only this task's entry

@@ -185,14 +185,14 @@ class InMemoryConsumers:
                 else:
                     on_assign(parts, not m.priority)
 
-    def poll(self, limit: int, lanes: bool) -> tuple[list[Message], list[Message]]:
+    def poll(self, limit: int, lanes: bool, wait: bool = True) -> tuple[list[Message], list[Message]]:
         self._run_callbacks()
         prio_member, lanes_member = self._members
         prio = self.broker.fetch(prio_member, limit)
         if prio or not lanes:
             return prio, []
         batch = self.broker.fetch(lanes_member, limit)
-        if not batch and self.broker.wait(lambda: any(m.events for m in self._members), FETCH_WAIT_S):
+        if not batch and wait and self.broker.wait(lambda: any(m.events for m in self._members), FETCH_WAIT_S):
             self._run_callbacks()
             batch = self.broker.fetch(lanes_member, limit)
         return [], batch

@@ -138,7 +138,7 @@ class KafkaConsumers:
             consumer.subscribe(topics, on_assign=assigned, on_revoke=lambda c, tps: on_revoke(_parts(tps)),
                                on_lost=lambda c, tps: on_lost(_parts(tps)))
 
-    def poll(self, limit: int, lanes: bool) -> tuple[list[Message], list[Message]]:
+    def poll(self, limit: int, lanes: bool, wait: bool = True) -> tuple[list[Message], list[Message]]:
         prio = self._pconsumer.consume(limit, 0)
         if prio or not lanes:
             # The lanes' consumer is not polled while priority records flow (its partitions are
@@ -149,7 +149,7 @@ class KafkaConsumers:
                 self._lanes_polled = time.monotonic()
             return _messages(prio, True), _messages(batch, False)
         self._lanes_polled = time.monotonic()
-        return [], _messages(_fetch(self._consumer, limit, FETCH_WAIT_S), False)
+        return [], _messages(_fetch(self._consumer, limit, FETCH_WAIT_S if wait else 0), False)
 
     def keepalive(self) -> tuple[list[Message], list[Message]]:
         prio, batch = self._pconsumer.consume(MAX_KEEPALIVE, 0), self._consumer.consume(MAX_KEEPALIVE, 0)

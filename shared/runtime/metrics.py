@@ -15,6 +15,8 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("fiscalflow_in_flight", "Messages being handled now.", ["stage"])
+WAITING = Gauge("fiscalflow_waiting", "Messages polled and waiting for a handler slot (a stage with a fair key "
+                "reads on past its slots to find other keys' records: shared/runtime/fairness.py).", ["stage"])
 BYTES_IN_FLIGHT = Gauge("fiscalflow_bytes_in_flight", "Bytes of documents the messages in flight hold "
                         "(shared/runtime/budget.py).", ["stage"])
 BUDGET_WAITS = Counter("fiscalflow_budget_waits_total", "Reservations that waited for the byte budget "

@@ -72,7 +72,8 @@ class StageRunner:
                                  ByteBudget(self.stage, settings.max_in_flight_bytes))
         self.engine = Engine(self.stage, backend.consumer(spec.subscriptions(), spec.priority_topic, client_id),
                              spec.priority_topic, self.inflight, self.gate.open, lambda: bool(self.reject.halted),
-                             settings.commit_interval_ms / 1000, stopping, keepalive_s(settings))
+                             settings.commit_interval_ms / 1000, stopping, keepalive_s(settings),
+                             spec.fair_key, spec.look_ahead)
         self._conditions = ConditionReporter(spec.on_condition, (self.stage, self.replica_id, socket.gethostname(),
                                              spec.topic_namespace), self.condition)
 
@@ -152,6 +153,7 @@ class StageRunner:
             "assigned": sorted(f"{t}[{p}]" for t, p in self.engine.assignment),
             "in_flight": self.inflight.handling,
             "delayed_retries": self.inflight.delayed,
+            "waiting": len(self.engine.pending),
             "paused": self.engine.paused_all,
             "breakers": self.gate.states(),
             "last_error": self.last_error,

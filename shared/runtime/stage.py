@@ -37,6 +37,14 @@ class StageSpec:
     # Default: the stage's topology (shared/topics.py).
     per_message_downstreams: tuple[str, ...] | None = None
     max_in_flight: int | None = None  # default: Settings.max_in_flight
+    # Spreads the handler slots over keys (the download stage: its region), so a long run of one
+    # key's records does not keep the others' downstreams idle: a slot that frees goes to the
+    # waiting key with the fewest in flight, and with every slot taken the replica reads on, past
+    # at most ``look_ahead`` waiting messages, to find other keys' records
+    # (shared/runtime/fairness.py).  Those wait in memory with their offsets uncommitted: a crash
+    # redelivers them.
+    fair_key: BreakerKey | None = None
+    look_ahead: int = 0
     # What the stage opens and closes (its pool, its clients, an HTTP API) are parts of its service
     # host (shared/runtime/host.py), started before the runner and stopped after it.
     on_dead_letter: DeadLetterHook | None = None

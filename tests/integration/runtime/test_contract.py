@@ -7,6 +7,7 @@ ratio, priority lanes) does not depend on which broker carries the messages.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Iterator
 
@@ -210,3 +211,31 @@ async def test_an_output_over_the_message_limit_dead_letters_its_input_and_the_p
     out = await h.read("out", until=10)
     assert sorted(g.key for g in out) == sorted(str(i["id"]).encode() for i in items if i["id"] != "huge")
     assert h.handled.attempts["huge"] == [0], "never retried"
+
+
+def _fair_key(msg: Message) -> str | None:
+    return str(json.loads(msg.value).get("key"))
+
+
+async def test_a_long_run_of_one_keys_records_does_not_starve_another_and_loses_nothing_on_a_stop(h: Harness) -> None:
+    """The download stage's regions: a run of key a's slow records lies ahead of key b's in the
+    partition.  b's records take the first slots that free, not the run's end; a stop meanwhile
+    commits below the a's still waiting, so the next replica handles each of them once."""
+    run, others = 200, 20
+    h.produce([{"id": f"a{i}", "key": "a", "sleep_ms": 100} for i in range(run)]
+              + [{"id": f"b{i}", "key": "b"} for i in range(others)], partition=0)
+    b_ids = {f"b{i}" for i in range(others)}
+    async with h.runner(max_in_flight=10, fair_key=_fair_key, look_ahead=1_000) as runner:
+        await h.wait_for(lambda: b_ids <= h.handled.ids(), within_s=60)
+        a_before_b = sum(1 for rid in h.handled.order if rid.startswith("a"))
+        assert a_before_b <= 50, f"{a_before_b} of the run's records were handled before the other key's"
+        assert len(runner.engine.pending) > 0, "the run's records wait, read but not started"
+    first = {rid for rid in h.handled.order if rid.startswith("a")}
+    assert len(first) < run
+    # Stopped: the committed offset is the first a not handled (offsets 0.. are a0..), below the b's.
+    assert h.committed(0) == len(first), (h.committed(0), len(first))
+    async with h.runner(max_in_flight=10, fair_key=_fair_key, look_ahead=1_000):
+        await h.wait_for(lambda: len({r for r in h.handled.order if r.startswith("a")}) == run, within_s=120)
+    a_counts = collections.Counter(rid for rid in h.handled.order if rid.startswith("a"))
+    assert set(a_counts.values()) == {1}, "each of the run's records handled once, none lost"
+    assert b_ids <= h.handled.ids()
