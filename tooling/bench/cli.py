@@ -49,6 +49,15 @@ def seed_scenario(count: Count = None, replicas: Replicas = None) -> None:
     _recorded("seed-scenario", lambda: seed.run(count or 50_000, _replicas(replicas)))
 
 
+@app.command("seed-download")
+def seed_download(count: Count = None, look_ahead: Annotated[int | None, typer.Option(
+        "--look-ahead", help="download_look_ahead (default: the setting's; 0: first in, first out).")] = None) -> None:
+    """The seed scenario's download stage alone, each region's records in one run: region fairness."""
+    from tooling.bench import seed
+
+    seed.run_download(count or 30_000, look_ahead)
+
+
 @app.command()
 def throughput(count: Count = None, replicas: Replicas = None) -> None:
     """100,000 invoices from local issuers, whole pipeline, all on this machine."""

@@ -12,9 +12,13 @@ would cap it near 500 files/s before any region's share is counted (decision 002
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.topics import Stage
 from tooling.bench.harness import bench_settings, bench_stack
 from tooling.bench.output import emit
 from tooling.bench.pipeline import STAGE_HEADERS, SUMMARY_HEADERS, figures, run_pipeline, stage_rows, summary_row
+from tooling.bench.prefill import publish_batch, run_alone
 from tooling.bench.scenarios import scenario
 
 SCENARIO = scenario("seed-scenario")
@@ -25,10 +29,14 @@ CHANNELS = 16
 IN_FLIGHT = 1024
 
 
+def _settings(**overrides: Any) -> Any:
+    return bench_settings("seed", 0, sftp_server_latency_ms=LATENCY_MS,
+                          sftp_server_max_connections=MAX_CONNECTIONS, sftp_max_connections=MAX_CONNECTIONS,
+                          sftp_channels_per_connection=CHANNELS, download_max_in_flight=IN_FLIGHT, **overrides)
+
+
 def run(count: int = 50_000, replicas: dict[str, int] | None = None) -> None:
-    settings = bench_settings("seed", 0, sftp_server_latency_ms=LATENCY_MS,
-                              sftp_server_max_connections=MAX_CONNECTIONS, sftp_max_connections=MAX_CONNECTIONS,
-                              sftp_channels_per_connection=CHANNELS, download_max_in_flight=IN_FLIGHT)
+    settings = _settings()
     with bench_stack(settings) as b:
         r = run_pipeline(b, count, replicas)
     conf = ", ".join(f"{k}×{v}" for k, v in (replicas or {}).items()) or "one replica per stage"
@@ -39,3 +47,26 @@ def run(count: int = 50_000, replicas: dict[str, int] | None = None) -> None:
     emit("seed-scenario", SUMMARY_HEADERS, [summary_row(r, TARGET_S)], note,
          measured=[SCENARIO.measured(figures(r), {"count": count, "replicas": replicas or {}})])
     emit("seed-scenario per process", STAGE_HEADERS, stage_rows(r), "same run as the entry above")
+
+
+def run_download(count: int = 30_000, look_ahead: int | None = None) -> None:
+    """The download stage alone on the scenario's slow issuers, its topic holding each region's records
+    in one run after the other (as the scenario's per-region source jobs publish them): what region fairness
+    (decision 0028) is worth where the machine is not the bound.  ``look_ahead`` 0: first in, first out."""
+    settings = _settings(**({} if look_ahead is None else {"download_look_ahead": look_ahead}))
+    with bench_stack(settings) as b:
+        placed = b.place(count)
+        published, tasks = 0, 0.0
+        for region in placed.per_region:  # one region's requests through ingest, then the next's
+            rows = [r for r in placed.rows if r["region"] == region]
+            publish_batch(b, rows)
+            published += len(rows)
+            tasks = run_alone(b, Stage.INGEST, published).get("ok", 0.0)  # the same replica: counts add up
+        f = run_alone(b, Stage.DOWNLOAD, tasks)
+        b.stages([])
+    ceiling = MAX_CONNECTIONS * CHANNELS * 1000 / LATENCY_MS
+    emit("seed-scenario, download alone", ["messages", "docs/s", "CPU µs / doc", "peak RSS MB", "look-ahead"],
+         [[f"{int(f.get('docs', 0)):,}", f"{f.get('docs_per_s', 0):,.0f}", f"{f.get('cpu_per_1000', 0) * 1000:,.0f}",
+           f"{f.get('rss_peak_mb', 0):.0f}", f"{settings.download_look_ahead:,}"]],
+         f"{count:,} invoices in three regions' runs; one region's ceiling {ceiling:.0f} files/s "
+         f"({MAX_CONNECTIONS} connections × {CHANNELS} channels at {LATENCY_MS} ms per file)")
