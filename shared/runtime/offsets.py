@@ -8,6 +8,7 @@ is in flight.  A crash therefore redelivers exactly the unfinished suffix.
 from __future__ import annotations
 
 import heapq
+import threading
 from dataclasses import dataclass, field
 
 
@@ -36,11 +37,17 @@ class PartitionOffsets:
 
 
 class OffsetTracker:
+    """Used on the event loop, and on the consumer thread when a rebalance commits what the revoked
+    partitions finished: the lock keeps a heap from being pushed and popped, or popped twice, at once
+    (two pops of the same finished head would take an offset still in flight off the heap)."""
+
     def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], PartitionOffsets] = {}
+        self._lock = threading.Lock()
 
     def start(self, topic: str, partition: int, offset: int) -> None:
-        self.partitions.setdefault((topic, partition), PartitionOffsets()).start(offset)
+        with self._lock:
+            self.partitions.setdefault((topic, partition), PartitionOffsets()).start(offset)
 
     def done(self, topic: str, partition: int, offset: int) -> None:
         p = self.partitions.get((topic, partition))
@@ -54,10 +61,11 @@ class OffsetTracker:
     def to_commit(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) whose committable offset advanced since the last commit."""
         out = []
-        for (topic, partition), p in self.partitions.items():
-            c = p.committable()
-            if c > p.committed and c >= 0:
-                out.append((topic, partition, c))
+        with self._lock:
+            for (topic, partition), p in list(self.partitions.items()):
+                c = p.committable()
+                if c > p.committed and c >= 0:
+                    out.append((topic, partition, c))
         return out
 
     def mark_committed(self, commits: list[tuple[str, int, int]]) -> None:
