@@ -43,6 +43,10 @@ class ConsumerBackend(Protocol):
         unless not ``wait``."""
         ...
 
+    def poll_priority(self, limit: int) -> list[Message]:
+        """The priority lane's messages without waiting; the other lanes' consumer is not polled."""
+        ...
+
     def keepalive(self) -> tuple[list[Message], list[Message]]:
         """Poll every consumer without waiting while the engine has paused every partition: it
         serves the group (heartbeats, rebalance callbacks) and keeps the consumer in it.  Returns

@@ -20,7 +20,8 @@ A stage with a fair key (``StageSpec.fair_key``: the download stage's region) gi
 frees to the waiting key with the fewest messages in flight, and with every slot taken reads on past
 the waiting messages (at most ``look_ahead`` of them) while each waiting key already holds its share:
 a long run of one region's records no longer keeps the other regions' servers idle
-(shared/runtime/fairness.py; decision 0028).
+(shared/runtime/fairness.py; decision 0028).  While messages wait, the priority lane is still polled
+every ``PRIORITY_POLL_S``.
 docs/decisions/0027-poll-while-unable-to-take-work.md has the why and the measurements.
 """
 
@@ -48,6 +49,9 @@ log = logging.getLogger("fiscalflow.runtime")
 # before polling slows down.
 MAX_DELAYED = 20_000
 MAX_BATCH = 500
+# While messages wait for a slot the loop does not poll for more, but it still polls the priority
+# lane this often, so a priority record does not queue behind up to ``look_ahead`` waiting messages.
+PRIORITY_POLL_S = 0.02
 
 
 class Engine:
@@ -71,11 +75,12 @@ class Engine:
         self._look_ahead = look_ahead if self._fair else 0
         self._keepalive_s = keepalive_s
         self._last_poll = time.monotonic()
+        self._priority_polled = 0.0
         self._paused_published = False
         self._kexec = ThreadPoolExecutor(1, thread_name_prefix=f"{stage}-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.committer = Committer(stage, consumer, inflight.offsets, self.assignment, commit_interval_s, self.k,
-                                   on_rewound=lambda parts: inflight.forget(parts, cancel=True))
+                                   on_rewound=self._rewound)
         for gauge in (M.ASSIGNED, M.PAUSED, M.WAITING):
             gauge.labels(stage).set(0)
         self._m_waiting = M.WAITING.labels(stage)
@@ -104,12 +109,16 @@ class Engine:
                 await self._wait(asyncio.sleep(1.0) if halted else self._gate_open.wait(), 1.0)
                 await self._keepalive()
                 continue
+            if self.pending or inflight.capacity() <= 0:
+                await self._poll_priority()
             if inflight.capacity() <= 0:
                 if await self._read_ahead():
                     continue
                 inflight.slot.clear()
-                # Not _wait(): this wait is one per message at full load, and a timer costs less.
-                timer = asyncio.get_running_loop().call_later(self._keepalive_due_s(), inflight.slot.set)
+                # Not _wait(): this wait is one per message at full load, and a timer costs less.  Woken
+                # at least every 0.1 s to look at the priority lane.
+                timer = asyncio.get_running_loop().call_later(min(self._keepalive_due_s(), 5 * PRIORITY_POLL_S),
+                                                              inflight.slot.set)
                 try:
                     await inflight.slot.wait()
                 finally:
@@ -132,6 +141,7 @@ class Engine:
     async def _poll_turn(self, limit: int, wait: bool) -> tuple[list[Message], list[Message]]:
         """One poll: priority records start at once, the others join ``pending``."""
         await self._set_paused_all(False)
+        self._priority_polled = time.monotonic()
         prio, batch = await self._poll(self.consumer.poll, limit, not self._paused_lanes, wait)
         for msg in prio:
             self.inflight.dispatch(msg, self.pending.key_of(msg))  # charged on the byte budget, never waiting
@@ -145,12 +155,27 @@ class Engine:
         self.pending.extend(batch)
         self._m_waiting.set(len(self.pending))
 
+    async def _poll_priority(self) -> None:
+        """The priority lane alone (and the lanes' steering) while messages wait for slots or every
+        slot is taken: at most every ``PRIORITY_POLL_S``, without waiting.  Not a poll of the lanes'
+        consumer, so it does not put off their keepalive (nor take more of their messages).  Not while
+        a keepalive has paused everything (no slot freed for ``keepalive_s``): the one-second
+        keepalives serve the group then, and the priority lane waits for the next slot, as before."""
+        if self.paused_all or time.monotonic() - self._priority_polled < PRIORITY_POLL_S or self.stopping.is_set():
+            return
+        self._priority_polled = time.monotonic()
+        prio = await self.k(self.consumer.poll_priority, MAX_BATCH)
+        for msg in prio:
+            self.inflight.dispatch(msg, self.pending.key_of(msg))
+        await self._steer_lanes(bool(prio))
+
     async def _read_ahead(self) -> bool:
         """Every slot is taken: with a fair key, read on past the waiting messages while each waiting
         key holds its share of the slots (another key's records may lie further on), at most
         ``look_ahead`` of them waiting.  True when the poll brought something (without waiting for it)."""
         room = self._look_ahead - len(self.pending)
         if room <= 0 or self._paused_lanes or self.stopping.is_set() or not self._gate_open.is_set() \
+                or self.inflight.delayed > MAX_DELAYED \
                 or not self.pending.all_served(self.inflight.by_key, self.inflight.max_in_flight):
             return False
         prio, batch = await self._poll_turn(min(room, MAX_BATCH), wait=False)
@@ -295,3 +320,9 @@ class Engine:
     def _drop_pending(self, parts: set[Part]) -> None:
         self.pending.drop(parts)
         self._m_waiting.set(len(self.pending))
+
+    def _rewound(self, parts: list[Part]) -> None:
+        """On the loop: the broker lost these partitions' logs and they are read again from the start.
+        Their waiting messages go too: their offsets would collide with the new log's."""
+        self._drop_pending(set(parts))
+        self.inflight.forget(parts, cancel=True)

@@ -197,6 +197,10 @@ class InMemoryConsumers:
             batch = self.broker.fetch(lanes_member, limit)
         return [], batch
 
+    def poll_priority(self, limit: int) -> list[Message]:
+        self._run_callbacks()
+        return self.broker.fetch(self._members[0], limit)
+
     def keepalive(self) -> tuple[list[Message], list[Message]]:
         self._run_callbacks()  # this broker has no poll interval: nothing else to keep alive
         return [], []

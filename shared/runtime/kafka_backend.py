@@ -151,6 +151,9 @@ class KafkaConsumers:
         self._lanes_polled = time.monotonic()
         return [], _messages(_fetch(self._consumer, limit, FETCH_WAIT_S if wait else 0), False)
 
+    def poll_priority(self, limit: int) -> list[Message]:
+        return _messages(self._pconsumer.consume(limit, 0), True)
+
     def keepalive(self) -> tuple[list[Message], list[Message]]:
         prio, batch = self._pconsumer.consume(MAX_KEEPALIVE, 0), self._consumer.consume(MAX_KEEPALIVE, 0)
         self._lanes_polled = time.monotonic()

@@ -36,6 +36,10 @@ def _with(h: Harness, **overrides: object) -> Settings:
     return h.settings.model_copy(update=overrides)
 
 
+def _fair_key(msg: Message) -> str | None:
+    return str(json.loads(msg.value).get("key"))
+
+
 async def test_every_message_is_handled_once_emitted_and_committed(h: Harness) -> None:
     n = 2_000
     h.produce([{"id": f"r{i}"} for i in range(n)])
@@ -164,6 +168,24 @@ async def test_priority_records_overtake_a_backlog(h: Harness) -> None:
         "the priority records did not queue behind the backlog"
 
 
+async def test_priority_records_overtake_a_backlog_waiting_read_ahead_in_the_replica(h: Harness) -> None:
+    """With a fair key the backlog waits in the replica, read ahead (up to ``look_ahead``), not only in
+    the topic: priority records still overtake it, the second wave as the first."""
+    backlog = 600
+    h.produce([{"id": f"n{i}", "sleep_ms": 20} for i in range(backlog)])
+    async with h.runner(max_in_flight=4, fair_key=_fair_key, look_ahead=1_000) as runner:
+        await h.wait_for(lambda: len(h.handled.order) >= 20)
+        assert len(runner.engine.pending) > 100, "the backlog waits in the replica"
+        for wave in range(2):
+            h.produce([{"id": f"p{wave}-{i}"} for i in range(3)], priority=True)
+            await h.wait_for(lambda w=wave: all(f"p{w}-{i}" in h.handled.ids() for i in range(3)), within_s=60)
+        await h.wait_for(lambda: len(h.handled.order) >= backlog + 6, within_s=120)
+    order = h.handled.order
+    last_priority = max(i for i, rid in enumerate(order) if rid.startswith("p"))
+    assert sum(1 for rid in order[last_priority:] if rid.startswith("n")) >= backlog // 2, \
+        "the second wave of priority records queued behind the backlog waiting in the replica"
+
+
 async def test_a_graceful_stop_finishes_its_work_and_commits(h: Harness) -> None:
     n = 400
     h.produce([{"id": f"r{i}", "sleep_ms": 10} for i in range(n)])
@@ -211,10 +233,6 @@ async def test_an_output_over_the_message_limit_dead_letters_its_input_and_the_p
     out = await h.read("out", until=10)
     assert sorted(g.key for g in out) == sorted(str(i["id"]).encode() for i in items if i["id"] != "huge")
     assert h.handled.attempts["huge"] == [0], "never retried"
-
-
-def _fair_key(msg: Message) -> str | None:
-    return str(json.loads(msg.value).get("key"))
 
 
 async def test_a_long_run_of_one_keys_records_does_not_starve_another_and_loses_nothing_on_a_stop(h: Harness) -> None:
