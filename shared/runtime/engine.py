@@ -64,6 +64,7 @@ class Engine:
         self.inflight = inflight
         self.assignment: set[Part] = set()
         self.paused_all = False
+        self._priority_paused = False  # the priority lane's partitions, paused with the others or not
         self._paused_lanes = False
         self._priority_topic = priority_topic
         self._gate_open = gate_open
@@ -123,7 +124,7 @@ class Engine:
                     await inflight.slot.wait()
                 finally:
                     timer.cancel()
-                await self._keepalive()  # nothing unless the last poll is keepalive_s old
+                await self._keepalive(keep_priority=True)  # nothing unless the last poll is keepalive_s old
                 continue
             if self.pending:
                 await self._admit_pending()
@@ -161,13 +162,15 @@ class Engine:
         consumer, so it does not put off their keepalive (nor take more of their messages).  Not while
         a keepalive has paused everything (no slot freed for ``keepalive_s``): the one-second
         keepalives serve the group then, and the priority lane waits for the next slot, as before."""
-        if self.paused_all or time.monotonic() - self._priority_polled < PRIORITY_POLL_S or self.stopping.is_set():
+        if self._priority_paused or time.monotonic() - self._priority_polled < PRIORITY_POLL_S \
+                or self.stopping.is_set():
             return
         self._priority_polled = time.monotonic()
         prio = await self.k(self.consumer.poll_priority, MAX_BATCH)
         for msg in prio:
             self.inflight.dispatch(msg, self.pending.key_of(msg))
-        await self._steer_lanes(bool(prio))
+        if not self.paused_all:  # else the lanes stay paused until the next poll of the lanes resumes all
+            await self._steer_lanes(bool(prio))
 
     async def _read_ahead(self) -> bool:
         """Every slot is taken: with a fair key, read on past the waiting messages while each waiting
@@ -217,7 +220,7 @@ class Engine:
                     hold, _ = await reserving  # granted just before the cancel
                     hold.release_all()
                 return None
-            await self._keepalive()
+            await self._keepalive(keep_priority=True)
         return reserving.result()
 
     async def _wait(self, aw: Awaitable[object], within_s: float) -> bool:
@@ -243,20 +246,30 @@ class Engine:
         than that is not worth dropping what was fetched), a second once they are all paused."""
         return min(self._keepalive_s, PAUSED_KEEPALIVE_S) if self.paused_all else self._keepalive_s
 
-    async def _keepalive(self) -> None:
+    async def _keepalive(self, keep_priority: bool = False) -> None:
         """A poll with every partition paused, when the last one is due (``_keepalive_due_s``): it
-        serves the group (rebalances included) and takes no new work."""
+        serves the group (rebalances included) and takes no new work.  With ``keep_priority`` (every
+        slot taken, not halted nor closed) the priority lane stays unpaused: its records still start
+        (:meth:`_poll_priority`), as they do beyond the slots at any time."""
         if time.monotonic() - self._last_poll < self._keepalive_due_s() or self.stopping.is_set():
             return
-        await self._set_paused_all(True)
-        self._take(await self._poll(self._keepalive_turn))
+        await self._set_paused_all(True, keep_priority)
+        prio, lanes = await self._poll(self._keepalive_turn, keep_priority)
+        if keep_priority:
+            for msg in prio:
+                self.inflight.dispatch(msg, self.pending.key_of(msg))
+            self._take(lanes)
+        else:
+            self._take([*prio, *lanes])
 
-    def _keepalive_turn(self) -> list[Message]:
+    def _keepalive_turn(self, keep_priority: bool) -> tuple[list[Message], list[Message]]:
         """On the consumer thread.  A partition assigned inside this poll starts unpaused: paused
-        again at once.  Whatever the poll returned anyway (fetched in between) waits in ``pending``."""
+        again at once (the priority lane's kept unpaused with ``keep_priority``).  Whatever the poll
+        returned anyway (fetched in between) waits in ``pending``, or starts if of the kept lane."""
         prio, lanes = self.consumer.keepalive()
-        self.consumer.pause(sorted(self.assignment))
-        return [*prio, *lanes]
+        self.consumer.pause(sorted(p for p in self.assignment
+                                   if not keep_priority or p[0] != self._priority_topic))
+        return prio, lanes
 
     async def shutdown(self, committer: asyncio.Task[None], grace_s: float) -> None:
         await self.inflight.wait_all(grace_s)
@@ -277,15 +290,23 @@ class Engine:
                 await self.k(self.consumer.pause if want_paused else self.consumer.resume, parts)
             self._paused_lanes = want_paused
 
-    async def _set_paused_all(self, paused: bool) -> None:
-        if paused == self.paused_all:
+    async def _set_paused_all(self, paused: bool, keep_priority: bool = False) -> None:
+        """Pause every partition (with ``keep_priority`` every one but the priority lane's), or resume
+        them all; the lane steering pauses the normal lanes again if needed."""
+        prio_paused = paused and not keep_priority
+        if paused == self.paused_all and prio_paused == self._priority_paused:
             return
-        parts = sorted(self.assignment)
-        # Resume all; the lane steering pauses the normal lanes again if needed.
-        await self.k(self.consumer.pause if paused else self.consumer.resume, parts)
+        prio = sorted(p for p in self.assignment if p[0] == self._priority_topic)
+        lanes = sorted(p for p in self.assignment if p[0] != self._priority_topic)
         if not paused:
+            await self.k(self.consumer.resume, prio + lanes)
             self._paused_lanes = False
+        else:
+            await self.k(self.consumer.pause, lanes + (prio if prio_paused else []))
+            if self._priority_paused and not prio_paused:
+                await self.k(self.consumer.resume, prio)
         self.paused_all = paused
+        self._priority_paused = prio_paused
 
     # ------------------------------------------------------------------ rebalances (consumer thread)
     def _on_assign(self, parts: list[Part], lanes: bool) -> None:

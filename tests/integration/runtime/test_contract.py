@@ -186,6 +186,23 @@ async def test_priority_records_overtake_a_backlog_waiting_read_ahead_in_the_rep
         "the second wave of priority records queued behind the backlog waiting in the replica"
 
 
+async def test_a_replica_whose_slots_are_all_stuck_still_starts_priority_records(h: Harness) -> None:
+    """Past ``keepalive_s`` with no slot freed the replica pauses its lanes (decision 0027) but keeps
+    the priority lane: a priority record starts beside the stuck work, not after it."""
+    settings = _with(h, max_poll_interval_ms=10_000)  # keepalive_s: 2 s
+    h.produce([{"id": f"stuck{i}", "sleep_ms": 15_000} for i in range(2)] + [{"id": f"n{i}"} for i in range(20)],
+              partition=0)
+    async with h.runner(settings, max_in_flight=2) as runner:
+        await h.wait_for(lambda: runner.inflight.handling == 2, within_s=30)
+        await h.wait_for(lambda: runner.engine.paused_all, within_s=30)
+        h.produce([{"id": "p0"}], priority=True)
+        await h.wait_for(lambda: "p0" in h.handled.ids(), within_s=60)
+        assert not any(rid.startswith("stuck") for rid in h.handled.order), \
+            "the priority record waited for the stuck work to end"
+        await h.wait_for(lambda: len(h.handled.ids()) == 23, within_s=60)
+    assert len(h.handled.order) == 23
+
+
 async def test_a_graceful_stop_finishes_its_work_and_commits(h: Harness) -> None:
     n = 400
     h.produce([{"id": f"r{i}", "sleep_ms": 10} for i in range(n)])
