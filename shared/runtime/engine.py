@@ -72,8 +72,7 @@ class Engine:
         self.stopping = stopping
         # Polled, not dispatched yet (the normal and retry lanes), by fair key.
         self.pending = KeyedPending(fair_key)
-        self._fair = fair_key is not None
-        self._look_ahead = look_ahead if self._fair else 0
+        self._look_ahead = look_ahead if fair_key is not None else 0
         self._keepalive_s = keepalive_s
         self._last_poll = time.monotonic()
         self._priority_polled = 0.0
@@ -144,11 +143,14 @@ class Engine:
         await self._set_paused_all(False)
         self._priority_polled = time.monotonic()
         prio, batch = await self._poll(self.consumer.poll, limit, not self._paused_lanes, wait)
-        for msg in prio:
-            self.inflight.dispatch(msg, self.pending.key_of(msg))  # charged on the byte budget, never waiting
+        self._start_priority(prio)
         await self._steer_lanes(bool(prio))
         self._take(batch)
         return prio, batch
+
+    def _start_priority(self, prio: list[Message]) -> None:
+        for msg in prio:  # charged on the byte budget, never waiting for it
+            self.inflight.dispatch(msg, self.pending.key_of(msg))
 
     def _take(self, batch: list[Message]) -> None:
         for msg in batch:
@@ -167,8 +169,7 @@ class Engine:
             return
         self._priority_polled = time.monotonic()
         prio = await self.k(self.consumer.poll_priority, MAX_BATCH)
-        for msg in prio:
-            self.inflight.dispatch(msg, self.pending.key_of(msg))
+        self._start_priority(prio)
         if not self.paused_all:  # else the lanes stay paused until the next poll of the lanes resumes all
             await self._steer_lanes(bool(prio))
 
@@ -256,8 +257,7 @@ class Engine:
         await self._set_paused_all(True, keep_priority)
         prio, lanes = await self._poll(self._keepalive_turn, keep_priority)
         if keep_priority:
-            for msg in prio:
-                self.inflight.dispatch(msg, self.pending.key_of(msg))
+            self._start_priority(prio)
             self._take(lanes)
         else:
             self._take([*prio, *lanes])

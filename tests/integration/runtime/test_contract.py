@@ -40,6 +40,12 @@ def _fair_key(msg: Message) -> str | None:
     return str(json.loads(msg.value).get("key"))
 
 
+def _backlog_after_last_priority(order: list[str]) -> int:
+    """Backlog records ("n…") handled after the last priority record ("p…")."""
+    last_priority = max(i for i, rid in enumerate(order) if rid.startswith("p"))
+    return sum(1 for rid in order[last_priority:] if rid.startswith("n"))
+
+
 async def test_every_message_is_handled_once_emitted_and_committed(h: Harness) -> None:
     n = 2_000
     h.produce([{"id": f"r{i}"} for i in range(n)])
@@ -162,9 +168,7 @@ async def test_priority_records_overtake_a_backlog(h: Harness) -> None:
         await h.wait_for(lambda: len(h.handled.order) >= 20)
         h.produce([{"id": f"p{i}", "sleep_ms": 5} for i in range(10)], priority=True)
         await h.wait_for(lambda: len(h.handled.order) >= backlog + 10, within_s=120)
-    order = h.handled.order
-    last_priority = max(i for i, rid in enumerate(order) if rid.startswith("p"))
-    assert sum(1 for rid in order[last_priority:] if rid.startswith("n")) >= backlog // 2, \
+    assert _backlog_after_last_priority(h.handled.order) >= backlog // 2, \
         "the priority records did not queue behind the backlog"
 
 
@@ -180,9 +184,7 @@ async def test_priority_records_overtake_a_backlog_waiting_read_ahead_in_the_rep
             h.produce([{"id": f"p{wave}-{i}"} for i in range(3)], priority=True)
             await h.wait_for(lambda w=wave: all(f"p{w}-{i}" in h.handled.ids() for i in range(3)), within_s=60)
         await h.wait_for(lambda: len(h.handled.order) >= backlog + 6, within_s=120)
-    order = h.handled.order
-    last_priority = max(i for i, rid in enumerate(order) if rid.startswith("p"))
-    assert sum(1 for rid in order[last_priority:] if rid.startswith("n")) >= backlog // 2, \
+    assert _backlog_after_last_priority(h.handled.order) >= backlog // 2, \
         "the second wave of priority records queued behind the backlog waiting in the replica"
 
 
