@@ -198,8 +198,8 @@ class Settings(BaseSettings):
     )
     sftp_requests_per_connection: int = Field(8, ge=1, description="Concurrent file requests per SFTP channel.")
     sftp_server_latency_ms: int = Field(
-        0, ge=0, description="Local stack only: > 0 runs each region as a slow issuer (`tooling/stack/slow_sftp.py`, "
-        "this delay per file served) instead of sshd.")
+        0, ge=0, description="Local stack only: > 0 makes each region a slow issuer: sshd taking this long to open "
+        "each document (`tooling/stack/slow_open.c`).")
     sftp_server_max_connections: int = Field(
         10, ge=1, description="Local stack only: connections a slow issuer accepts (more are dropped).")
     max_document_bytes: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -126,6 +127,55 @@ async def test_sftp_clients_verify_the_region_host_keys(stack_settings: Settings
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect(host, port, username=s.sftp_user, client_keys=None, password="fiscalflow",
                                known_hosts=str(s.known_hosts_path()), agent_path=None)
+
+
+async def test_a_slow_region_takes_its_delay_per_document_per_channel_and_drops_surplus_connections(
+        stack_settings: Settings) -> None:
+    """The seed scenario's issuer: sshd with slow_open.c (each document 400 ms to open, one request at
+    a time per channel, channels of a connection in parallel, at most 2 connections)."""
+    s = stack_settings
+    slow = s.model_copy(update={"sftp_server_latency_ms": 400, "sftp_server_max_connections": 2})
+    inbox = s.region_root("south") / "slow"
+    inbox.mkdir(exist_ok=True)
+    for i in range(4):
+        (inbox / f"d{i}.xml").write_text(f"<d{i}/>")
+    (inbox / "listing.txt").write_text("not a document")
+    host, port = s.regions()["south"]
+
+    async def connect() -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(host, port, username=s.sftp_user, client_keys=[str(s.sftp_key_path())],
+                                      known_hosts=str(s.known_hosts_path()))
+
+    async def read(sftp: asyncssh.SFTPClient, name: str) -> bytes:
+        async with sftp.open(f"slow/{name}", "rb") as f:
+            return bytes(await f.read())
+
+    LocalStack(slow).restart("sftp-south")
+    try:
+        first, second = await connect(), await connect()
+        with pytest.raises((ConnectionError, asyncssh.Error)):  # a third: the busy issuer drops it
+            await connect()
+        channels = [await first.start_sftp_client() for _ in range(4)]
+        t0 = time.monotonic()
+        assert await read(channels[0], "listing.txt") == b"not a document"
+        not_a_document = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert [await read(channels[0], f"d{i}.xml") for i in range(2)] == [b"<d0/>", b"<d1/>"]
+        one_channel = time.monotonic() - t0
+        t0 = time.monotonic()
+        got = await asyncio.gather(*(read(channels[i], f"d{i}.xml") for i in range(4)))
+        four_channels = time.monotonic() - t0
+        assert got == [f"<d{i}/>".encode() for i in range(4)]
+        assert not_a_document < 0.4 <= one_channel / 2  # documents only, each its full delay
+        assert four_channels < 2 * 0.4 <= one_channel  # the channels served side by side
+        second.close()
+        await second.wait_closed()
+        await asyncio.sleep(0.5)  # the issuer reaps the closed connection's process
+        third = await connect()  # room again
+        third.close()
+        first.close()
+    finally:
+        LocalStack(s).restart("sftp-south")
 
 
 def test_a_region_can_go_down_and_come_back(stack: LocalStack) -> None:

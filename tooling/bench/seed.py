@@ -1,9 +1,10 @@
 """Seed scenario: 50,000 invoices from three regional issuers that take 500 ms to serve each file and
 accept at most 10 connections each; the whole pipeline through the report.  Target ≤ 120 s.
 
-The latency is modelled on the server: each region is ``tooling/stack/slow_sftp.py`` (the local stack's
-``FISCALFLOW_SFTP_SERVER_LATENCY_MS=500`` / ``FISCALFLOW_SFTP_SERVER_MAX_CONNECTIONS=10``), which sleeps
-500 ms in every file open and serves one request at a time per SFTP channel, and drops connections
+The latency is modelled on the server: each region is the local stack's sshd with
+``tooling/stack/slow_open.c`` (``FISCALFLOW_SFTP_SERVER_LATENCY_MS=500`` /
+``FISCALFLOW_SFTP_SERVER_MAX_CONNECTIONS=10``), which sleeps 500 ms in every file open, serves one
+request at a time per SFTP channel (internal-sftp's process per channel), and drops connections
 beyond 10.  The only way past 10 connections × 1 file / 500 ms = 20 files/s per region is more
 channels per connection, so the download pool is given ``CHANNELS`` (a client setting the system has
 for exactly this), and the stage ``IN_FLIGHT`` files at once: at 500 ms per file, the default 256

@@ -13,9 +13,11 @@ starts the session in the root without confining it.  Clients should use paths r
 region root: they work the same in both modes.  ``StrictModes no`` because the key files live
 in the project directory, which sshd's ownership checks do not expect.
 
-``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0 replaces sshd by ``tooling/stack/slow_sftp.py`` (same keys,
-same roots): a slow issuer that takes that long per file and accepts at most
-``FISCALFLOW_SFTP_SERVER_MAX_CONNECTIONS`` connections (the benchmarks' seed scenario).
+``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0 makes each region a slow issuer (the benchmarks' seed
+scenario): the same sshd with ``tooling/stack/slow_open.c`` preloaded, which takes that long in every
+open of an ``.xml`` file and drops connections beyond ``FISCALFLOW_SFTP_SERVER_MAX_CONNECTIONS``.
+internal-sftp serves each channel in a process of its own, one request at a time, so a channel serves
+one file per delay and a connection's channels serve in parallel.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import pwd
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 from tooling.stack.component import Component, StackContext, ensure_debian_package
 from tooling.stack.state import ProcessRecord
 
 SSHD = "/usr/sbin/sshd"
+SLOW_OPEN_SOURCE = Path(__file__).with_name("slow_open.c")
+SLOW_SUFFIX = ".xml"  # what a slow issuer is slow to serve: documents, not sshd's own files
 
 
 def sftp_dir(ctx: StackContext) -> Path:
@@ -154,23 +157,22 @@ LogLevel INFO
 
     @property
     def slow(self) -> bool:
-        """``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0: this region is a slow issuer (the seed scenario's),
-        served by ``tooling/stack/slow_sftp.py`` with the same host key, authorized key and root as sshd
-        would use, so clients cannot tell the difference except by the delay per file and the cap on
-        connections."""
+        """``FISCALFLOW_SFTP_SERVER_LATENCY_MS`` > 0: this region is a slow issuer (the seed scenario's):
+        sshd as always, with every document taking that long to open and a cap on connections
+        (``slow_open.c``).  It was ``tooling/stack/slow_sftp.py``, an asyncssh server, until its CPU
+        (0.48 s per 1,000 files over the three regions, ~8 % of the seed scenario's machine) counted
+        against the pipeline's on the same two cores; that server stays for the pool-limit test."""
         return self.settings.sftp_server_latency_ms > 0
 
     def launch(self) -> ProcessRecord:
-        if self.slow:
-            host, port = self.settings.regions()[self.region]
-            return self.spawn_record([
-                sys.executable, "-m", "tooling.stack.slow_sftp", "--port", str(port), "--host", host,
-                "--root", str(self.settings.region_root(self.region)),
-                "--host-key", str(_host_key_path(self.ctx, self.region)),
-                "--authorized-keys", str(sftp_dir(self.ctx) / "authorized_keys"),
-                "--user", self.settings.sftp_user, "--latency-ms", str(self.settings.sftp_server_latency_ms),
-                "--max-connections", str(self.settings.sftp_server_max_connections)])
-        return self.spawn_record([SSHD, "-f", str(self.config_path), "-D", "-e"])
+        argv = [SSHD, "-f", str(self.config_path), "-D", "-e"]
+        if not self.slow:
+            return self.spawn_record(argv)
+        env = {**self.ctx.child_env(), "LD_PRELOAD": str(build_slow_open(sftp_dir(self.ctx))),
+               "FISCALFLOW_SLOW_OPEN_MS": str(self.settings.sftp_server_latency_ms),
+               "FISCALFLOW_SLOW_OPEN_SUFFIX": SLOW_SUFFIX,
+               "FISCALFLOW_SLOW_MAX_CONNECTIONS": str(self.settings.sftp_server_max_connections)}
+        return self.spawn_record(argv, env=env)
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
         host, port = self.settings.regions()[self.region]
@@ -180,3 +182,18 @@ LogLevel INFO
                 return sock.recv(64).startswith(b"SSH-")
 
         self.wait_until(record, banner, timeout_s, f"SSH banner on {self.address}")
+
+
+def build_slow_open(directory: Path) -> Path:
+    """``slow_open.so`` in ``directory``, compiled from ``slow_open.c`` when missing or older."""
+    target = directory / "slow_open.so"
+    if target.exists() and target.stat().st_mtime >= SLOW_OPEN_SOURCE.stat().st_mtime:
+        return target
+    gcc = ensure_debian_package("gcc", "gcc")
+    tmp = target.with_suffix(".so.tmp")
+    built = subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SLOW_OPEN_SOURCE), "-ldl"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise RuntimeError(f"building {SLOW_OPEN_SOURCE.name} failed: {built.stderr.strip()}")
+    tmp.replace(target)
+    return target

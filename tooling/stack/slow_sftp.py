@@ -1,6 +1,7 @@
 """A slow regional issuer: an asyncssh SFTP server that takes a fixed time to serve each file and
-accepts a limited number of connections — the seed scenario's issuers (500 ms per file, at most
-10 connections each), modelled on the server side so the delay is per file, not per packet.
+accepts a limited number of connections, modelled on the server side so the delay is per file, not
+per packet.  The pool-limit test starts it on its own; the local stack's slow issuers (the seed
+scenario's) are sshd with ``slow_open.c`` instead, the same model at OpenSSH's CPU cost.
 
     python -m tooling.stack.slow_sftp --port P --root DIR --host-key KEY --authorized-keys FILE \\
         --user NAME --latency-ms 500 --max-connections 10
