@@ -69,10 +69,10 @@ class Processor:
                 delay = min(delay * 2, 10.0)
 
     async def handle(self, msg: Message) -> None:
-        with tracing.tracer().start_as_current_span(
-            f"{self.stage} process", context=tracing.extract(msg.headers), kind=trace.SpanKind.CONSUMER,
-            attributes={"fiscalflow.record_id": msg.record_id, "messaging.destination.name": msg.topic,
-                        "fiscalflow.attempt": msg.attempt},
+        with tracing.consumer_span(
+            f"{self.stage} process", msg.headers,
+            {"fiscalflow.record_id": msg.record_id, "messaging.destination.name": msg.topic,
+             "fiscalflow.attempt": msg.attempt},
         ) as span:
             key_breaker = self.gate.key_breaker(msg)
             if key_breaker is not None and not key_breaker.allow():
@@ -163,9 +163,21 @@ class Processor:
         # broker outage: the message stays uncommitted (its offset holds the partition's commit)
         # and is redelivered after a restart; its effects are idempotent.  A refusal for size is
         # not an outage: MessageTooLarge, never retried.
-        results = await asyncio.gather(*futs, return_exceptions=True)
-        if not any(isinstance(r, BaseException) for r in results):
-            return
+        if len(futs) == 1:  # most handlers emit one message: no gather (its future and callbacks)
+            try:
+                await futs[0]
+                return
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this handler is being cancelled, not the delivery
+                results: list[Any] = [exc]
+            except Exception as exc:  # classified below, as gather(return_exceptions=True) returns it
+                results = [exc]
+        else:
+            results = await asyncio.gather(*futs, return_exceptions=True)
+            if not any(isinstance(r, BaseException) for r in results):
+                return
         sizes = [(topic, message_size(value, key, headers)) for topic, value, key, headers in sent]
         failure = delivery_failure(sizes, results, self._limit)
         if failure is not None:
