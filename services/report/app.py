@@ -82,8 +82,9 @@ def _materialiser(on_batch: BatchHandler, dlq: str, batch_size: int,
         assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
         async for batch in stream.take_events(batch_size, within=flush_s):
             # One span per record, a child of the stage that produced the event (W3C traceparent
-            # in the Kafka headers), covering its materialisation.
-            spans = [_span(ev) for ev in batch]
+            # in the Kafka headers), covering its materialisation; none when nothing records them
+            # (a span object per event that nobody reads).
+            spans = [_span(ev) for ev in batch] if tracing.recording() else []
             try:
                 await on_batch(to_events(batch, dlq))
             finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator, Mapping
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -64,3 +67,32 @@ def inject(headers: dict[str, str]) -> None:
 def current_trace_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.trace_id else ""
+
+
+def recording() -> bool:
+    """Are spans recorded (an exporter or an extra processor is set up)?"""
+    return _provider is not None and _provider.sampler is ALWAYS_ON
+
+
+@contextlib.contextmanager
+def consumer_span(name: str, headers: dict[str, str], attributes: Mapping[str, str | int]) -> Iterator[trace.Span]:
+    """A message's processing span, current for the block, child of the trace in its headers.
+
+    Recorded only when exported (``recording()``).  Otherwise, for a message that carries a trace, the
+    block runs in that trace's context as it came (no span of its own: no sampler, ids or span object
+    per message, ~5 % of a stage's CPU measured in the seed scenario): logs, audit events, dead letters
+    and the next stage's headers carry the record's trace id all the same.  A message without one
+    starts a trace (a non-recording span with a new id), as before."""
+    parent = extract(headers)
+    if not recording():
+        span = trace.get_current_span(parent)
+        if span.get_span_context().is_valid:
+            token = otel_context.attach(parent)
+            try:
+                yield span
+            finally:
+                otel_context.detach(token)
+            return
+    with _TRACER.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER,
+                                       attributes=dict(attributes)) as new:
+        yield new
