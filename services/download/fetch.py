@@ -59,7 +59,8 @@ async def fetch(pool: RegionPool, path: str, max_bytes: int, expected_size: int 
         raise too_large(rel, expected_size, max_bytes)
     downstream = f"sftp:{pool.region}"
     try:
-        return await asyncio.wait_for(_read(pool, rel, max_bytes, expected_size, priority), FETCH_TIMEOUT_S)
+        async with asyncio.timeout(FETCH_TIMEOUT_S):  # not wait_for: no task of its own per document
+            return await _read(pool, rel, max_bytes, expected_size, priority)
     except asyncssh.SFTPNoSuchFile:
         raise PermanentError(ReasonCode.FILE_NOT_FOUND, f"{pool.region}:{rel} does not exist") from None
     except (TimeoutError, PoolUnavailable, asyncssh.Error, OSError) as exc:

@@ -8,15 +8,22 @@ nothing twice.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.db.outage import connection, transient_when_down
 from shared.domain.records import RecordStatus
+
+
+def _json(value: Any) -> str:
+    """A jsonb parameter: orjson, 0.3 µs for a transition's fields where json.dumps took 2.7 (stdlib json was
+    1.4-2.1 % of the download and store stages' CPU in the seed scenario)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
 
 # Columns a transition may set besides the status (values as text; cast in SQL).
 SETTABLE = ("tfd_uuid", "issuer_rfc", "issued_on", "s3_key", "sha256", "gz_size", "trust", "size", "receiver_rfc",
@@ -229,10 +236,10 @@ async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequen
             [t.reason for t in batch],
             [t.last_error for t in batch],
             [t.job_id for t in batch],
-            [json.dumps(t.fields) for t in batch],
+            [_json(t.fields) for t in batch],
             [t.redrive_lease_s for t in batch],
             [t.stage for t in batch],
-            [json.dumps(t.detail) if t.detail is not None else None for t in batch],
+            [_json(t.detail) if t.detail is not None else None for t in batch],
             [t.actor for t in batch],
             [t.trace_id for t in batch],
             [t.idempotency_key for t in batch],
