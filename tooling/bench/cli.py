@@ -51,7 +51,7 @@ def seed_scenario(count: Count = None, replicas: Replicas = None) -> None:
 
 @app.command("seed-download")
 def seed_download(count: Count = None, look_ahead: Annotated[int | None, typer.Option(
-        "--look-ahead", help="download_look_ahead (default: the setting's; 0: first in, first out).")] = None) -> None:
+        "--look-ahead", help="download_look_ahead (default: the seed scenario's 20,000; 0: FIFO).")] = None) -> None:
     """The seed scenario's download stage alone, each region's records in one run: region fairness."""
     from tooling.bench import seed
 

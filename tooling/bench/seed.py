@@ -28,12 +28,16 @@ LATENCY_MS = 500
 MAX_CONNECTIONS = 10
 CHANNELS = 16
 IN_FLIGHT = 1024
+# Each source job lists one region: the download stage reads this far past its slots to find the other
+# regions' records (decision 0028; off by default, it costs priority records latency).
+LOOK_AHEAD = 20_000
 
 
 def _settings(**overrides: Any) -> Any:
     return bench_settings("seed", 0, sftp_server_latency_ms=LATENCY_MS,
                           sftp_server_max_connections=MAX_CONNECTIONS, sftp_max_connections=MAX_CONNECTIONS,
-                          sftp_channels_per_connection=CHANNELS, download_max_in_flight=IN_FLIGHT, **overrides)
+                          sftp_channels_per_connection=CHANNELS, download_max_in_flight=IN_FLIGHT,
+                          **{"download_look_ahead": LOOK_AHEAD, **overrides})
 
 
 def run(count: int = 50_000, replicas: dict[str, int] | None = None) -> None:
