@@ -134,8 +134,8 @@ class Settings(BaseSettings):
         0, ge=0, description="Download tasks a replica may hold waiting, past those in flight, to find other "
         "regions' records when a long run of one region's has every slot: each region then gets its share of "
         "`download_max_in_flight` (20000 for jobs that each list one slow region). About 1 KB of memory each; a "
-        "crash redelivers them (downloaded again, idempotently). Costs priority records latency under a backlog "
-        "(p50 1.0-1.6 s instead of 0.3-0.45 s). 0: read no further than the slots (docs/decisions/0028).")
+        "crash redelivers them (downloaded again, idempotently); they wait while priority records flow. 0: read "
+        "no further than the slots (docs/decisions/0028-fair-download-by-region.md).")
     retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
     retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
     retry_max_ms: int = Field(30_000, ge=1, description="Cap of one retry delay.")

@@ -125,7 +125,7 @@ class Engine:
                     timer.cancel()
                 await self._keepalive(keep_priority=True)  # nothing unless the last poll is keepalive_s old
                 continue
-            if self.pending:
+            if self.pending and not self._holding_back():
                 await self._admit_pending()
                 continue
             prio, batch = await self._poll_turn(min(inflight.capacity(), MAX_BATCH), wait=True)
@@ -185,6 +185,14 @@ class Engine:
         prio, batch = await self._poll_turn(min(room, MAX_BATCH), wait=False)
         return bool(prio or batch)
 
+    def _holding_back(self) -> bool:
+        """Priority records flow (the lanes are paused for them) and this replica reads ahead: what it
+        read ahead waits as well, as the lanes' unread messages do, until they stop.  Without this a
+        read-ahead backlog kept every slot busy with normal work while priority records went through
+        it and the stages after it (decision 0028's addendum).  Without read-ahead the few messages
+        polled before the pause still start, as they always did."""
+        return self._paused_lanes and self._look_ahead > 0
+
     def _publish_paused(self, paused: bool) -> None:
         """The gauge says why the stage takes no work (a breaker, a halt), not that a keepalive paused it."""
         if paused != self._paused_published:
@@ -195,7 +203,7 @@ class Engine:
         """Dispatch the pending messages while there are handler slots, each once its bytes fit the
         budget; a long wait for them keeps the consumer alive meanwhile."""
         inflight = self.inflight
-        while self.pending and inflight.capacity() > 0 and not self.stopping.is_set():
+        while self.pending and inflight.capacity() > 0 and not self.stopping.is_set() and not self._holding_back():
             nxt = self.pending.next(inflight.by_key)
             assert nxt is not None
             key, msg = nxt
