@@ -169,8 +169,7 @@ class RegionPool:
                 if time.monotonic() >= self._next_prune:
                     self._prune()
                 ch = self._least_busy()
-                while ch is not None and ch.conn.is_closed():  # closed since the last prune
-                    ch.broken = True
+                if ch is not None and ch.conn.is_closed():  # closed since the last prune: marks it broken
                     self._prune()
                     ch = self._least_busy()
                 if ch is not None:
