@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from services.validate.cfdi import CfdiValidator, StampCertStore, TrustStore, ValidationResult
 from services.validate.profile import profile_of, waivable
 from shared.cfdi.facts import UnreadableDocument, invoice_lines
+from shared.db.batcher import MicroBatcher
 from shared.db.conditions import condition_hook
 from shared.db.health import db_ready
 from shared.db.rejections import RejectionRecorder
@@ -68,10 +69,42 @@ def lines_of(result: ValidationResult, message_max_bytes: int) -> dict[str, Any]
         return {}
 
 
+# Most documents a replica validates at once (~0.4 ms each: a batch holds the loop for ~15 ms at most).
+MAX_BATCH = 32
+
+
+class BackToBack:
+    """Validates the documents of the handlers in flight one after another, in one go.
+
+    Between two validations a handler decodes, builds and encodes its message and hands it to the
+    producer, and the runtime does its bookkeeping: code and data enough to push the validator's own
+    (schema automaton, catalogues, stylesheet program) out of the CPU caches.  Run back to back, the
+    documents find them there, and the handlers then go on one after another too.  Measured on the
+    bench corpus (one core, 2 MiB L2): 385-400 µs per document in a loop of validations, 491 µs with
+    1 MiB of other memory touched between two, 401 µs with the same memory touched but the
+    documents validated 16 at a time; inside the stage the validator took 522 µs.  The stage alone
+    (`fiscalflow bench stages`): 757-813 µs of CPU per document before, 574 after, in batches of
+    mostly 17-25.  The handlers that start together (a poll's worth) submit together: the batch is
+    whatever is waiting when the loop comes round, no timer is waited for.  Verdicts are unchanged:
+    each document gets the validator's own.
+    """
+
+    def __init__(self, validator: CfdiValidator, max_batch: int = MAX_BATCH) -> None:
+        self.validator = validator
+        self._batcher: MicroBatcher[bytes, ValidationResult] = MicroBatcher(self._run, max_batch, 0.0)
+
+    async def validate(self, xml: bytes) -> ValidationResult:
+        return await self._batcher.submit(xml)
+
+    async def _run(self, docs: list[bytes]) -> list[ValidationResult]:
+        return [self.validator.validate(xml) for xml in docs]  # validate() never raises
+
+
 class ValidateStage:
     def __init__(self, host: ServiceHost, validator: CfdiValidator) -> None:
         self.settings = host.settings
         self.validator = validator
+        self._validations = BackToBack(validator)
         self.actor = host.actor
         self.pool = host.postgres()
         self.s3 = S3Store(self.settings)
@@ -79,7 +112,7 @@ class ValidateStage:
 
     async def handle(self, msg: Message) -> Sequence[Emit]:
         doc, xml = await receive_document(msg.value, DocumentRef, self.s3)
-        result = self.validator.validate(xml)
+        result = await self._validations.validate(xml)
         profile = profile_of(msg.headers.get(H.RULES))
         warnings = waivable(result, profile)
         if warnings:

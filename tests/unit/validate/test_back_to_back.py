@@ -1,0 +1,70 @@
+"""The validate stage validates the documents of its handlers in flight back to back
+(services/validate/service.py ``BackToBack``): nothing else runs between two validations of a batch,
+a batch is never larger than its cap, and every document still gets its own verdict."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.validate.cfdi import CfdiValidator, ValidationResult
+from services.validate.service import BackToBack
+from tooling.issuers.defects import Defect
+from tooling.issuers.generator import InvoiceGenerator
+
+
+class _Spy(CfdiValidator):
+    """The real validator, noting how many loop iterations had passed at each call."""
+
+    def __init__(self, inner: CfdiValidator, clock: list[int]) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.calls: list[tuple[bytes, int]] = []
+        self._clock = clock
+
+    def validate(self, data: bytes) -> ValidationResult:
+        self.calls.append((data, self._clock[0]))
+        return super().validate(data)
+
+
+class _Batches(BackToBack):
+    """Notes each batch's documents."""
+
+    def __init__(self, validator: CfdiValidator, max_batch: int) -> None:
+        super().__init__(validator, max_batch)
+        self.batches: list[list[bytes]] = []
+
+    async def _run(self, docs: list[bytes]) -> list[ValidationResult]:
+        self.batches.append(list(docs))
+        return await super()._run(docs)
+
+
+def test_concurrent_documents_are_validated_back_to_back_each_with_its_own_verdict(
+        validator: CfdiValidator, generator: InvoiceGenerator) -> None:
+    defects = [None, Defect.TOTAL_MISMATCH, None, Defect.SELLO_TAMPERED, Defect.XML_TRUNCATED]
+    docs = [generator.generate(i, defect=defects[i % len(defects)]).xml for i in range(20)]
+    alone = [validator.validate(x) for x in docs]
+    clock = [0]
+    spy = _Spy(validator, clock)
+
+    async def main() -> list[ValidationResult]:
+        async def tick() -> None:  # one step per loop iteration: anything else that gets to run
+            while True:
+                clock[0] += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await asyncio.sleep(0)
+            return await asyncio.gather(*(b2b.validate(x) for x in docs))
+        finally:
+            ticker.cancel()
+
+    b2b = _Batches(spy, max_batch=8)
+    results = asyncio.run(main())
+
+    assert [(r.verdict, r.rules) for r in results] == [(r.verdict, r.rules) for r in alone]
+    assert any(not r.is_valid for r in results) and any(r.is_valid for r in results)
+    assert [d for d, _ in spy.calls] == docs  # each once, in the order submitted
+    assert [len(b) for b in b2b.batches] == [8, 8, 4]
+    at = dict(spy.calls)
+    for batch in b2b.batches:  # nothing else ran between two validations of a batch
+        assert len({at[d] for d in batch}) == 1
