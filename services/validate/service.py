@@ -83,7 +83,7 @@ class BackToBack:
     bench corpus (one core, 2 MiB L2): 385-400 µs per document in a loop of validations, 491 µs with
     1 MiB of other memory touched between two, 401 µs with the same memory touched but the
     documents validated 16 at a time; inside the stage the validator took 522 µs.  The stage alone
-    (`fiscalflow bench stages`): 757-813 µs of CPU per document before, 574 after, in batches of
+    (`fiscalflow bench stages`): 757-813 µs of CPU per document before, 574-624 after, in batches of
     mostly 17-25.  The handlers that start together (a poll's worth) submit together: the batch is
     whatever is waiting when the loop comes round, no timer is waited for.  Verdicts are unchanged:
     each document gets the validator's own.
