@@ -8,6 +8,7 @@ CPU-bound: one replica uses one core; scale with replicas (partitions bound them
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -91,13 +92,16 @@ class BackToBack:
 
     def __init__(self, validator: CfdiValidator, max_batch: int = MAX_BATCH) -> None:
         self.validator = validator
-        self._batcher: MicroBatcher[bytes, ValidationResult] = MicroBatcher(self._run, max_batch, 0.0)
+        self._batcher: MicroBatcher[tuple[bytes, contextvars.Context], ValidationResult] = MicroBatcher(
+            self._run, max_batch, 0.0)
 
     async def validate(self, xml: bytes) -> ValidationResult:
-        return await self._batcher.submit(xml)
+        # Each document is validated in its handler's context: what the validator logs carries
+        # that record's trace, not the trace of the batch's first document.
+        return await self._batcher.submit((xml, contextvars.copy_context()))
 
-    async def _run(self, docs: list[bytes]) -> list[ValidationResult]:
-        return [self.validator.validate(xml) for xml in docs]  # validate() never raises
+    async def _run(self, docs: list[tuple[bytes, contextvars.Context]]) -> list[ValidationResult]:
+        return [ctx.run(self.validator.validate, xml) for xml, ctx in docs]  # validate() never raises
 
 
 class ValidateStage:

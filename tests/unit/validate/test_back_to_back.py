@@ -1,27 +1,32 @@
 """The validate stage validates the documents of its handlers in flight back to back
 (services/validate/service.py ``BackToBack``): nothing else runs between two validations of a batch,
-a batch is never larger than its cap, and every document still gets its own verdict."""
+a batch is never larger than its cap, every document still gets its own verdict, and each is
+validated in its own handler's context (what the validator logs carries that record's trace)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from services.validate.cfdi import CfdiValidator, ValidationResult
 from services.validate.service import BackToBack
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 
+_RECORD: contextvars.ContextVar[int] = contextvars.ContextVar("record", default=-1)
+
 
 class _Spy(CfdiValidator):
-    """The real validator, noting how many loop iterations had passed at each call."""
+    """The real validator, noting at each call how many loop iterations had passed and whose
+    context it ran in."""
 
     def __init__(self, inner: CfdiValidator, clock: list[int]) -> None:
         self.__dict__.update(inner.__dict__)
-        self.calls: list[tuple[bytes, int]] = []
+        self.calls: list[tuple[bytes, int, int]] = []
         self._clock = clock
 
     def validate(self, data: bytes) -> ValidationResult:
-        self.calls.append((data, self._clock[0]))
+        self.calls.append((data, self._clock[0], _RECORD.get()))
         return super().validate(data)
 
 
@@ -32,8 +37,8 @@ class _Batches(BackToBack):
         super().__init__(validator, max_batch)
         self.batches: list[list[bytes]] = []
 
-    async def _run(self, docs: list[bytes]) -> list[ValidationResult]:
-        self.batches.append(list(docs))
+    async def _run(self, docs: list[tuple[bytes, contextvars.Context]]) -> list[ValidationResult]:
+        self.batches.append([xml for xml, _ in docs])
         return await super()._run(docs)
 
 
@@ -44,6 +49,11 @@ def test_concurrent_documents_are_validated_back_to_back_each_with_its_own_verdi
     alone = [validator.validate(x) for x in docs]
     clock = [0]
     spy = _Spy(validator, clock)
+    b2b = _Batches(spy, max_batch=8)
+
+    async def handler(i: int) -> ValidationResult:
+        _RECORD.set(i)  # as the runtime sets each record's trace context
+        return await b2b.validate(docs[i])
 
     async def main() -> list[ValidationResult]:
         async def tick() -> None:  # one step per loop iteration: anything else that gets to run
@@ -54,17 +64,17 @@ def test_concurrent_documents_are_validated_back_to_back_each_with_its_own_verdi
         ticker = asyncio.create_task(tick())
         try:
             await asyncio.sleep(0)
-            return await asyncio.gather(*(b2b.validate(x) for x in docs))
+            return await asyncio.gather(*(handler(i) for i in range(len(docs))))
         finally:
             ticker.cancel()
 
-    b2b = _Batches(spy, max_batch=8)
     results = asyncio.run(main())
 
     assert [(r.verdict, r.rules) for r in results] == [(r.verdict, r.rules) for r in alone]
     assert any(not r.is_valid for r in results) and any(r.is_valid for r in results)
-    assert [d for d, _ in spy.calls] == docs  # each once, in the order submitted
+    assert [d for d, _, _ in spy.calls] == docs  # each once, in the order submitted
+    assert [rec for _, _, rec in spy.calls] == list(range(len(docs)))  # each in its handler's context
     assert [len(b) for b in b2b.batches] == [8, 8, 4]
-    at = dict(spy.calls)
+    at = {d: tick for d, tick, _ in spy.calls}
     for batch in b2b.batches:  # nothing else ran between two validations of a batch
         assert len({at[d] for d in batch}) == 1
