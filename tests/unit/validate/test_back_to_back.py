@@ -37,7 +37,7 @@ class _Batches(BackToBack):
         super().__init__(validator, max_batch)
         self.batches: list[list[bytes]] = []
 
-    async def _run(self, docs: list[tuple[bytes, contextvars.Context]]) -> list[ValidationResult]:
+    async def _run(self, docs: list[tuple[bytes, contextvars.Context]]) -> list[ValidationResult | Exception]:
         self.batches.append([xml for xml, _ in docs])
         return await super()._run(docs)
 
@@ -78,3 +78,63 @@ def test_concurrent_documents_are_validated_back_to_back_each_with_its_own_verdi
     at = {d: tick for d, tick, _ in spy.calls}
     for batch in b2b.batches:  # nothing else ran between two validations of a batch
         assert len({at[d] for d in batch}) == 1
+
+
+class _Crashes(CfdiValidator):
+    """The real validator, except that one document makes it raise (it never does; a bug might)."""
+
+    def __init__(self, inner: CfdiValidator, poison: bytes) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._poison = poison
+
+    def validate(self, data: bytes) -> ValidationResult:
+        if data == self._poison:
+            raise RuntimeError("validator bug")
+        return super().validate(data)
+
+
+def test_a_document_that_crashes_the_validator_fails_alone_not_its_whole_batch(
+        validator: CfdiValidator, generator: InvoiceGenerator) -> None:
+    docs = [generator.generate(i, defect=None).xml for i in range(6)]
+    b2b = BackToBack(_Crashes(validator, docs[2]), max_batch=8)
+
+    async def main() -> list[ValidationResult | BaseException]:
+        return await asyncio.gather(*(b2b.validate(x) for x in docs), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+
+    assert isinstance(outcomes[2], RuntimeError)
+    others = [o for i, o in enumerate(outcomes) if i != 2]
+    assert all(isinstance(o, ValidationResult) and o.is_valid for o in others)
+
+
+class _Counting(BackToBack):
+    def __init__(self, validator: CfdiValidator) -> None:
+        super().__init__(validator)
+        self.submitted = 0
+
+    async def validate(self, xml: bytes) -> ValidationResult:
+        self.submitted += 1
+        return await super().validate(xml)
+
+
+def test_a_priority_record_is_validated_at_once_and_a_normal_one_in_a_batch(
+        validator: CfdiValidator, generator: InvoiceGenerator) -> None:
+    from services.validate.service import ValidateStage
+    from shared.domain.messages import DocumentRef, ValidatedDocument
+    from shared.runtime import Message
+    from shared.settings import Settings
+
+    stage = ValidateStage.__new__(ValidateStage)  # no servers: the handler's inline-document path only
+    stage.settings, stage.validator, stage.s3 = Settings(), validator, None
+    batches = stage._validations = _Counting(validator)
+    xml = generator.generate(1, defect=None).xml
+    ref = DocumentRef(record_id="r-1", region="north", path="a/1.xml", sha256="0" * 64, size=len(xml), xml=xml)
+
+    def message(priority: bool) -> Message:
+        return Message("fiscal.validate", 0, 0, b"r-1", ref.encode(), {}, 0, priority=priority)
+
+    for priority, submitted in ((True, 0), (False, 1)):
+        [out] = asyncio.run(stage.handle(message(priority)))
+        assert batches.submitted == submitted
+        assert ValidatedDocument.decode(out.value).facts.uuid  # a verdict either way: valid, facts sent on
