@@ -86,7 +86,7 @@ class BackToBack:
     documents validated 16 at a time; inside the stage the validator took 522 µs.  The stage alone
     (`fiscalflow bench stages`): 757-813 µs of CPU per document before, 574-624 after, in batches of
     mostly 17-25.  The handlers that start together (a poll's worth) submit together: the batch is
-    whatever is waiting when the loop comes round, no timer is waited for.  Verdicts are unchanged:
+    whatever is waiting when the loop comes round, with no delay added.  Verdicts are unchanged:
     each document gets the validator's own.  Priority records are validated at once, not batched.
     """
 

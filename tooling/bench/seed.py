@@ -29,7 +29,7 @@ MAX_CONNECTIONS = 10
 CHANNELS = 16
 IN_FLIGHT = 1024
 # Each source job lists one region: the download stage reads this far past its slots to find the other
-# regions' records (decision 0028; off by default until more latency runs with it, see its addendum).
+# regions' records (decision 0028; off by default: it costs priority records some latency, see its addenda).
 LOOK_AHEAD = 20_000
 
 
