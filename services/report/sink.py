@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as _clickhouse_options
 from clickhouse_connect.driver.client import Client
 
 from services.report.events import ARCHIVED, Archived, DeadLetter, Event, Outcome
@@ -29,6 +30,11 @@ from services.report.schema import (
 )
 
 log = logging.getLogger("fiscalflow.report.sink")
+
+# Rows go to ClickHouse as lists and come back as tuples, never as DataFrames.  Left alone,
+# clickhouse-connect imports pandas (installed as chDB's dependency) on the first insert, to ask
+# whether the rows are a DataFrame: ~50 MB more resident in the report service, ~0.7 s of CPU.
+_clickhouse_options.pd = None
 
 
 def connect(dsn: str) -> Client:

@@ -129,6 +129,9 @@ def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
     nxt = report.get("/api/v1/records", status="archived", issuer=invs[0].issuer_rfc, limit=1,
                      cursor=page["next_cursor"]).json()
     assert nxt["records"][0]["record_id"] > page["records"][0]["record_id"]
+    # Rows were inserted and read back: the service never loaded pandas (~50 MB resident) for it.
+    maps = Path(f"/proc/{report.proc.pid}/maps").read_text()
+    assert "/site-packages/chdb/" in maps and "/site-packages/pandas/" not in maps
 
 
 def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archived(
