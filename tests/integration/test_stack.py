@@ -65,6 +65,16 @@ def test_status_shows_every_component_running_with_its_pid(stack: LocalStack) ->
     assert status["replicas"] == {}
 
 
+def test_the_s3_server_and_the_broker_get_a_quarter_of_the_cores_as_worker_threads(stack: LocalStack) -> None:
+    # Beside the busy stages their own thread pools only wake each other across cores (decision 0029).
+    comps = _cli_status()["components"]
+    want = str(max(1, len(os.sched_getaffinity(0)) // 4))
+    for name, var in (("s3", "GOMAXPROCS"), ("broker", "TOKIO_WORKER_THREADS")):
+        pid = comps[name]["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"{var}={want}".encode() in environ, (name, [v for v in environ if v.startswith(var.encode())])
+
+
 def test_second_up_is_a_no_op(stack: LocalStack) -> None:
     before = {c.name: c.pid for c in stack.status().components}
     t0 = time.monotonic()

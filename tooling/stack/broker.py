@@ -13,7 +13,7 @@ from pathlib import Path
 from shared.runtime.admin import ensure_topics
 from shared.runtime.kafka import admin_config
 from shared.topics import all_topics
-from tooling.stack.component import Component, split_hostport
+from tooling.stack.component import Component, server_threads_env, split_hostport
 from tooling.stack.kafka_tls import backend_address, uses_tls
 from tooling.stack.s3 import BROKER_BUCKET, S3Identities
 from tooling.stack.state import ProcessRecord
@@ -54,7 +54,7 @@ class Broker(Component):
         # Behind the TLS terminator Tansu listens on a loopback port of its own and advertises the
         # TLS address: every connection after bootstrap goes through TLS.
         listen = f"tcp://{self.listen_address}"
-        env = self.ctx.child_env()
+        env = self.ctx.child_env(server_threads_env("TOKIO_WORKER_THREADS"))
         if self.durable:
             ident = S3Identities.load(self.ctx).broker
             storage = f"s3://{BROKER_BUCKET}/"

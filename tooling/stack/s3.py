@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tooling.stack.component import Component, StackContext
+from tooling.stack.component import Component, StackContext, server_threads_env
 from tooling.stack.state import ProcessRecord
 
 BROKER_BUCKET = "tansu"
@@ -125,7 +125,7 @@ class S3Server(Component):
                 f"-ip={host}", f"-ip.bind={host}", *(f"-{k}={v}" for k, v in ports.items()),
                 "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 "-master.telemetry=false", f"-s3.config={S3Identities.path(self.ctx)}"]
-        return self.spawn_record(argv)
+        return self.spawn_record(argv, self.ctx.child_env(server_threads_env("GOMAXPROCS")))
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
         def answers() -> bool:
