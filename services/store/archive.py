@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 from dataclasses import dataclass
+
+from isal import igzip
 
 from shared.domain.messages import CfdiFacts
 
@@ -44,9 +45,13 @@ def archive_key(facts: CfdiFacts) -> tuple[str, str, str]:
 
 
 def build_archive_object(xml: bytes, facts: CfdiFacts, level: int) -> ArchiveObject:
-    """``level``: Settings.gzip_level."""
+    """``level``: Settings.gzip_level, ISA-L's (0-3).
+
+    ISA-L's gzip, not zlib's: at level 3 it took 22 µs for a generated invoice of 5.5 KB against
+    zlib's 64 µs at level 6, for objects 2.3 % larger (decision 0030).  The format is plain gzip:
+    any gzip reader opens the archive."""
     key, uuid, issued_on = archive_key(facts)
     # mtime=0: the same document always gzips to the same bytes (a re-upload is byte-identical).
-    body = gzip.compress(xml, compresslevel=level, mtime=0)
+    body = igzip.compress(xml, compresslevel=level, mtime=0)
     return ArchiveObject(key=key, body=body, sha256=hashlib.sha256(xml).hexdigest(), size=len(xml), uuid=uuid,
                          issued_on=issued_on)
