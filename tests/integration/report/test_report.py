@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -29,7 +30,7 @@ from shared.db.jobs import create_job
 from shared.db.records import Registration, Transition, apply_transitions, register
 from shared.domain.records import Priority, RecordStatus
 from shared.runtime import headers as H
-from shared.settings import Settings
+from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import CALLBACK_SECRET, ReportProc
 from tests.integration.store.harness import stored, validated
@@ -132,6 +133,12 @@ def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
     # Rows were inserted and read back: the service never loaded pandas (~50 MB resident) for it.
     maps = Path(f"/proc/{report.proc.pid}/maps").read_text()
     assert "/site-packages/chdb/" in maps and "/site-packages/pandas/" not in maps
+
+
+def test_the_service_leaves_nothing_in_its_working_directory(report: ReportProc) -> None:
+    # It runs from the checkout's root here; faust's data directory (empty) goes to the temp dir.
+    assert not (PROJECT_ROOT / f"{report.topics.ns}-report-data").exists()
+    assert (Path(tempfile.gettempdir()) / f"fiscalflow-faust-{report.topics.ns}-report").is_dir()
 
 
 def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archived(
