@@ -208,8 +208,8 @@ class Settings(BaseSettings):
         "dead letter (found while downloading, never read past the limit)."
     )
     gzip_level: int = Field(
-        3, ge=0, le=3, description="gzip level of archived documents, ISA-L's: 0 (fastest) to 3 (smallest); a "
-        "re-upload of another level is still the same document: sameness is the document's sha256."
+        3, ge=0, le=3, description="gzip level of archived documents, ISA-L's: 0 (fastest) to 3 (usually the "
+        "smallest); a re-upload of another level is still the same document: sameness is the document's sha256."
     )
 
     # --- validation ---------------------------------------------------------------------------

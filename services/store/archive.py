@@ -51,7 +51,7 @@ def build_archive_object(xml: bytes, facts: CfdiFacts, level: int) -> ArchiveObj
     zlib's 64 µs at level 6, for objects 2.3 % larger (decision 0030).  The format is plain gzip:
     any gzip reader opens the archive."""
     key, uuid, issued_on = archive_key(facts)
-    # mtime=0: the same document always gzips to the same bytes (a re-upload is byte-identical).
+    # mtime=0: with the same library and level, the same document gzips to the same bytes.
     body = igzip.compress(xml, compresslevel=level, mtime=0)
     return ArchiveObject(key=key, body=body, sha256=hashlib.sha256(xml).hexdigest(), size=len(xml), uuid=uuid,
                          issued_on=issued_on)

@@ -19,7 +19,8 @@ SHA256_META = "sha256"  # x-amz-meta-sha256: the document's checksum, what "the 
 
 class PutOutcome(StrEnum):
     CREATED = "created"  # this call wrote the object
-    SAME = "same"  # the key already held these very bytes (a redelivery, or a crash after upload)
+    SAME = "same"  # the key already held this document, same sha256 (a redelivery, or a crash after upload);
+    # its bytes may be an older gzip of it (another level or compressor, decision 0030)
     CONFLICT = "conflict"  # the key holds a different document with the same UUID
 
 
@@ -45,8 +46,11 @@ class ArchiveBucket:
         self._prefix = f"{endpoint.raw_path.rstrip('/')}/{quote(self.s3.bucket, safe='')}/"
         self._session: aiohttp.ClientSession | None = None
 
-    async def put_once(self, obj: ArchiveObject, record_id: str) -> PutOutcome:
-        """Upload unless the key exists; never overwrites (the key is the UUID's single slot)."""
+    async def put_once(self, obj: ArchiveObject, record_id: str) -> tuple[PutOutcome, int]:
+        """Upload unless the key exists; never overwrites (the key is the UUID's single slot).
+
+        Returns the outcome and the size of the object now under the key: ``obj``'s, or for
+        SAME and CONFLICT the existing object's."""
         try:
             status, text = await self._put(obj.key, obj.body, {
                 "Content-Type": "application/gzip", "If-None-Match": "*",
@@ -54,14 +58,15 @@ class ArchiveBucket:
         except (aiohttp.ClientError, TimeoutError, OSError, BotoCoreError) as exc:
             raise TransientError(f"s3 put {obj.key}: {type(exc).__name__}: {exc}", downstream="s3") from exc
         if status == 200:
-            return PutOutcome.CREATED
+            return PutOutcome.CREATED, len(obj.body)
         # 412: the key exists.  409 ConditionalRequestConflict: a concurrent put of the same key.
         if status not in (409, 412):
             raise TransientError(f"s3 put {obj.key}: HTTP {status} {text[:300]}", downstream="s3")
-        existing = await self.sha256_of(obj.key)
+        existing = await self.head(obj.key)
         if existing is None:  # lost a race with a delete: the next attempt puts again
             raise TransientError(f"s3 {obj.key} vanished after 412", downstream="s3")
-        return PutOutcome.SAME if existing == obj.sha256 else PutOutcome.CONFLICT
+        sha256, size = existing
+        return (PutOutcome.SAME if sha256 == obj.sha256 else PutOutcome.CONFLICT), size
 
     async def _put(self, key: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """One signed PUT straight over aiohttp.
@@ -88,7 +93,8 @@ class ArchiveBucket:
             await self._session.close()
             self._session = None
 
-    async def sha256_of(self, key: str) -> str | None:
+    async def head(self, key: str) -> tuple[str, int] | None:
+        """The object's document sha256 (its metadata) and its size in bytes; None: no object."""
         client = await self.s3.client()
         try:
             head = await client.head_object(Bucket=self.s3.bucket, Key=key)
@@ -99,7 +105,7 @@ class ArchiveBucket:
         except (BotoCoreError, OSError) as exc:
             raise TransientError(f"s3 head {key}: {exc}", downstream="s3") from exc
         meta: dict[str, str] = head.get("Metadata", {})
-        return meta.get(SHA256_META, "")
+        return meta.get(SHA256_META, ""), int(head.get("ContentLength", 0))
 
     async def delete(self, key: str) -> None:
         """Best effort: removes an object this stage created for a document that lost its UUID."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from services.store.archive import build_archive_object
 from services.store.service import build_stage
 from shared.db.archive import ArchiveResult, archive
 from shared.db.migrate import connect_pool
@@ -134,6 +136,39 @@ def test_same_document_stored_twice_is_one_object_one_row_one_event(
     asyncio.run(scenario())
 
 
+def test_an_object_an_earlier_delivery_left_is_kept_and_its_size_recorded(
+        stack_settings: Settings, topics: Topics, generator: InvoiceGenerator) -> None:
+    # A delivery uploaded the document and died before PostgreSQL; the next runs after an upgrade
+    # that gzips otherwise (decision 0030; zlib 9 stands for the older bytes). The object stays, and
+    # the registry and the event give its size, not that of the bytes this delivery made.
+    inv = generator.generate(4, defect=None)
+    (rid,) = _ids(1)
+    key = f"{inv.fecha[:4]}/{inv.fecha[5:7]}/{inv.fecha[8:10]}/{inv.issuer_rfc}/{inv.uuid.upper()}.xml.gz"
+    earlier = gzip.compress(inv.xml, compresslevel=9, mtime=0)
+
+    async def scenario() -> None:
+        await connect_pool(stack_settings.pg_dsn.get_secret_value())  # migrated database
+        await _register(stack_settings, [rid])
+        s3 = S3Store(stack_settings)
+        try:
+            client = await s3.client()
+            await client.put_object(Bucket=stack_settings.s3_bucket, Key=key, Body=earlier,
+                                    Metadata={"sha256": hashlib.sha256(inv.xml).hexdigest()})
+        finally:
+            await s3.close()
+        topics.produce(STORE_IN, [(rid, validated(rid, inv).encode())])
+        async with store_running(stack_settings, topics):
+            got = await asyncio.to_thread(topics.read, STORED, {rid}, 60)
+        event = StoredEvent.model_validate_json(got[rid][0].value())
+        assert await _object(stack_settings, key) == earlier  # not overwritten
+        assert len(earlier) != len(build_archive_object(inv.xml, event.facts, stack_settings.gzip_level).body)
+        row = (await _rows(stack_settings, "SELECT status, gz_size FROM fiscal_records WHERE record_id = $1", rid))[0]
+        assert (row["status"], row["gz_size"], event.gz_size, event.s3_key) == ("archived", len(earlier),
+                                                                               len(earlier), key)
+
+    asyncio.run(scenario())
+
+
 def test_a_different_document_with_an_archived_uuid_is_a_duplicate_in_any_case(
         stack_settings: Settings, topics: Topics, generator: InvoiceGenerator) -> None:
     original = generator.generate(2, defect=None)
@@ -239,7 +274,7 @@ def test_the_archive_put_signs_with_botocores_credential_chain(
     obj = ArchiveObject(key=key, body=b"\x1f\x8b-not-really", sha256="ab" * 32, size=9, uuid="U",
                         issued_on="2026-12-03")
 
-    async def put(settings: Settings) -> PutOutcome:
+    async def put(settings: Settings) -> tuple[PutOutcome, int]:
         s3 = S3Store(settings)
         bucket = ArchiveBucket(s3)
         try:
@@ -248,7 +283,7 @@ def test_the_archive_put_signs_with_botocores_credential_chain(
             await bucket.close()
             await s3.close()
 
-    assert asyncio.run(put(chain)) is PutOutcome.CREATED
+    assert asyncio.run(put(chain))[0] is PutOutcome.CREATED
     assert key in asyncio.run(_keys(chain, "chain-test/"))
     # Wrong credentials from the chain are refused by S3: the chain's keys are what signs.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")

@@ -1,4 +1,4 @@
-"""The archive object of a document: plain gzip, the same bytes for the same document."""
+"""The archive object of a document: plain gzip, the same bytes for the same document and level."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_every_level_is_plain_gzip_of_the_document_and_repeats_byte_for_byte() -
     for level in range(4):
         obj = build_archive_object(XML, FACTS, level)
         assert gzip.decompress(obj.body) == XML
-        assert build_archive_object(XML, FACTS, level).body == obj.body  # a re-upload is byte-identical
+        assert build_archive_object(XML, FACTS, level).body == obj.body  # the same bytes again
         assert obj.body[4:8] == b"\0\0\0\0"  # mtime 0
         sizes.append(len(obj.body))
     assert sizes[3] < sizes[0] < len(XML)
