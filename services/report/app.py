@@ -14,9 +14,7 @@ web server (the service serves its own API and ops port on 127.0.0.1), short ses
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -114,8 +112,10 @@ def build_app(settings: Settings, on_batch: BatchHandler, topic_namespace: str =
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
     session_s = settings.session_timeout_ms / 1000
     # faust makes a data directory (empty with memory tables) at start, by default in the working
-    # directory: a checkout's root then collected one per test namespace.
-    datadir = Path(tempfile.gettempdir()) / f"fiscalflow-faust-{app_id(topic_namespace)}"
+    # directory: a checkout's root then collected one per test namespace.  Under the local dir
+    # (the container's /tmp/fiscalflow), each service's own.
+    datadir = settings.local_dir / "faust" / app_id(topic_namespace)
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id(topic_namespace), datadir=str(datadir),
         broker=brokers, broker_credentials=broker_credentials(settings), web_enabled=False, autodiscover=False, store="memory://",

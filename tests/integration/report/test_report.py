@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -136,9 +135,9 @@ def test_aggregates_equal_independent_sums_and_redeliveries_count_once(
 
 
 def test_the_service_leaves_nothing_in_its_working_directory(report: ReportProc) -> None:
-    # It runs from the checkout's root here; faust's data directory (empty) goes to the temp dir.
+    # It runs from the checkout's root here; faust's data directory (empty) goes under its local dir.
     assert not (PROJECT_ROOT / f"{report.topics.ns}-report-data").exists()
-    assert (Path(tempfile.gettempdir()) / f"fiscalflow-faust-{report.topics.ns}-report").is_dir()
+    assert (report.log.parent / "faust" / f"{report.topics.ns}-report").is_dir()
 
 
 def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archived(
