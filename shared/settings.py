@@ -259,7 +259,9 @@ class Settings(BaseSettings):
         2000, ge=1, description="Most stored events the report service writes to ClickHouse in one batch."
     )
     report_flush_s: float = Field(
-        0.5, gt=0, description="Longest the report service waits to fill a batch before writing it."
+        2.0, gt=0, description="Longest the report service waits to fill a batch before writing it: how far "
+        "the reports may trail the records. Each write costs ClickHouse a fixed ~45 ms of CPU whatever its "
+        "size (decision 0031), so a longer wait is cheaper under load."
     )
     callback_secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 key of the job callbacks' `X-Fiscalflow-Signature`; empty: "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from shared.cli.api_client import bearer
+from shared.domain.records import FINAL_STATUSES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -72,12 +73,18 @@ def run_demo(settings: Settings, count: int, bad_fraction: float, seed: int, tim
                      days=7, workers=0)
     console.print("3/4 submitting one job per region …")
     ingest = f"http://127.0.0.1:{settings.ingest_port}"
+    before = final_counts(_report(settings, "/api/v1/reports/summary"))
     jobs = submit_jobs(settings, ingest, batch)
     t_jobs = time.monotonic()
     final = follow(settings, ingest, jobs, timeout)
     elapsed = time.monotonic() - t_jobs
     done = sum(s["finished"] for s in final.values())
     console.print(f"4/4 {done:,} records finished in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.0f} records/s)")
+    behind = wait_for_reports(settings, before, final, timeout_s=10 + 3 * settings.report_flush_s)
+    if behind:
+        missing = ", ".join(f"{s} {n:,}" for s, n in sorted(behind.items()))
+        console.print(f"[yellow]the reports do not count {sum(behind.values()):,} of these records yet ({missing});"
+                      " they show what they hold[/yellow]")
     print_reports(settings, batch)
     record_result(count, done, elapsed, time.monotonic() - started, final)
     where_next(settings, list(jobs))
@@ -147,12 +154,40 @@ def _report(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
     return body
 
 
+def final_counts(summary: dict[str, Any]) -> Counter[str]:
+    """The records the reports count per final status (``/api/v1/reports/summary``)."""
+    by_status = summary.get("by_status", {})
+    return Counter({s.value: int(by_status.get(s.value, 0)) for s in FINAL_STATUSES})
+
+
+def reports_behind(before: Counter[str], now: Counter[str], jobs: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Per final status, how many of the jobs' finished records the reports do not count yet: the
+    jobs' counts (from PostgreSQL) against what the summary gained since ``before`` (read before
+    the jobs were submitted, so records of earlier runs on the same stack do not count)."""
+    behind = {}
+    for status in sorted(s.value for s in FINAL_STATUSES):
+        expected = sum(int(st.get("counts", {}).get(status, 0)) for st in jobs.values())
+        if (missing := expected - (now[status] - before[status])) > 0:
+            behind[status] = missing
+    return behind
+
+
+def wait_for_reports(settings: Settings, before: Counter[str], jobs: dict[str, dict[str, Any]],
+                     timeout_s: float) -> dict[str, int]:
+    """Wait until the reports count every finished record of ``jobs`` (the report service writes a
+    batch every ``report_flush_s`` at most); what is still missing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        behind = reports_behind(before, final_counts(_report(settings, "/api/v1/reports/summary")), jobs)
+        if not behind or time.monotonic() > deadline:
+            return behind
+        time.sleep(0.5)
+
+
 def print_reports(settings: Settings, batch: str) -> None:
     from rich.table import Table
 
     console = _console()
-    # The report service materialises asynchronously: give it a moment to catch up.
-    time.sleep(2)
     summary = _report(settings, "/api/v1/reports/summary")
     t = Table(title="records by status")
     t.add_column("status")
