@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: .*)?")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class HttpProtocolError(OSError):
@@ -47,6 +50,10 @@ class _Conn:
 
     def close(self) -> None:
         self.writer.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, whatever is still queued (a server that stopped reading)."""
+        self.writer.transport.abort()
 
 
 class _Stale(Exception):
@@ -76,12 +83,14 @@ class Http1Pool:
     async def request(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
         """One request; ``target`` is the request line's (an already encoded path)."""
         head = self._head(method, target, headers, len(body))
-        async with self._slots, asyncio.timeout(self._timeout_s):
+        # The timeout covers the wait for a connection too: with S3 hanging, a request queued
+        # behind the busy connections fails at its own deadline, not after theirs.
+        async with asyncio.timeout(self._timeout_s), self._slots:
             conn, reused = await self._acquire()
             try:
                 return await self._exchange(conn, reused, method, head, body)
             except _Stale:
-                conn.close()
+                pass
             if method not in IDEMPOTENT:
                 raise ConnectionError(f"{self.host}:{self.port} closed the connection before answering")
             return await self._exchange(await self._connect(), False, method, head, body)
@@ -93,7 +102,8 @@ class Http1Pool:
             conn.close()
         for conn in idle:
             with contextlib.suppress(Exception):
-                await conn.writer.wait_closed()
+                async with asyncio.timeout(1):
+                    await conn.writer.wait_closed()
 
     # ------------------------------------------------------------------ internals
     def _head(self, method: str, target: str, headers: Mapping[str, str], length: int) -> bytes:
@@ -128,7 +138,7 @@ class Http1Pool:
         return _Conn(reader, writer)
 
     async def _exchange(self, conn: _Conn, reused: bool, method: str, head: bytes, body: bytes) -> Response:
-        answered = False
+        received = False  # any byte of the answer: from then on, never sent again
         try:
             if len(body) <= 64 * 1024:
                 conn.writer.write(head + body)  # one send for a small request
@@ -136,39 +146,41 @@ class Http1Pool:
                 conn.writer.writelines((head, body))
             await conn.writer.drain()
             while True:
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
-                answered = True
-                status, headers, keep = _parse_head(raw)
+                first = await conn.reader.readexactly(1)
+                received = True
+                status, headers, keep = _parse_head(first + await conn.reader.readuntil(b"\r\n\r\n"))
                 if not 100 <= status < 200:
                     break
             if method == "HEAD" or status in _NO_BODY_STATUS:
                 data = b""
+            elif "chunked" in _tokens(headers.get("transfer-encoding", "")):
+                # Transfer-Encoding wins over a Content-Length sent with it (RFC 9112 6.3); a
+                # server that sends both is not trusted with the connection afterwards.
+                data = await self._read_chunked(conn.reader)
+                keep = keep and "content-length" not in headers
             elif "content-length" in headers:
                 data = await self._read_length(conn.reader, headers["content-length"])
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                data = await self._read_chunked(conn.reader)
             else:  # delimited by the end of the connection
-                data = await conn.reader.read(self._max_body + 1)
-                if len(data) > self._max_body:
-                    raise HttpProtocolError(f"response body over {self._max_body} bytes")
+                data = await self._read_to_end(conn.reader)
                 keep = False
         except asyncio.IncompleteReadError as exc:
-            conn.close()
-            if reused and not answered and not exc.partial:
+            conn.abort()
+            if reused and not received and not exc.partial:
                 raise _Stale from exc
             raise ConnectionError(f"{self.host}:{self.port} closed the connection mid-response") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
-            conn.close()
-            if reused and not answered:
+            conn.abort()
+            if reused and not received:
                 raise _Stale from exc
             raise
         except asyncio.LimitOverrunError as exc:
-            conn.close()
+            conn.abort()
             raise HttpProtocolError("response headers too long") from exc
         except BaseException:
-            conn.close()
+            conn.abort()
             raise
-        if keep and not self._closed:
+        # Bytes past the response (more than its Content-Length) would be read as the next answer.
+        if keep and not self._closed and not getattr(conn.reader, "_buffer", b""):
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
@@ -176,23 +188,32 @@ class Http1Pool:
         return Response(status, headers, data)
 
     async def _read_length(self, reader: asyncio.StreamReader, value: str) -> bytes:
-        try:
-            n = int(value)
-        except ValueError:
-            raise HttpProtocolError(f"Content-Length {value!r}") from None
-        if n < 0 or n > self._max_body:
+        if not value.isascii() or not value.isdigit():
+            raise HttpProtocolError(f"Content-Length {value[:40]!r}")
+        n = int(value)
+        if n > self._max_body:
             raise HttpProtocolError(f"Content-Length {n} (at most {self._max_body} read)")
         return await reader.readexactly(n)
+
+    async def _read_to_end(self, reader: asyncio.StreamReader) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while chunk := await reader.read(64 * 1024):
+            total += len(chunk)
+            if total > self._max_body:
+                raise HttpProtocolError(f"response body over {self._max_body} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
             line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise HttpProtocolError(f"chunk size {line[:40]!r}") from None
+            digits = line[:-2].split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(digits):
+                raise HttpProtocolError(f"chunk size {line[:40]!r}")
+            size = int(digits, 16)
             if size == 0:
                 while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, if any
                     pass
@@ -205,11 +226,15 @@ class Http1Pool:
                 raise HttpProtocolError("chunk not followed by CRLF")
 
 
+def _tokens(value: str) -> set[str]:
+    return {t.strip().lower() for t in value.split(",")}
+
+
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str], bool]:
     """Status, headers (lower-case names) and whether the connection may be kept."""
     lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    m = _STATUS_LINE.fullmatch(lines[0])
+    if m is None:
         raise HttpProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -218,6 +243,6 @@ def _parse_head(raw: bytes) -> tuple[int, dict[str, str], bool]:
             if not sep:
                 raise HttpProtocolError(f"header line without a colon: {line[:80]!r}")
             headers[name.strip().lower()] = value.strip()
-    connection = headers.get("connection", "").lower()
-    keep = connection != "close" if parts[0] == "HTTP/1.1" else connection == "keep-alive"
-    return int(parts[1]), headers, keep
+    connection = _tokens(headers.get("connection", ""))
+    keep = "close" not in connection if m.group(1) == "1" else "keep-alive" in connection
+    return int(m.group(2)), headers, keep

@@ -41,11 +41,10 @@ class ArchiveBucket:
         # s3_credentials=chain: each PUT signed with the chain's current (temporary) credentials.
         self._chain = ChainCredentials() if settings.s3_credentials == "chain" else None
         endpoint = yarl.URL(settings.s3_endpoint)
-        self._origin = endpoint.origin()
         self._host = endpoint.raw_authority  # the Host header sent and signed (port included unless default)
         self._prefix = f"{endpoint.raw_path.rstrip('/')}/{quote(self.s3.bucket, safe='')}/"
         self._endpoint = endpoint
-        self._http: Http1Pool | None = None
+        self._http = self._pool()  # an endpoint it cannot reach (an ftp:// URL) fails at start
 
     async def put_once(self, obj: ArchiveObject, record_id: str) -> tuple[PutOutcome, int]:
         """Upload unless the key exists; never overwrites (the key is the UUID's single slot).
@@ -82,17 +81,18 @@ class ArchiveBucket:
         path = self._prefix + quote(key, safe="/~")
         creds = await self._chain.current() if self._chain is not None else None
         signed = self._signer.sign("PUT", self._host, path, headers, body, credentials=creds)
-        if self._http is None:
-            endpoint = self._endpoint
-            self._http = Http1Pool(endpoint.scheme, endpoint.host or "", endpoint.port or 0, max_connections=64,
-                                   connect_timeout_s=5, timeout_s=30)
         resp = await self._http.request("PUT", path, signed, body)
         return resp.status, resp.body.decode("utf-8", "replace") if resp.status != 200 else ""
 
+    def _pool(self) -> Http1Pool:
+        endpoint = self._endpoint
+        return Http1Pool(endpoint.scheme, endpoint.host or "", endpoint.port or 0, max_connections=64,
+                         connect_timeout_s=5, timeout_s=30)
+
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Closes the idle connections; a PUT after this opens new ones."""
+        closing, self._http = self._http, self._pool()
+        await closing.close()
 
     async def head(self, key: str) -> tuple[str, int] | None:
         """The object's document sha256 (its metadata) and its size in bytes; None: no object."""

@@ -64,6 +64,11 @@ async def _answer_once_then_drop(reader: asyncio.StreamReader, writer: asyncio.S
     await reader.read(1)  # ...and closed on the next request, unanswered
 
 
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+    await _read_request(reader)
+    await asyncio.sleep(5)  # a server that hangs
+
+
 def run(coro: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coro, 10))
 
@@ -110,7 +115,10 @@ def test_a_chunked_error_body_is_read_whole_and_the_connection_kept() -> None:
 def test_connection_close_is_honoured_and_a_body_may_end_with_the_connection() -> None:
     async def close_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n<AccessDenied/>")  # no length: to EOF
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nConnection: keep-alive, close\r\n\r\n<Access")  # no length: to EOF
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the rest of the body later: read whole all the same
+        writer.write(b"Denied/>")
         await writer.drain()
 
     async def go() -> None:
@@ -160,12 +168,8 @@ def test_a_response_cut_short_on_a_new_connection_is_an_error_not_a_retry() -> N
 
 
 def test_a_server_that_never_answers_times_out() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)
-        await asyncio.sleep(5)
-
     async def go() -> None:
-        async with Server(silent) as pool:
+        async with Server(_silent) as pool:
             with pytest.raises(TimeoutError):
                 await pool.request("PUT", "/b/k", {}, b"x")
 
@@ -175,6 +179,8 @@ def test_a_server_that_never_answers_times_out() -> None:
 @pytest.mark.parametrize(("answer", "match"), [
     (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x status line"),
     (b"HTTP/1.1 500 Oops\r\nContent-Length: 5000000\r\n\r\n", "Content-Length 5000000"),  # over the 1 MiB read
+    ("HTTP/1.1 \u00b200 OK\r\n\r\n".encode(), "not an HTTP/1.x status line"),  # a digit to isdigit(), not to int()
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n", "chunk size"),
 ])
 def test_an_answer_this_client_will_not_read_is_a_protocol_error_and_an_oserror(answer: bytes, match: str) -> None:
     async def odd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
@@ -249,3 +255,36 @@ def test_https_checks_the_servers_certificate_and_name(tmp_path: Path) -> None:
     # The same trusted CA, but a certificate for another host: refused, as an OSError (S3 unreachable).
     with pytest.raises(ssl.SSLCertVerificationError):
         _https_put(*_tls_pair(tmp_path, x509.DNSName("s3.elsewhere.example")))
+
+
+def test_bytes_past_the_content_length_never_answer_the_next_request() -> None:
+    async def too_long(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                         b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async def go() -> None:
+        async with (server := Server(too_long)) as pool:
+            assert (await pool.request("PUT", "/b/k", {}, b"x")).status == 200
+            await asyncio.sleep(0.05)
+            assert (await pool.request("PUT", "/b/k", {}, b"x")).status == 200  # not the stray 500
+        assert server.connections == 2
+
+    run(go())
+
+
+def test_the_timeout_counts_the_wait_for_a_busy_connection() -> None:
+    async def go() -> None:
+        async with Server(_silent) as pool:
+            narrow = Http1Pool("http", "127.0.0.1", pool.port, max_connections=1, timeout_s=0.5)
+            t0 = asyncio.get_running_loop().time()
+            results = await asyncio.gather(*(narrow.request("PUT", "/b/k", {}, b"x") for _ in range(2)),
+                                           return_exceptions=True)
+            # Both at their own deadline: the second did not wait out the first's 0.5 s and then its own.
+            assert all(isinstance(r, TimeoutError) for r in results), results
+            assert asyncio.get_running_loop().time() - t0 < 0.9
+            await narrow.close()
+
+    run(go())
