@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
 import shutil
 import sys
 import tempfile
@@ -32,11 +31,6 @@ from services.report.events import Archived
 from services.report.sink import ClickHouseSink, connect, create_schema
 
 DAYS = 30  # the events' Fecha spread over a month, as the generated invoices' are over days
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process: chDB's own included
-    return r.ru_utime + r.ru_stime
 
 
 def _event(n: int) -> Archived:
@@ -60,14 +54,14 @@ def run(batch: int, prefill: int, events: int, rate: float) -> tuple[float, floa
             sink.write([_event(i) for i in range(n, n + 2000)])
             n += 2000
         time.sleep(3)  # the prefill's merges settle before the measure
-        start = _cpu_s()
+        start = time.process_time()  # every thread of the process: chDB's own included
         written = 0
         while written < events:
             sink.write([_event(i) for i in range(n + written, n + written + batch)])
             written += batch
             time.sleep(batch / rate * 0.3)  # a share of the gathering time: the sink idles, merges run
         time.sleep(2)  # the last writes' merges
-        spent = _cpu_s() - start
+        spent = time.process_time() - start
         return 1e6 * spent / written, 1e3 * spent / (written / batch)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
