@@ -27,6 +27,24 @@ def figure(figures: Figures, name: str) -> float:
     return math.nan if value is None else value
 
 
+# What a run may set from the environment and still be the scenario: where its records go.
+_NOT_AN_EXPERIMENT = frozenset({"FISCALFLOW_LOCAL_DIR"})
+
+
+def experiment_settings(command: str) -> list[str]:
+    """The FISCALFLOW_* variables a recorded command set (``tooling.bench.output.command_line``
+    writes them before it) that change what runs: a setting of the services
+    (``FISCALFLOW_REPORT_FLUSH_S=0.5``) or a profiler attached (``FISCALFLOW_BENCH_PROFILE``)."""
+    names = []
+    for word in command.split():
+        name, eq, _ = word.partition("=")
+        if not eq or not name.startswith("FISCALFLOW_"):
+            break  # the command itself
+        if name not in _NOT_AN_EXPERIMENT:
+            names.append(name)
+    return names
+
+
 @dataclass(frozen=True)
 class Check:
     """One condition of a target: the figure against a bound.  A figure the run lacks fails it."""
@@ -59,8 +77,9 @@ class Scenario:
         return "met" if all(c.passes(figures) for c in self.checks) else "not met"
 
     def accepts(self, record: RunRecord) -> bool:
-        """A record this scenario's row may show: a successful run, made with the scenario's parameters."""
-        return (record.scenario == self.id and not record.error
+        """A record this scenario's row may show: a successful run, made with the scenario's parameters
+        and the services' default settings (not an experiment, not under a profiler)."""
+        return (record.scenario == self.id and not record.error and not experiment_settings(record.command)
                 and all(record.params.get(k) == v for k, v in self.params.items()))
 
     def bound(self, figure_name: str) -> float:

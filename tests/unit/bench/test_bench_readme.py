@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tooling.bench.cli import app
 from tooling.bench.readme import END, START, cells, newest_per_scenario, regenerate, render_row
-from tooling.bench.scenarios import SCENARIOS, scenario
+from tooling.bench.scenarios import SCENARIOS, experiment_settings, scenario
 from tooling.bench_results import RunRecord
 
 TABLE = Path(__file__).parent / "table_2026_11_30.md"  # bench/README.md's table before any run record
@@ -103,6 +103,20 @@ def test_the_newest_successful_full_size_run_of_each_scenario_counts() -> None:
     newest = newest_per_scenario([new, old, small, failed, other, same_minute])
     assert newest == {"latency-idle": new, "stages": same_minute}  # on equal dates the later line wins
     assert newest_per_scenario([]) == {}
+
+
+def test_a_run_with_settings_changed_or_a_profiler_attached_is_not_the_scenarios_figure() -> None:
+    base = record("stages", STAGES, when="2026-12-05 15:00")
+    profiled = dataclasses.replace(record("stages", {**STAGES, "report.us_per_doc": 258}, when="2026-12-05 15:47"),
+                                   command="FISCALFLOW_BENCH_PROFILE=/tmp/prof fiscalflow bench stages")
+    tried = dataclasses.replace(record("stages", STAGES, when="2026-12-05 16:00"), command=(
+        "FISCALFLOW_EVENT_LOOP=asyncio FISCALFLOW_LOCAL_DIR=/tmp/x fiscalflow bench stages"))
+    elsewhere = dataclasses.replace(record("stages", STAGES, when="2026-12-05 14:00"),
+                                    command="FISCALFLOW_LOCAL_DIR=/tmp/x fiscalflow bench stages")
+    assert newest_per_scenario([elsewhere, base, profiled, tried]) == {"stages": base}
+    assert experiment_settings(tried.command) == ["FISCALFLOW_EVENT_LOOP"]
+    assert experiment_settings(elsewhere.command) == []
+    assert newest_per_scenario([elsewhere]) == {"stages": elsewhere}  # where records go changes nothing
 
 
 def test_with_no_records_the_table_is_todays() -> None:
