@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 from collections.abc import Iterator, Mapping
 
@@ -12,6 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -82,17 +84,31 @@ def consumer_span(name: str, headers: dict[str, str], attributes: Mapping[str, s
     block runs in that trace's context as it came (no span of its own: no sampler, ids or span object
     per message, ~5 % of a stage's CPU measured in the seed scenario): logs, audit events, dead letters
     and the next stage's headers carry the record's trace id all the same.  A message without one
-    starts a trace (a non-recording span with a new id), as before."""
+    starts a trace: a non-recording span with new ids, current for the block."""
     parent = extract(headers)
     if not recording():
         span = trace.get_current_span(parent)
-        if span.get_span_context().is_valid:
-            token = otel_context.attach(parent)
-            try:
-                yield span
-            finally:
-                otel_context.detach(token)
-            return
+        context = parent
+        if not span.get_span_context().is_valid:
+            # What the tracer would make with nothing recording (ALWAYS_OFF): a non-recording span
+            # with new random ids, unsampled.  Made directly: 11 -> 4.4 µs per message in a loop (every
+            # record's trace starts in the ingest stage).
+            span = NonRecordingSpan(SpanContext(_new_id(128), _new_id(64), is_remote=False,
+                                                trace_flags=TraceFlags(TraceFlags.RANDOM_TRACE_ID)))
+            context = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(context)
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+        return
     with _TRACER.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER,
                                        attributes=dict(attributes)) as new:
         yield new
+
+
+def _new_id(bits: int) -> int:
+    """A random trace or span id, never the invalid 0 (the SDK's ``RandomIdGenerator`` does the same)."""
+    while not (value := random.getrandbits(bits)):
+        pass
+    return value
