@@ -92,12 +92,13 @@ def coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
 
 
 def _skip_disabled_asyncssh_logs() -> None:
-    """asyncssh formats a log call's arguments before the logger decides whether to emit it: every
-    SFTP request's debug line renders its attributes (``Record.__str__``), and every packet sent
-    or received builds its name and size for a packet log that only debug level 3 writes.  With
-    its logs off that was ~4 % of the download stage's CPU (py-spy, the stage alone).  The same
-    checks, made first: what is logged when a level is on does not change (constraints.txt pins the
-    asyncssh version this is tested with; tests/unit/sftp/test_quiet_logs.py)."""
+    """asyncssh converts a log call's arguments to text (names decoded, lists joined) before the
+    logger decides whether to emit it, on every SFTP request's debug line, and every packet sent or
+    received builds its name and size for a packet log that only debug level 3 writes.  With its
+    logs off that was ~4 % of the download stage's CPU (py-spy, the stage alone; what a call site
+    renders itself, such as an open's attributes, it still renders).  The same checks, made first:
+    what is logged when a level is on does not change (constraints.txt pins the asyncssh version
+    this is tested with; tests/unit/sftp/test_quiet_logs.py)."""
     from asyncssh.logging import SSHLogger
     from asyncssh.packet import SSHPacketLogger
 
