@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from shared.logs import setup_logging
 from shared.runtime.host import ServiceHost, Workload
-from shared.runtime.memory import release_free_heap
+from shared.runtime.memory import release_free_heap, tune_collector
 from shared.runtime.runner import StageRunner
 from shared.runtime.stage import StageSpec
 from shared.runtime.tracing import setup_tracing
@@ -54,6 +54,7 @@ def run(stage: Stage) -> None:
         host = ServiceHost(settings, stage)
         workload = await build_workload(stage, host)
         release_free_heap()
+        tune_collector(settings.gc_young_threshold)
         await host.run(workload)
 
     asyncio.run(_main())
