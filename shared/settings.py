@@ -140,8 +140,8 @@ class Settings(BaseSettings):
         20_000, ge=700, description="Container objects a service process may allocate, net of those freed, before "
         "Python's garbage collector examines its youngest generation (the interpreter's default, 700, is the "
         "least). A stage keeps hundreds of messages' objects alive at once, so at 700 the collector ran every "
-        "few messages and re-examined them each time: 7.6 % of the store stage's CPU and 3-5 % of the download, "
-        "ingest and report stages'. Cyclic garbage waits that much longer to be freed "
+        "~10 messages and re-examined those in flight each time: 7.3 % of the store stage's CPU and 3-5 % of the "
+        "download, ingest and report stages'. Cyclic garbage waits that much longer to be freed "
         "(docs/decisions/0034-a-young-generation-of-20000.md).")
     retry_max_attempts: int = Field(6, ge=1, description="Attempts before RETRIES_EXHAUSTED.")
     retry_base_ms: int = Field(500, ge=1, description="First retry delay; doubles each attempt, with jitter.")
