@@ -172,7 +172,10 @@ class Settings(BaseSettings):
 
     # --- PostgreSQL ---------------------------------------------------------------------------
     pg_dsn: SecretStr = Field(
-        SecretStr("postgresql://postgres@127.0.0.1:5432/fiscalflow"), description="PostgreSQL DSN."
+        SecretStr("postgresql://postgres@127.0.0.1:5432/fiscalflow"),
+        description="PostgreSQL DSN. Each service's connections name themselves "
+        "`fiscalflow-<service>/<replica>` (`application_name`, seen in `pg_stat_activity`) unless the DSN "
+        "sets its own `?application_name=`."
     )
     pg_pool_size: int = Field(8, ge=1, description="asyncpg pool size per process.")
 

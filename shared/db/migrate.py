@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from importlib.resources import files
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -54,6 +55,28 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 SESSION_SETTINGS = {"random_page_cost": "1.1"}
 
 
+# PostgreSQL keeps NAMEDATALEN - 1 bytes of an application_name and shows other than printable
+# ASCII as "?": the name is cut and cleaned here, so what pg_stat_activity shows is what was sent.
+APPLICATION_NAME_MAX = 63
+
+
+def application_name(service: str, replica: str) -> str:
+    """What a service's connections call themselves (``pg_stat_activity.application_name``):
+    ``fiscalflow-<service>/<replica>``, so an operator sees which stage and which replica (pod)
+    holds each connection, and which one a slow or blocking statement comes from."""
+    name = "".join(c if " " <= c <= "~" else "?" for c in f"fiscalflow-{service}/{replica}")
+    return name[:APPLICATION_NAME_MAX]
+
+
+def session_settings(dsn: str, app_name: str | None = None) -> dict[str, str]:
+    """The pool's session settings: ours, and ``application_name`` unless the DSN names its own
+    (an operator's ``?application_name=...`` wins)."""
+    out = dict(SESSION_SETTINGS)
+    if app_name and "application_name" not in parse_qs(urlsplit(dsn).query):
+        out["application_name"] = app_name
+    return out
+
+
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
     """A pool on a migrated database."""
     pool = new_pool(dsn, min_size, max_size)
@@ -75,11 +98,11 @@ async def _release(conn: asyncpg.Connection) -> None:
     """
 
 
-def new_pool(dsn: str, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+def new_pool(dsn: str, min_size: int = 1, max_size: int = 8, app_name: str | None = None) -> asyncpg.Pool:
     """A pool not connected yet: a service hands it to its parts when it is built, and the service
-    host opens it (:func:`open_pool`) at start."""
+    host opens it (:func:`open_pool`) at start.  ``app_name``: see :func:`application_name`."""
     pool: asyncpg.Pool = asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
-                                             server_settings=SESSION_SETTINGS, reset=_release)
+                                             server_settings=session_settings(dsn, app_name), reset=_release)
     return pool
 
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 from starlette.types import ASGIApp
 
+from shared.db.migrate import application_name
 from shared.runtime.ops import OpsServer
 from shared.runtime.parts import EmbeddedApi, Hooks, Periodic, Postgres
 from shared.settings import Settings
@@ -98,7 +99,8 @@ class ServiceHost:
         migrated, when the host starts; closed after the workload stopped."""
         if self._postgres is None:
             s = self.settings
-            self._postgres = self.add(Postgres(s.pg_dsn.get_secret_value(), s.pg_pool_size))
+            self._postgres = self.add(Postgres(s.pg_dsn.get_secret_value(), s.pg_pool_size,
+                                               application_name(self.service, self.replica)))
         return self._postgres.pool
 
     def every(self, name: str, interval_s: float, tick: Callable[[], Awaitable[None]]) -> Periodic:

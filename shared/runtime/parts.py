@@ -41,8 +41,8 @@ class Postgres:
 
     name = "postgresql"
 
-    def __init__(self, dsn: str, max_size: int) -> None:
-        self.pool = new_pool(dsn, max_size=max_size)
+    def __init__(self, dsn: str, max_size: int, app_name: str | None = None) -> None:
+        self.pool = new_pool(dsn, max_size=max_size, app_name=app_name)
 
     async def start(self) -> None:
         try:

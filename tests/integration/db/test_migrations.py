@@ -60,3 +60,31 @@ async def test_a_pooled_connection_comes_back_clean_without_the_default_reset(st
             await other.close()
     finally:
         await pool.close()
+
+
+async def test_a_services_connections_name_the_stage_and_replica(stack_settings: Settings) -> None:
+    """pg_stat_activity says which stage and replica holds each connection; an operator's own
+    application_name in the DSN wins."""
+    from shared.db.migrate import new_pool, open_pool
+    from shared.runtime.host import ServiceHost
+
+    host = ServiceHost(stack_settings, "store", "store-7c9f-x2")
+    pool = host.postgres()
+    part = host.parts[-1]
+    await part.start()
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            ) == "fiscalflow-store/store-7c9f-x2"
+    finally:
+        await part.stop()
+
+    dsn = stack_settings.pg_dsn.get_secret_value()
+    own = new_pool(dsn + ("&" if "?" in dsn else "?") + "application_name=billing-audit", max_size=1,
+                   app_name="fiscalflow-store/store-7c9f-x2")
+    await open_pool(own)
+    try:
+        assert await own.fetchval("SHOW application_name") == "billing-audit"
+    finally:
+        await own.close()
