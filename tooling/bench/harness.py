@@ -130,6 +130,55 @@ def postmaster_pid(dsn: str) -> int | None:
         return None
 
 
+PG_SPLIT_S = 10.0
+
+
+def pg_backends_by_service(dsn: str) -> dict[int, str]:
+    """The PostgreSQL backends serving fiscalflow services, by pid: the service each one's
+    connection names (``application_name`` ``fiscalflow-<service>/<replica>``,
+    shared/db/migrate.py)."""
+    try:
+        out = subprocess.run(["psql", dsn, "-qtAF", "\t", "-c",
+                              "SELECT pid, application_name FROM pg_stat_activity"
+                              " WHERE application_name LIKE 'fiscalflow-%'"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[int, str] = {}
+    for line in out.stdout.splitlines():
+        pid, _, name = line.partition("\t")
+        if pid.strip().isdigit():
+            found[int(pid)] = name.removeprefix("fiscalflow-").split("/", 1)[0]
+    return found
+
+
+class PostgresByService:
+    """The PostgreSQL server's CPU split by the service whose connection it served: each backend's
+    own CPU over the run (``/proc``), summed per service.  A backend that ended during the run is
+    not seen again, so what the split misses is in the whole server's figure only; sampled at
+    every call of :meth:`sample` so that it misses little."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.first: dict[int, float] = {}  # pid -> CPU when first seen
+        self.last: dict[int, tuple[str, float]] = {}  # pid -> (service, CPU when last seen)
+
+    def sample(self, at_start: bool = False) -> None:
+        for pid, service in pg_backends_by_service(self.dsn).items():
+            cpu = cpu_seconds(pid)
+            if cpu == 0.0 and pid in self.last:  # ended since it was listed
+                continue
+            if pid not in self.first:
+                self.first[pid] = cpu if at_start else 0.0  # a backend started during the run: all of it
+            self.last[pid] = (service, cpu)
+
+    def cpu_s(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (service, cpu) in self.last.items():
+            out[service] = out.get(service, 0.0) + max(cpu - self.first.get(pid, 0.0), 0.0)
+        return dict(sorted(out.items()))
+
+
 def rss_mb(pid: int, peak: bool = False) -> float:
     key = "VmHWM:" if peak else "VmRSS:"
     try:
@@ -185,6 +234,9 @@ class BenchStack:
         self.headers = bearer(settings, admin=True)  # submitting jobs: the admin token
         self.read_headers = bearer(settings)  # job views: the read token
         self.submitted: dict[str, int] = {}  # job id -> its record count
+        # PostgreSQL's CPU by service, while a pipeline runs (every PG_SPLIT_S: a psql each time)
+        self.pg_split: PostgresByService | None = None
+        self._pg_sampled = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def up(self) -> None:
@@ -259,6 +311,9 @@ class BenchStack:
         """One sample of every replica; returns processed messages per stage (summed over replicas),
         and under ``<stage>:ok`` / ``<stage>:dead_letter`` those outcomes."""
         now = time.monotonic()
+        if self.pg_split is not None and now - self._pg_sampled >= PG_SPLIT_S:
+            self.pg_split.sample()
+            self._pg_sampled = now
         per_stage: dict[str, float] = {}
         for stage, pid, url in self.replicas():
             values = scrape(url, self.client) if url else {}

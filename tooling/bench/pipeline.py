@@ -8,7 +8,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tooling.bench.harness import PIPELINE, POLL_S, BenchStack, cpu_tree_seconds, machine_cpu_seconds, rss_mb
+from tooling.bench.harness import (
+    PIPELINE,
+    POLL_S,
+    BenchStack,
+    PostgresByService,
+    cpu_tree_seconds,
+    machine_cpu_seconds,
+    rss_mb,
+)
 
 
 @dataclass
@@ -22,6 +30,8 @@ class PipelineRun:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     infra: dict[str, dict[str, float]] = field(default_factory=dict)
     start_s: float = 0.0
+    # PostgreSQL's CPU s by the service its connections served (part of the whole server's)
+    postgres_by_service: dict[str, float] = field(default_factory=dict)
 
 
 def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = None,
@@ -30,6 +40,8 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
     start_s = b.stages(PIPELINE, replicas)
     infra = b.infra_pids()
     infra_cpu0 = {name: cpu_tree_seconds(pid) for name, pid in infra.items()}
+    b.pg_split = PostgresByService(b.settings.pg_dsn.get_secret_value())
+    b.pg_split.sample(at_start=True)
     machine0 = machine_cpu_seconds()
     b.sample()
     t0 = time.monotonic()
@@ -43,11 +55,14 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
         time.sleep(POLL_S)
     wall_s = time.monotonic() - t0
     machine_s = machine_cpu_seconds() - machine0
+    b.pg_split.sample()
+    pg_by_service, b.pg_split = b.pg_split.cpu_s(), None
     outcomes: dict[str, int] = {}
     for s in status.values():
         for k, v in s["counts"].items():
             outcomes[k] = outcomes.get(k, 0) + int(v)
-    run = PipelineRun(placed.count, ok, wall_s, jobs_s, finished, outcomes, start_s=start_s)
+    run = PipelineRun(placed.count, ok, wall_s, jobs_s, finished, outcomes, start_s=start_s,
+                      postgres_by_service=pg_by_service)
     for stage in PIPELINE:
         run.stages[stage.value] = b.stage_figures(stage.value)
     for name, pid in infra.items():
@@ -69,6 +84,9 @@ def stage_rows(run: PipelineRun) -> list[list[Any]]:
     for name, f in run.infra.items():
         rows.append([name, "", "", f"{f['cpu_s'] / max(run.finished, 1) * 1000:.2f}", "",
                      f"{f['rss_peak_mb']:.0f}" if f["rss_peak_mb"] else ""])
+        if name.startswith("postgres"):
+            for service, cpu in run.postgres_by_service.items():
+                rows.append([f"  of which for {service}", "", "", f"{cpu / max(run.finished, 1) * 1000:.2f}", "", ""])
     return rows
 
 
@@ -91,6 +109,8 @@ def figures(run: PipelineRun) -> dict[str, float]:
         out[f"{key}.cpu_per_1000"] = f["cpu_s"] / max(run.finished, 1) * 1000
         if f["rss_peak_mb"]:
             out[f"{key}.rss_peak_mb"] = f["rss_peak_mb"]
+    for service, cpu in run.postgres_by_service.items():
+        out[f"postgres.{service}.cpu_per_1000"] = cpu / max(run.finished, 1) * 1000
     return out
 
 
