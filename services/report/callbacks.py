@@ -71,7 +71,21 @@ class CallbackSender:
             await self.on_job_touched(r["job_id"], resend=True)
 
     async def on_job_touched(self, job_id: str, resend: bool = False) -> None:
-        """Derive the job's state; if it just completed, claim and send its callback."""
+        """Complete the job if its every member is final; if it is complete with a callback not yet
+        claimed, claim and send it.
+
+        Called every 2 s for each job the report's batches touched, for as long as the job runs:
+        so a running job costs a probe that stops at its first unfinished member
+        (:func:`jobs.complete_finished`) and a read of its row, and the job's full status (an
+        aggregate over every member) is derived once, for the callback's body."""
+        await jobs.complete_finished(self.pool, [job_id])
+        job = await self.pool.fetchrow(
+            "SELECT status, callback_url IS NOT NULL AS has_callback, callback_state FROM jobs WHERE job_id = $1",
+            job_id)
+        if job is None or job["status"] != "completed" or not job["has_callback"]:
+            return
+        if job["callback_state"] is not None and not (resend and job["callback_state"] == "sending"):
+            return  # claimed already: sent, failed, or being sent by another replica
         status = await jobs.job_status(self.pool, job_id)
         if status is None or status.status != "completed" or not status.callback_url:
             return

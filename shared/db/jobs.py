@@ -200,13 +200,17 @@ WHERE m.job_id = $1 GROUP BY 1
 
 async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: str,
                      lease_s: float | None = None) -> JobStatus | None:
-    """The job's state derived from its members; ``lease_s``: also count its stalled members."""
+    """The job's state derived from its members (an aggregate over every member: ~150 ms of
+    PostgreSQL for 33,000 members, so never on a tick: :func:`complete_finished` says whether a
+    job is done); ``lease_s``: also count its stalled members (else ``stalled`` is 0)."""
     job = await conn.fetchrow(
         "SELECT job_id::text, priority, callback_url, source, status, created_at, completed_at, validation_rules,"
         " max_retries FROM jobs WHERE job_id = $1", job_id)
     if job is None:
         return None
-    rows = await conn.fetch(_STATUS_SQL, job_id, float(lease_s) if lease_s is not None else 1e12)
+    # No lease: NULL, so no member counts as stalled.  (It was 1e12 s, a bound 31,700 years back that
+    # PostgreSQL refuses as "timestamp out of range" the moment a member is unfinished.)
+    rows = await conn.fetch(_STATUS_SQL, job_id, float(lease_s) if lease_s is not None else None)
     counts = {r["status"]: int(r["n"]) for r in rows}
     total = sum(counts.values())
     st = JobStatus(job_id=job["job_id"], status="running", priority=job["priority"], record_count=total,
