@@ -14,13 +14,11 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
@@ -37,6 +35,7 @@ from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic, retry_topic
 from tests.integration.store.harness import facts_of
+from tests.support.callbacks import CallbackReceiver, callback_receiver
 from tests.support.e2e import db, demo_trust, s3_keys, wait_jobs
 from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
 from tests.support.wait import wait_steady
@@ -335,31 +334,13 @@ def test_every_lane_of_every_stage_reaches_the_archive_and_every_report_once(lan
     assert _read_keys(settings, STORED, prio | normal) == normal
 
 
-class _Callbacks(BaseHTTPRequestHandler):
-    """Job callbacks as a user's endpoint receives them: (arrival monotonic time, body)."""
-
-    received: list[tuple[float, dict[str, Any]]] = []  # noqa: RUF012 (reset by the test)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((time.monotonic(), json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def callbacks() -> Iterator[str]:
-    _Callbacks.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/done"
-    server.shutdown()
+def callbacks() -> Iterator[CallbackReceiver]:
+    with callback_receiver() as r:
+        yield r
 
 
-def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lanes, callbacks: str) -> None:
+def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lanes, callbacks: CallbackReceiver) -> None:
     settings = lanes.settings
     gen = InvoiceGenerator(lanes.pki, seed=47, start=PRIORITY_DAY, days=1)
     invs = [gen.generate(i, defect=None) for i in range(PRIORITY_JOB)]
@@ -371,7 +352,7 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     resp = httpx.post(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs", timeout=120,
                       headers=bearer(settings, admin=True),
                       json={"source": {"region": REGION, "pattern": "priority-job/*.xml"}, "priority": "high",
-                            "callback_url": callbacks})
+                            "callback_url": callbacks.url})
     assert resp.status_code == 202, resp.text
     assert resp.json()["record_count"] == PRIORITY_JOB
     job_id = resp.json()["job_id"]
@@ -384,17 +365,17 @@ def test_a_priority_job_of_300_grows_its_daily_report_by_exactly_300(lanes: Lane
     # The job's callback: once, completed, every record archived (the report sends it when its
     # batches touch the job; a job whose events it never read waited for the 10 s sweep).
     deadline = time.monotonic() + 60
-    while not _Callbacks.received and time.monotonic() < deadline:
+    while not callbacks.calls and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _Callbacks.received, "no job callback"
-    arrived, body = _Callbacks.received[0]
+    assert callbacks.calls, "no job callback"
+    arrived, body = callbacks.calls[0].at, json.loads(callbacks.calls[0].body)
     assert (body["job_id"], body["status"], body["counts"]) == (job_id, "completed", {"archived": PRIORITY_JOB})
     # Neither the callback nor the job view shows the callback's URL (it may carry a token).
     view = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/api/v1/jobs/{job_id}", headers=bearer(settings),
                      timeout=30).json()
     assert body["callback"] is True and view["callback"] is True
-    assert callbacks not in json.dumps(body) + json.dumps(view)
+    assert callbacks.url not in json.dumps(body) + json.dumps(view)
     print(f"\npriority job of {PRIORITY_JOB}: completed {completed:.1f} s, in the daily report {in_report:.1f} s "
           "(incl. 2 s of steady polls), "
           f"callback {arrived - t0:.1f} s after submission")
-    assert len(_Callbacks.received) == 1
+    assert len(callbacks.calls) == 1

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import asyncpg
 import orjson
@@ -23,27 +20,13 @@ from shared.db.migrate import migrate
 from shared.db.records import Registration, register
 from shared.domain.records import Priority
 from shared.egress import EgressPolicy
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes] = []  # noqa: RUF012 (one receiver per test, reset there)
-
-    def do_POST(self) -> None:
-        type(self).bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+from tests.support.callbacks import CallbackReceiver, callback_receiver
 
 
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    _Receiver.bodies = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/done"
-    server.shutdown()
+def receiver() -> Iterator[CallbackReceiver]:
+    with callback_receiver() as r:
+        yield r
 
 
 async def _job(conn: asyncpg.Connection, members: int, callback_url: str | None = None) -> tuple[str, list[str]]:
@@ -67,11 +50,11 @@ async def test_a_running_jobs_status_without_a_lease_counts_its_members(blank_db
 
 
 async def test_the_report_s_check_calls_back_once_the_last_member_is_final(
-        blank_db: asyncpg.Connection, receiver: str) -> None:
+        blank_db: asyncpg.Connection, receiver: CallbackReceiver) -> None:
     conn = blank_db
-    job_id, ids = await _job(conn, 3, callback_url=receiver)
+    job_id, ids = await _job(conn, 3, callback_url=receiver.url)
     loopback = EgressPolicy(allow_http=True, networks=(ipaddress.ip_network("127.0.0.1/32"),))
-    sender = CallbackSender(conn, b"secret", loopback, attempts=1)  # type: ignore[arg-type]  # a connection serves as the pool
+    sender = CallbackSender(conn, b"secret", loopback, attempts=1)  # a connection serves as the pool
     try:
         await conn.execute("UPDATE fiscal_records SET status = 'archived' WHERE record_id = ANY($1::text[])", ids[:2])
         await sender.on_job_touched(job_id)  # one member still pending: nothing is sent, nothing fails
@@ -87,12 +70,12 @@ async def test_the_report_s_check_calls_back_once_the_last_member_is_final(
             await asyncio.sleep(0.05)
         assert await conn.fetchval("SELECT status || '/' || callback_state FROM jobs WHERE job_id = $1",
                                    job_id) == "completed/sent: HTTP 200"
-        [body] = _Receiver.bodies
-        sent = orjson.loads(body)
+        [call] = receiver.calls
+        sent = orjson.loads(call.body)
         assert (sent["job_id"], sent["status"], sent["counts"]) == (job_id, "completed",
                                                                      {"archived": 2, "rejected": 1})
         await sender.on_job_touched(job_id)  # touched again (a redelivered event): never sent twice
         await asyncio.sleep(0.2)
-        assert len(_Receiver.bodies) == 1
+        assert len(receiver.calls) == 1
     finally:
         await sender.close()

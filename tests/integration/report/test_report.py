@@ -9,12 +9,10 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from shared.settings import PROJECT_ROOT, Settings
 from shared.topics import DLQ, STORED, Stage, input_topic, priority_topic
 from tests.integration.report.conftest import CALLBACK_SECRET, ReportProc
 from tests.integration.store.harness import stored, validated
+from tests.support.callbacks import CallbackReceiver, callback_receiver
 from tests.support.stages import stage_running
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
 
@@ -287,32 +286,15 @@ def test_bad_parameters_are_400s_with_a_reason_and_unknown_ids_404s(report: Repo
     assert {"/api/v1/reports/daily", "/api/v1/fiscal/records"} <= set(report.get("/openapi.json").json()["paths"])
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    fail_first = 2
-    calls: list[tuple[bytes, str]] = []  # noqa: RUF012 (one receiver per test, reset there)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).calls.append((body, self.headers.get("X-Fiscalflow-Signature", "")))
-        self.send_response(503 if len(type(self).calls) <= type(self).fail_first else 200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    _Receiver.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+def receiver() -> Iterator[CallbackReceiver]:
+    with callback_receiver(fail_first=2) as r:
+        yield r
 
 
 def test_a_completed_job_calls_back_signed_and_retried(
-        report: ReportProc, stack_settings: Settings, generator: InvoiceGenerator, receiver: str) -> None:
+        report: ReportProc, stack_settings: Settings, generator: InvoiceGenerator,
+        receiver: CallbackReceiver) -> None:
     ids = _ids(3, "job")
     job_id = str(uuid.uuid4())
     invs = [generator.generate(600 + i, defect=None) for i in range(2)]
@@ -321,7 +303,7 @@ def test_a_completed_job_calls_back_signed_and_retried(
         conn = await _pg(stack_settings)
         try:
             await register(conn, [Registration(rid, "north", f"t/{rid}.xml") for rid in ids])
-            await create_job(conn, job_id, ids, Priority.NORMAL, callback_url=receiver)
+            await create_job(conn, job_id, ids, Priority.NORMAL, callback_url=receiver.url)
             # Two archived, one rejected: what the stages would have written before their events.
             await apply_transitions(conn, [
                 Transition(rid, RecordStatus.ARCHIVED if i < 2 else RecordStatus.REJECTED, (RecordStatus.PENDING,),
@@ -335,18 +317,18 @@ def test_a_completed_job_calls_back_signed_and_retried(
     report.topics.produce(STORED, [(rid, stored(rid, inv, now, job_id=job_id).encode())
                                    for rid, inv in zip(ids, invs, strict=False)])
     report.topics.produce(DLQ, [(ids[2], b"{}")], headers={H.REASON: "CHECKSUM_MISMATCH", H.JOB_ID: job_id})
-    report.wait_until(lambda: len(_Receiver.calls) >= 3, timeout=60)
+    report.wait_until(lambda: len(receiver.calls) >= 3, timeout=60)
     secret = CALLBACK_SECRET.encode()  # its own secret: a receiver need not hold the admin token
-    for body, signature in _Receiver.calls:
-        assert signature == "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    sent = orjson.loads(_Receiver.calls[-1][0])
+    for call in receiver.calls:
+        assert call.signature == "sha256=" + hmac.new(secret, call.body, hashlib.sha256).hexdigest()
+    sent = orjson.loads(receiver.calls[-1].body)
     assert sent["job_id"] == job_id and sent["status"] == "completed"
-    assert sent["callback"] is True and receiver not in _Receiver.calls[-1][0].decode()  # the URL never shown
+    assert sent["callback"] is True and receiver.url not in receiver.calls[-1].body.decode()  # the URL never shown
     assert sent["counts"] == {"archived": 2, "rejected": 1}
     report.wait_until(lambda: report.get(f"/api/v1/jobs/{job_id}").json()["status"] == "completed")
     summary = report.get("/api/v1/reports/summary", job_id=job_id).json()
     assert summary["by_status"]["archived"] == 2 and summary["by_reason"] == {"CHECKSUM_MISMATCH": 1}
-    assert len(_Receiver.calls) == 3  # sent once it succeeded
+    assert len(receiver.calls) == 3  # sent once it succeeded
     # One delivery ended, sent (after two failed tries): what the chart's callbacks alert watches.
     metrics = httpx.get(report.ops + "/metrics", timeout=10).text
     assert 'fiscalflow_callbacks_total{outcome="sent"} 1.0' in metrics
