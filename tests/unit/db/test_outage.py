@@ -48,6 +48,9 @@ class _Failing:
     async def fetch(self, *args: Any) -> Any:
         raise self.exc
 
+    async def execute(self, *args: Any) -> Any:
+        raise self.exc
+
     def transaction(self) -> Any:
         raise self.exc
 
