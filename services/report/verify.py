@@ -16,7 +16,8 @@ sets it.
 The pipeline keeps writing while this runs: a record archived a moment ago is in PostgreSQL before
 its event reaches ClickHouse.  So both sides leave out what happened after a cutoff (``settle_s``
 ago): the store stage writes one archive time, to the millisecond, to both (archived records), and
-a record's outcome in ClickHouse carries the time of its event as ``version`` (ms).  Pure
+a record's outcome in ClickHouse carries the time of its event as ``version`` (ms), the time the
+registry keeps for a rejection too (its dead letter's failure time, shared/db/rejections.py).  Pure
 comparison logic is in :func:`compare_days` / :func:`compare_outcomes`; the queries around them.
 """
 

@@ -70,6 +70,9 @@ class Transition:
     # (a resubmitted job) has a new key and does.  From other statuses the key is not consulted:
     # a redelivery must still re-send the task of a record left ``downloading``.
     restart_once: bool = False
+    # When it happened, if not the statement's now(): a rejection keeps its dead letter's failure
+    # time, so that the registry and the report count it on the same side of a check's cutoff.
+    at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,10 @@ async def lookup(conn: asyncpg.Connection | asyncpg.Pool, record_ids: Sequence[s
 _TRANSITION_SQL = """
 WITH t AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
-                         $8::float8[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[])
+                         $8::float8[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[],
+                         $14::timestamptz[])
         AS t(record_id, to_status, allowed, reason, last_error, job_id, fields, lease_s,
-             stage, detail, actor, trace_id, idempotency_key)
+             stage, detail, actor, trace_id, idempotency_key, at)
 ),
 old AS (
     SELECT r.record_id, r.status FROM fiscal_records r JOIN t USING (record_id)
@@ -187,7 +191,7 @@ upd AS (
         invoice_id = COALESCE(t.fields->>'invoice_id', r.invoice_id),
         validation_rules = COALESCE(t.fields->>'validation_rules', r.validation_rules),
         warnings = COALESCE((t.fields->>'warnings')::jsonb, r.warnings),
-        updated_at = now()
+        updated_at = COALESCE(t.at, now())
     FROM t JOIN old USING (record_id)
     WHERE r.record_id = t.record_id
     RETURNING r.record_id, old.status AS from_status, r.status AS to_status
@@ -243,6 +247,7 @@ async def apply_transitions(db: asyncpg.Connection | asyncpg.Pool, items: Sequen
             [t.actor for t in batch],
             [t.trace_id for t in batch],
             [t.idempotency_key for t in batch],
+            [t.at for t in batch],
         )
     applied = {r["record_id"] for r in rows}
     # By identity: an equal second submission for the same record did not apply.

@@ -8,6 +8,7 @@ replay count.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -29,7 +30,12 @@ def status_for(reason: str) -> RecordStatus:
 
 
 class RejectionRecorder:
-    """``await recorder(msg, reason, message, details)``; ``actor`` is the service host's."""
+    """``await recorder(msg, reason, message, details, failed_at_ms)``; ``actor`` is the service host's.
+
+    The record's ``updated_at`` is the dead letter's failure time (``failed_at_ms``, what its
+    headers carry and the report counts it at), not the statement's ``now()`` a few ms before the
+    dead letter is sent: the report's consistency check (services/report/verify.py) cuts both sides
+    at one time, and a rejection timed differently on each side could fall on either side of it."""
 
     def __init__(self, stage: str, pool: asyncpg.Pool, actor: str) -> None:
         self.stage = stage
@@ -37,13 +43,15 @@ class RejectionRecorder:
         self.actor = actor
         self._batch: MicroBatcher[Transition, bool] = MicroBatcher(self._flush, 200, 0.01)
 
-    async def __call__(self, msg: Message, reason: str, message: str, details: dict[str, Any]) -> None:
+    async def __call__(self, msg: Message, reason: str, message: str, details: dict[str, Any],
+                       failed_at_ms: int) -> None:
         replay = H.pass_key(msg.headers)
         status = status_for(reason)
         await self._batch.submit(Transition(
             record_id=msg.record_id, to_status=status, allowed_from=NOT_ARCHIVED, stage=self.stage,
             actor=self.actor, idempotency_key=f"{msg.record_id}:{status}:{self.stage}:{reason}:{replay}",
             reason=reason, last_error=message[:500], detail=details or None, trace_id=current_trace_id() or None,
+            at=dt.datetime.fromtimestamp(failed_at_ms / 1000, dt.UTC),
         ))
 
     async def _flush(self, items: list[Transition]) -> list[bool]:

@@ -127,16 +127,17 @@ class Processor:
             await self._retry(msg, outcome)
             M.PROCESSED.labels(self.stage, "retry").inc()
             return
+        failed_ms = now_ms()  # one failure time: the rejection's record and the dead letter's headers
         try:
             if self.spec.on_dead_letter is not None:
-                await self.spec.on_dead_letter(msg, outcome.reason, outcome.message, outcome.details)
+                await self.spec.on_dead_letter(msg, outcome.reason, outcome.message, outcome.details, failed_ms)
         except Exception as hook_exc:
             if outcome.must_record:  # the state store is down: retry, never lose the reject
                 await self.apply(msg, self.policy.on_record_failure(msg.attempt, hook_exc,
                                                                     record_max_attempts(msg.headers)))
                 return
             log.exception("could not record the rejection of %s; the dead letter still carries it", msg.record_id)
-        await self._dead_letter(msg, outcome)
+        await self._dead_letter(msg, outcome, failed_ms)
         M.PROCESSED.labels(self.stage, "dead_letter").inc()
         self._count(rejected=True)
 
@@ -194,8 +195,8 @@ class Processor:
         M.RETRIES.labels(self.stage, retry.downstream).inc()
         await self._send(self.spec.retry_topic, msg, retry_headers(msg, retry, now_ms()))
 
-    async def _dead_letter(self, msg: Message, dead: DeadLetter) -> None:
-        extra = dead_letter_headers(msg, dead, self.stage, now_ms(), tracing.current_trace_id())
+    async def _dead_letter(self, msg: Message, dead: DeadLetter, failed_ms: int) -> None:
+        extra = dead_letter_headers(msg, dead, self.stage, failed_ms, tracing.current_trace_id())
         M.DEAD_LETTERS.labels(self.stage, dead.reason).inc()
         self.last_dead_letter = f"{dead.reason} ({msg.record_id})"
         try:

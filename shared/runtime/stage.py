@@ -15,7 +15,10 @@ Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
 BreakerKey = Callable[[Message], str | None]
 # Called before a dead letter is produced: (message, reason, error message, details).  Services
 # record the rejection in their state store here; if it raises, the message is retried instead.
-DeadLetterHook = Callable[[Message, str, str, dict[str, Any]], Awaitable[None]]
+# (message, reason, error message, details, failure time in ms): called before the dead letter is
+# sent, with the failure time its headers will carry (ff-last-failure-ms), so that what records the
+# rejection can keep the same time as the dead letter (the report counts it at that time).
+DeadLetterHook = Callable[[Message, str, str, dict[str, Any], int], Awaitable[None]]
 
 
 @dataclass

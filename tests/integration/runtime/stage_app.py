@@ -64,7 +64,8 @@ def build(ns: str, settings: Settings, pool: asyncpg.Pool, max_in_flight: int | 
         pad = int(body.get("emit_bytes", 0)) - len(msg.value)
         return [Emit(value=msg.value + b" " * max(0, pad), topic="out")]
 
-    async def record_rejection(msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
+    async def record_rejection(msg: Message, reason: str, message: str, details: dict[str, object],
+                               failed_at_ms: int) -> None:
         await pool.execute("INSERT INTO runtime_rejections VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                            ns, msg.record_id, reason, message, orjson.dumps(details).decode())
 

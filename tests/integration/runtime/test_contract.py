@@ -64,9 +64,12 @@ async def test_every_message_is_handled_once_emitted_and_committed(h: Harness) -
 
 async def test_a_permanent_error_is_a_dead_letter_at_once_with_every_header(h: Harness) -> None:
     rejected: list[tuple[str, str]] = []
+    failed_at: list[int] = []
 
-    async def on_dead_letter(msg: object, reason: str, message: str, details: dict[str, object]) -> None:
+    async def on_dead_letter(msg: object, reason: str, message: str, details: dict[str, object],
+                             failed_at_ms: int) -> None:
         rejected.append((reason, message))
+        failed_at.append(failed_at_ms)
 
     h.produce([{"id": f"ok{i}"} for i in range(20)] + [{"id": "poison", "permanent": True}])
     async with h.runner(on_dead_letter=on_dead_letter):
@@ -81,6 +84,8 @@ async def test_a_permanent_error_is_a_dead_letter_at_once_with_every_header(h: H
     assert int(hd[H.FIRST_FAILURE_MS]) <= int(hd[H.LAST_FAILURE_MS])
     assert H.TRACEPARENT in hd and len(hd[H.TRACE_ID]) == 32
     assert rejected == [("TEST_PERMANENT", "record poison is poison")], "the rejection was recorded first"
+    # ... at the time its dead letter carries: the registry and the report time it alike
+    assert failed_at == [int(hd[H.LAST_FAILURE_MS])]
     assert h.handled.attempts["poison"] == [0], "a permanent error is not retried"
 
 
@@ -249,7 +254,8 @@ async def test_two_replicas_split_the_partitions_and_handle_each_record_once(h: 
 async def test_an_output_over_the_message_limit_dead_letters_its_input_and_the_partition_moves_on(h: Harness) -> None:
     rejected: list[tuple[str, str]] = []
 
-    async def on_dead_letter(msg: Message, reason: str, message: str, details: dict[str, object]) -> None:
+    async def on_dead_letter(msg: Message, reason: str, message: str, details: dict[str, object],
+                             failed_at_ms: int) -> None:
         rejected.append((msg.record_id, reason))
 
     limit = h.settings.message_max_bytes
