@@ -181,9 +181,10 @@ async def add_members(db: asyncpg.Connection | asyncpg.Pool, pairs: Sequence[tup
     # copies the job's members after it) this waits on that row holding no member of its own, as
     # the transaction's first INSERT did: the API's copy never waits on us in turn
     # (tests/integration/ingest/test_pipelined_submit.py).  The members' check (migration 0097, a
-    # trigger after the statement) sees the job inserted here.
+    # trigger after the statement) sees the job inserted here.  Jobs in id order, as the members
+    # are: two replicas creating the same new jobs wait on each other in one order, never deadlock.
     await db.execute(
-        "WITH named AS (INSERT INTO jobs (job_id) SELECT DISTINCT unnest($1::uuid[])"
+        "WITH named AS (INSERT INTO jobs (job_id) SELECT j FROM unnest($1::uuid[]) AS j GROUP BY j ORDER BY j"
         "               ON CONFLICT DO NOTHING RETURNING job_id)"
         " INSERT INTO job_records (job_id, record_id)"
         " SELECT m.job_id, m.record_id FROM unnest($1::uuid[], $2::text[]) AS m(job_id, record_id),"

@@ -13,11 +13,11 @@ from shared.topics import TOPOLOGY, Lane, Stage, StageTopology
 
 Handler = Callable[[Message], Awaitable[Sequence[Emit] | None]]
 BreakerKey = Callable[[Message], str | None]
-# Called before a dead letter is produced: (message, reason, error message, details).  Services
-# record the rejection in their state store here; if it raises, the message is retried instead.
-# (message, reason, error message, details, failure time in ms): called before the dead letter is
-# sent, with the failure time its headers will carry (ff-last-failure-ms), so that what records the
-# rejection can keep the same time as the dead letter (the report counts it at that time).
+# Called before a dead letter is produced: (message, reason, error message, details, failure time
+# in ms).  Services record the rejection in their state store here; if it raises, the message is
+# retried instead.  The failure time is what the dead letter's headers will carry
+# (ff-last-failure-ms): recorded with the rejection, the registry and the report (which counts the
+# dead letter at that time) time it alike.
 DeadLetterHook = Callable[[Message, str, str, dict[str, Any], int], Awaitable[None]]
 
 

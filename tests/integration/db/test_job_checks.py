@@ -9,6 +9,7 @@ import asyncio
 import ipaddress
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -20,6 +21,7 @@ from shared.db.migrate import migrate
 from shared.db.records import Registration, register
 from shared.domain.records import Priority
 from shared.egress import EgressPolicy
+from shared.settings import Settings
 from tests.support.callbacks import CallbackReceiver, callback_receiver
 
 
@@ -50,11 +52,15 @@ async def test_a_running_jobs_status_without_a_lease_counts_its_members(blank_db
 
 
 async def test_the_report_s_check_calls_back_once_the_last_member_is_final(
-        blank_db: asyncpg.Connection, receiver: CallbackReceiver) -> None:
+        blank_db: asyncpg.Connection, receiver: CallbackReceiver, stack_settings: Settings) -> None:
     conn = blank_db
     job_id, ids = await _job(conn, 3, callback_url=receiver.url)
     loopback = EgressPolicy(allow_http=True, networks=(ipaddress.ip_network("127.0.0.1/32"),))
-    sender = CallbackSender(conn, b"secret", loopback, attempts=1)  # a connection serves as the pool
+    # A pool of its own: the sender's delivery task writes while the test reads on its connection.
+    database = await conn.fetchval("SELECT current_database()")
+    dsn = urlsplit(stack_settings.pg_dsn.get_secret_value())._replace(path=f"/{database}")
+    pool = await asyncpg.create_pool(urlunsplit(dsn), min_size=1, max_size=2)
+    sender = CallbackSender(pool, b"secret", loopback, attempts=1)
     try:
         await conn.execute("UPDATE fiscal_records SET status = 'archived' WHERE record_id = ANY($1::text[])", ids[:2])
         await sender.on_job_touched(job_id)  # one member still pending: nothing is sent, nothing fails
@@ -79,3 +85,4 @@ async def test_the_report_s_check_calls_back_once_the_last_member_is_final(
         assert len(receiver.calls) == 1
     finally:
         await sender.close()
+        await pool.close()

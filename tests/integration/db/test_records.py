@@ -102,7 +102,8 @@ async def test_a_batch_on_a_large_registry_probes_the_primary_key(stack_settings
                 plan = "\n".join(r[0] for r in await conn.fetch(
                     "EXPLAIN " + _TRANSITION_SQL, batch, ["downloading"] * n, ["pending"] * n,
                     [None] * n, [None] * n, [None] * n, ["{}"] * n, [None] * n,
-                    ["ingest"] * n, [None] * n, ["test"] * n, [None] * n, [f"{r}:k" for r in batch]))
+                    ["ingest"] * n, [None] * n, ["test"] * n, [None] * n, [f"{r}:k" for r in batch],
+                    [None] * n))
             assert "Seq Scan on fiscal_records" not in plan, plan
             seen = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _SEEN_SQL, [f"{r}:k" for r in batch]))
             assert "Seq Scan" not in seen, seen
