@@ -60,12 +60,23 @@ SESSION_SETTINGS = {"random_page_cost": "1.1"}
 APPLICATION_NAME_MAX = 63
 
 
+_APP_PREFIX = "fiscalflow-"
+
+
 def application_name(service: str, replica: str) -> str:
     """What a service's connections call themselves (``pg_stat_activity.application_name``):
     ``fiscalflow-<service>/<replica>``, so an operator sees which stage and which replica (pod)
     holds each connection, and which one a slow or blocking statement comes from."""
-    name = "".join(c if " " <= c <= "~" else "?" for c in f"fiscalflow-{service}/{replica}")
+    name = "".join(c if " " <= c <= "~" else "?" for c in f"{_APP_PREFIX}{service}/{replica}")
     return name[:APPLICATION_NAME_MAX]
+
+
+def service_of(app_name: str) -> str | None:
+    """The service an :func:`application_name` names; None for any other connection's name."""
+    if not app_name.startswith(_APP_PREFIX):
+        return None
+    service = app_name[len(_APP_PREFIX):].partition("/")[0]
+    return service or None
 
 
 def session_settings(dsn: str, app_name: str | None = None) -> dict[str, str]:

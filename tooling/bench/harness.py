@@ -135,20 +135,21 @@ PG_SPLIT_S = 10.0
 
 def pg_backends_by_service(dsn: str) -> dict[int, str]:
     """The PostgreSQL backends serving fiscalflow services, by pid: the service each one's
-    connection names (``application_name`` ``fiscalflow-<service>/<replica>``,
-    shared/db/migrate.py)."""
+    connection names (its ``application_name``, read by ``shared.db.migrate.service_of``)."""
     try:
         out = subprocess.run(["psql", dsn, "-qtAF", "\t", "-c",
-                              "SELECT pid, application_name FROM pg_stat_activity"
-                              " WHERE application_name LIKE 'fiscalflow-%'"],
+                              "SELECT pid, application_name FROM pg_stat_activity"],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return {}
+    from shared.db.migrate import service_of
+
     found: dict[int, str] = {}
     for line in out.stdout.splitlines():
         pid, _, name = line.partition("\t")
-        if pid.strip().isdigit():
-            found[int(pid)] = name.removeprefix("fiscalflow-").split("/", 1)[0]
+        service = service_of(name)
+        if pid.strip().isdigit() and service is not None:
+            found[int(pid)] = service
     return found
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.db.migrate import SESSION_SETTINGS, application_name, session_settings
+from shared.db.migrate import SESSION_SETTINGS, application_name, service_of, session_settings
 
 
 def test_the_name_says_stage_and_replica_as_postgresql_will_show_it() -> None:
@@ -19,3 +19,12 @@ def test_an_operators_application_name_in_the_dsn_wins() -> None:
     theirs = session_settings("postgresql://u@db:5432/ff?sslmode=require&application_name=audit", "fiscalflow-x/a")
     assert "application_name" not in theirs and theirs == SESSION_SETTINGS
     assert session_settings("postgresql://u@db/ff") == SESSION_SETTINGS
+
+
+def test_the_service_is_read_back_from_the_name_and_other_names_are_not_ours() -> None:
+    # The benchmarks split PostgreSQL's CPU by this (tooling/bench/harness.py).
+    assert service_of(application_name("validate", "validate-5d8f7-abcde")) == "validate"
+    assert service_of(application_name("report", "x" * 100)) == "report"
+    assert service_of("psql") is None
+    assert service_of("fiscalflow-") is None
+    assert service_of("pgadmin fiscalflow-store/a") is None
