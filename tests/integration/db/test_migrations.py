@@ -34,6 +34,26 @@ async def test_validated_records_become_downloaded_and_the_status_is_refused(bla
         await conn.execute("UPDATE fiscal_records SET status = 'validated' WHERE record_id = 'old-archived'")
 
 
+async def test_dropping_the_unread_indexes_keeps_one_archive_per_uuid(blank_db: asyncpg.Connection) -> None:
+    """Migration 0098 drops the exact-case UUID index: the case-insensitive one still refuses a
+    second archive of a UUID, as written or in another case, and a registry from before keeps its rows."""
+    conn = blank_db
+    await _apply_up_to(conn, 97)
+    await conn.execute("INSERT INTO fiscal_records (record_id, region, remote_path, status, tfd_uuid) VALUES"
+                       " ('first', 'north', 'a.xml', 'archived', 'AB12CD34-0000-4000-8000-000000000001'),"
+                       " ('second', 'north', 'b.xml', 'downloaded', NULL)")
+    assert "0098_registry_drops_unread_indexes.sql" in await migrate(conn)
+    rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'fiscal_records'")
+    indexes = {r["indexname"] for r in rows}
+    assert "fiscal_records_archived_uuid" not in indexes and "fiscal_records_region_path" not in indexes
+    assert "fiscal_records_archived_uuid_ci" in indexes
+    for uuid in ("AB12CD34-0000-4000-8000-000000000001", "ab12cd34-0000-4000-8000-000000000001"):
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("UPDATE fiscal_records SET status = 'archived', tfd_uuid = $1"
+                               " WHERE record_id = 'second'", uuid)
+    assert await conn.fetchval("SELECT count(*) FROM fiscal_records") == 2
+
+
 async def test_a_pooled_connection_comes_back_clean_without_the_default_reset(stack_settings: Settings) -> None:
     """The pool skips asyncpg's RESET ALL round trip (shared/db/migrate.py ``_release``): what a
     borrower could leave behind is still undone, and start-up leaves the migration lock free."""
