@@ -203,7 +203,9 @@ class Settings(BaseSettings):
     sftp_user: str = Field("fiscalflow", description="SFTP user name.")
     sftp_key: Path | None = Field(None, description="SFTP client private key (default: the local stack's).")
     sftp_known_hosts: Path | None = Field(None, description="known_hosts verified by every SFTP client.")
-    sftp_max_connections: int = Field(10, ge=1, description="Max connections per regional server.")
+    sftp_max_connections: int = Field(10, ge=1, description=(
+        "Max connections per regional server. The download replicas share them: each takes its share "
+        "of the download topic's partitions of them, at least one. Idle connections close after 30 s."))
     sftp_channels_per_connection: int = Field(
         4, ge=1, description="SFTP channels per connection (a server serves one request at a time per channel)."
     )

@@ -58,11 +58,12 @@ class Engine:
     def __init__(self, stage: str, consumer: ConsumerBackend, priority_topic: str, inflight: InFlight,
                  gate_open: asyncio.Event, halted: Callable[[], bool], commit_interval_s: float,
                  stopping: asyncio.Event, keepalive_s: float = 10.0, fair_key: KeyOf | None = None,
-                 look_ahead: int = 0) -> None:
+                 look_ahead: int = 0, on_assignment: Callable[[frozenset[Part]], None] | None = None) -> None:
         self.stage = stage
         self.consumer = consumer
         self.inflight = inflight
         self.assignment: set[Part] = set()
+        self._on_assignment = on_assignment
         self.paused_all = False
         self._priority_paused = False  # the priority lane's partitions, paused with the others or not
         self._paused_lanes = False
@@ -325,6 +326,7 @@ class Engine:
         if lanes and not self.paused_all:  # a new assignment starts unpaused
             self._paused_lanes = False  # (while all are paused, only a keepalive polls: it pauses them again)
         log.info("assigned %s", sorted(self.assignment))
+        self._assignment_changed()
 
     def _on_revoke(self, parts: list[Part]) -> None:
         """Inside poll: finish or cancel the partitions' work, commit."""
@@ -339,12 +341,21 @@ class Engine:
         self.assignment.difference_update(revoked)
         self.inflight.forget(revoked)
         M.ASSIGNED.labels(self.stage).set(len(self.assignment))
+        self._assignment_changed()
 
     def _on_lost(self, parts: list[Part]) -> None:
         self._drop_pending(set(parts))
         self.assignment.difference_update(parts)
         if self._loop is not None:  # tasks are cancelled on their own loop's thread
             self._loop.call_soon_threadsafe(self.inflight.forget, parts, True)
+        self._assignment_changed()
+
+    def _assignment_changed(self) -> None:
+        """Tell the stage (``StageSpec.on_assignment``) what it holds now, on its loop's thread
+        (the consumer's callbacks run on the consumer's)."""
+        if self._on_assignment is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to size any more
+                self._loop.call_soon_threadsafe(self._on_assignment, frozenset(self.assignment))
 
     def _drop_pending(self, parts: set[Part]) -> None:
         self.pending.drop(parts)

@@ -73,7 +73,7 @@ class StageRunner:
         self.engine = Engine(self.stage, backend.consumer(spec.subscriptions(), spec.priority_topic, client_id),
                              spec.priority_topic, self.inflight, self.gate.open, lambda: bool(self.reject.halted),
                              settings.commit_interval_ms / 1000, stopping, keepalive_s(settings),
-                             spec.fair_key, spec.look_ahead)
+                             spec.fair_key, spec.look_ahead, spec.on_assignment)
         self._conditions = ConditionReporter(spec.on_condition, (self.stage, self.replica_id, socket.gethostname(),
                                              spec.topic_namespace), self.condition)
 

@@ -56,6 +56,10 @@ class StageSpec:
     on_condition: ConditionHook | None = None
     # Ready-check of the stage's own dependencies (for /readyz).
     ready_check: Callable[[], Awaitable[bool]] | None = None
+    # Told, on the event loop, the partitions this replica holds after each change of its
+    # assignment (all its topics; the priority lane's included): the download stage sizes its
+    # share of the issuers' connections by it.
+    on_assignment: Callable[[frozenset[tuple[str, int]]], None] | None = None
     group_id: str | None = None  # default: fiscalflow-<stage>
     # Prefix of every topic this stage reads and writes ("" in production).  Tests run many
     # isolated pipelines on one broker with it.

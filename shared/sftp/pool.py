@@ -6,8 +6,14 @@
 * Each channel serves several requests at once (``requests_per_connection``): SFTP pipelines
   requests, so a few channels with several requests in flight beat one request per channel.
 * When the server refuses a further connection while others are up, the pool lowers its own
-  limit to what the server accepted instead of retrying forever; it grows back only once every
-  connection is gone (a restarted server).
+  limit to what the server accepted instead of retrying forever; it tries one more connection
+  every ``LIMIT_PROBE_S`` (another client may have let go of its own), and starts again from its
+  budget once every connection is gone (a restarted server).
+* The budget can be changed while the pool runs (:meth:`RegionPool.set_budget`: the download
+  stage shares each issuer's connections among its replicas).  Surplus connections retire: no new
+  request goes to them, and each closes once its last request is done.
+* A connection idle for ``IDLE_CLOSE_S`` closes: a replica with nothing to fetch from a region
+  does not hold the issuer's connections that other clients are waiting for.
 * Host keys are always verified against ``known_hosts``: a changed key is refused.
 """
 
@@ -30,6 +36,8 @@ log = logging.getLogger("fiscalflow.sftp.pool")
 
 CONNECT_TIMEOUT_S = 10.0
 PRUNE_S = 1.0  # longest an idle channel of a closed connection stays counted (see RegionPool._prune)
+LIMIT_PROBE_S = 10.0  # after a refusal, how long before the pool tries one more connection
+IDLE_CLOSE_S = 30.0  # a connection with no request for this long closes
 
 # asyncssh's first choice, chacha20-poly1305, builds new cipher objects for every packet in Python;
 # AES-GCM is one AEAD call per packet (AES-NI).  Every file is ~5 SFTP packets each way: with GCM
@@ -135,11 +143,13 @@ class _Channel:
     sftp: asyncssh.SFTPClient
     busy: int = 0
     broken: bool = False
+    last_used: float = 0.0
 
 
 class RegionPool:
     def __init__(self, region: str, host: str, port: int, username: str, client_key: Path, known_hosts: Path,
-                 max_connections: int, requests_per_connection: int, channels_per_connection: int = 1) -> None:
+                 max_connections: int, requests_per_connection: int, channels_per_connection: int = 1,
+                 idle_close_s: float = IDLE_CLOSE_S) -> None:
         self.region = region
         self.host = host
         self.port = port
@@ -148,6 +158,11 @@ class RegionPool:
         self.known_hosts = known_hosts
         self.max_connections = max_connections
         self.limit = max_connections  # lowered when the server refuses more
+        self._limited_at = 0.0  # when a refusal last lowered the limit
+        self.idle_close_s = idle_close_s
+        self._retiring: set[asyncssh.SSHClientConnection] = set()  # over the budget: closed once idle
+        self._reaper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.per_channel = requests_per_connection
         self.channels_per_connection = max(1, channels_per_connection)
         self._channels: list[_Channel] = []
@@ -234,6 +249,7 @@ class RegionPool:
                         # The server accepts fewer connections than configured (others are open or
                         # on their way): keep what it takes instead of failing the request.
                         self.limit = max(1, len(self._per_conn) + self._opening_conns)
+                        self._limited_at = time.monotonic()
                         log.warning("sftp %s refused connection %d; pool limited to %d", self.region,
                                     len(self._per_conn) + 1, self.limit)
                         self._changed.notify_all()
@@ -254,11 +270,14 @@ class RegionPool:
         """May another channel be opened (on a connection with room, or on a new connection)?"""
         if self._conn_with_room() is not None:
             return True
+        if self.limit < self.max_connections and time.monotonic() - self._limited_at >= LIMIT_PROBE_S:
+            self.limit += 1  # refused a while ago: try one more (a refusal lowers it again)
+            self._limited_at = time.monotonic()
         return len(self._per_conn) + self._opening_conns < self.limit
 
     def _conn_with_room(self) -> asyncssh.SSHClientConnection | None:
         for conn, n in self._per_conn.items():
-            if n < self.channels_per_connection and not conn.is_closed():
+            if n < self.channels_per_connection and not conn.is_closed() and conn not in self._retiring:
                 return conn
         return None
 
@@ -274,7 +293,8 @@ class RegionPool:
         """The usable channel with the fewest requests, None when all are full."""
         best: _Channel | None = None
         for c in self._channels:
-            if not c.broken and c.busy < self.per_channel and (best is None or c.busy < best.busy):
+            if (not c.broken and c.busy < self.per_channel and (best is None or c.busy < best.busy)
+                    and c.conn not in self._retiring):
                 best = c
                 if not c.busy:
                     break
@@ -295,6 +315,7 @@ class RegionPool:
                 self._release_conn_slot(c.conn)
         if not self._channels and not self._opening:
             self.limit = self.max_connections  # a restarted server: learn its limit again
+        self._retire_idle()
 
     async def _open(self, host: asyncssh.SSHClientConnection | None = None) -> _Channel:
         conn: asyncssh.SSHClientConnection | None = host
@@ -320,13 +341,90 @@ class RegionPool:
     async def _release(self, ch: _Channel) -> None:
         async with self._changed:
             ch.busy -= 1
+            ch.last_used = time.monotonic()
             if ch.broken:
                 self._prune()
+            elif ch.conn in self._retiring and not ch.busy:
+                self._retire_idle()
+            if self._reaper is None and not self._closed:
+                self._reaper = asyncio.get_running_loop().call_later(self.idle_close_s, self._reap)
             self._changed.notify_all()
+
+    def set_budget(self, connections: int) -> None:
+        """Change how many connections the pool may hold (at least one).  A larger budget is used at
+        once; with a smaller one the surplus connections take no new request and close as soon as
+        their requests are done."""
+        connections = max(1, connections)
+        if connections == self.max_connections:
+            return
+        log.info("sftp %s: budget %d -> %d connections", self.region, self.max_connections, connections)
+        self.max_connections = connections
+        self.limit = connections  # learnt again within the new budget: a refusal lowers it
+        surplus = len(self._per_conn) - connections
+        if surplus > 0:
+            # The least busy connections retire first: they finish soonest.
+            busy: dict[asyncssh.SSHClientConnection, int] = dict.fromkeys(self._per_conn, 0)
+            for c in self._channels:
+                busy[c.conn] = busy.get(c.conn, 0) + c.busy
+            self._retiring.update(sorted(busy, key=busy.__getitem__)[:surplus])
+        else:
+            self._retiring.clear()
+        self._retire_idle()
+        with contextlib.suppress(RuntimeError):  # no loop: nobody waits
+            task = asyncio.get_running_loop().create_task(self._notify())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        """Wake the requests waiting for room: a larger budget has some."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _retire_idle(self) -> None:
+        """Close the retiring connections none of whose channels has a request."""
+        for conn in list(self._retiring):
+            if conn not in self._per_conn:
+                self._retiring.discard(conn)
+            elif self._idle(conn):
+                self._drop_conn(conn)
+
+    def _idle(self, conn: asyncssh.SSHClientConnection) -> bool:
+        """No request on any of its channels, and no channel of it being opened."""
+        channels = [c for c in self._channels if c.conn is conn]
+        return len(channels) == self._per_conn.get(conn, 0) and not any(c.busy for c in channels)
+
+    def _drop_conn(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Close a connection whose channels are all idle, and forget it."""
+        for c in [c for c in self._channels if c.conn is conn]:
+            self._channels.remove(c)
+            c.sftp.exit()
+        self._per_conn.pop(conn, None)
+        self._retiring.discard(conn)
+        conn.close()
+
+    def _reap(self) -> None:
+        """Close the connections that served no request for ``idle_close_s``; again later while any remain."""
+        self._reaper = None
+        if self._closed:
+            return
+        cutoff = time.monotonic() - self.idle_close_s
+        last: dict[asyncssh.SSHClientConnection, float] = {}
+        for c in self._channels:
+            last[c.conn] = max(last.get(c.conn, 0.0), c.last_used)
+        idle = [conn for conn, t in last.items() if t <= cutoff and self._idle(conn)]
+        for conn in idle:
+            self._drop_conn(conn)
+        if idle:
+            log.info("sftp %s: closed %d idle connection(s)", self.region, len(idle))
+        if self._channels:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_close_s / 2, self._reap)
 
     async def close(self) -> None:
         async with self._changed:
             self._closed = True
+            if self._reaper is not None:
+                self._reaper.cancel()
+                self._reaper = None
             channels, self._channels = self._channels, []
             self._changed.notify_all()
         conns = {ch.conn for ch in channels} | set(self._per_conn)

@@ -107,3 +107,89 @@ def test_a_priority_request_takes_the_next_free_slot_before_waiting_normal_ones(
 
     order = asyncio.run(run())
     assert order == ["holder", "priority", "normal-0", "normal-1", "normal-2"], order
+
+
+async def _burst(pool: RegionPool, n: int = 12) -> int:
+    """Fetch ``n`` files at once; returns the most connections the pool held meanwhile (one channel each)."""
+    peak = 0
+
+    async def get(i: int) -> None:
+        nonlocal peak
+        async with pool.channel() as sftp, sftp.open(f"b/f{i}.xml", "rb") as f:
+            peak = max(peak, len(pool._per_conn))
+            assert await f.read() == f"<x>{i}</x>".encode()
+
+    await asyncio.gather(*(get(i) for i in range(n)))
+    return peak
+
+
+def test_idle_connections_close_so_another_client_gets_the_issuers_connections(
+        slow_issuer: tuple[int, Path, Path]) -> None:
+    """Two download replicas, one issuer that takes 3 connections: the first replica's burst holds
+    all 3.  Once they have been idle, they close, and the second replica gets all 3."""
+    port, key, known_hosts = slow_issuer
+
+    async def run() -> tuple[int, int, int]:
+        first = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 3, 1, 1, idle_close_s=0.5)
+        second = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 3, 1, 1, idle_close_s=60)
+        held = await _burst(first)
+        await asyncio.sleep(1.5)  # idle for longer than idle_close_s (its reaper runs every half of it)
+        left = len(first._per_conn)
+        got = await _burst(second)
+        await first.close()
+        await second.close()
+        return held, left, got
+
+    held, left, got = asyncio.run(run())
+    assert (held, left, got) == (3, 0, 3)
+
+
+def test_a_smaller_budget_hands_connections_back_as_their_requests_finish(
+        slow_issuer: tuple[int, Path, Path]) -> None:
+    """A replica's share shrinks (another joined): its surplus connections take no new request and
+    close when their requests are done; the requests in flight and after all succeed."""
+    port, key, known_hosts = slow_issuer
+
+    async def run() -> tuple[int, int, int, int]:
+        pool = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 3, 1, 1, idle_close_s=60)
+        held = await _burst(pool)
+        busy = asyncio.create_task(_burst(pool, 6))
+        await asyncio.sleep(0.02)  # requests in flight on every connection
+        pool.set_budget(1)
+        await busy
+        after = len(pool._per_conn)
+        peak = await _burst(pool, 6)
+        other = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 2, 1, 1, idle_close_s=60)
+        other_peak = await _burst(other, 6)  # the two connections handed back are the issuer's again
+        await pool.close()
+        await other.close()
+        return held, after, peak, other_peak
+
+    assert asyncio.run(run()) == (3, 1, 1, 2)
+
+
+def test_a_refused_pool_tries_one_more_connection_later(slow_issuer: tuple[int, Path, Path],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused while another client held the issuer's connections, a pool does not stay small for
+    good: once the other client let go, it grows back to its budget."""
+    import shared.sftp.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "LIMIT_PROBE_S", 0.2)
+    port, key, known_hosts = slow_issuer
+
+    async def run() -> tuple[int, int]:
+        other = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 2, 1, 1, idle_close_s=60)
+        await _burst(other, 4)  # holds 2 of the issuer's 3
+        pool = RegionPool("slow", "127.0.0.1", port, "issuer", key, known_hosts, 3, 1, 1, idle_close_s=60)
+        first = await _burst(pool)
+        limited = pool.limit
+        await other.close()
+        for _ in range(10):  # each burst after LIMIT_PROBE_S may add one connection
+            await asyncio.sleep(0.25)
+            await _burst(pool)
+        grown = len(pool._per_conn)
+        await pool.close()
+        return first, limited, grown
+
+    first, limited, grown = asyncio.run(run())
+    assert (first, limited) == (1, 1) and grown == 3

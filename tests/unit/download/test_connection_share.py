@@ -1,0 +1,50 @@
+"""The download replicas' shares of an issuer's connections (services/download/service.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from services.download.service import ConnectionShare, connections_for
+
+
+def test_replicas_together_stay_within_the_issuers_budget() -> None:
+    for partitions in (1, 4, 6, 12):
+        for replicas in range(1, partitions + 1):
+            # The range assignor: the first partitions % replicas replicas hold one more.
+            held = [partitions // replicas + (1 if i < partitions % replicas else 0) for i in range(replicas)]
+            shares = [connections_for(10, n, partitions) for n in held]
+            assert all(s >= 1 for s in shares)
+            if replicas <= 10:  # more replicas than connections: one each, the issuer refuses the surplus
+                assert sum(shares) <= 10, (partitions, replicas, shares)
+                assert max(shares) - min(shares) <= 10 // partitions + 1, "in proportion to the partitions held"
+    assert connections_for(10, 6, 6) == 10  # one replica: the whole budget
+    assert connections_for(10, 2, 6) == 3  # three replicas: 3 each, 9 of 10
+    assert connections_for(10, 1, 6) == 1
+    assert connections_for(1, 1, 6) == 1  # never none: the priority lane needs one
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.budgets: list[int] = []
+
+    def set_budget(self, n: int) -> None:
+        self.budgets.append(n)
+
+
+def test_the_first_assignment_applies_at_once_later_ones_once_they_hold() -> None:
+    async def run() -> list[int]:
+        pool = _Pool()
+        share = ConnectionShare(cast(Any, {"north": pool}), 10, "fiscal.download", 6, settle_s=0.05)
+        share(frozenset({("fiscal.download", p) for p in range(6)} | {("fiscal.download.priority", 0)}))
+        assert pool.budgets == [10], "before any download"
+        share(frozenset())  # a rebalance revokes everything first: nothing changes
+        share(frozenset({("fiscal.download", 0), ("fiscal.download", 1), ("fiscal.download.retry", 0)}))
+        assert pool.budgets == [10], "not before the assignment held"
+        await asyncio.sleep(0.15)
+        share(frozenset({("fiscal.download", 0)}))
+        share(frozenset({("fiscal.download", 0), ("fiscal.download", 1)}))  # back within the settling time
+        await asyncio.sleep(0.15)
+        return pool.budgets
+
+    assert asyncio.run(run()) == [10, 3]
