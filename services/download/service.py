@@ -67,7 +67,8 @@ class ConnectionShare:
     over, and the records of their partitions waited (the scaling benchmark: 3 replicas fetched 1,540
     of 3,000 files, 0.87x one replica's rate, then nothing for 30 s).  So each replica asks for its
     share of the budget, in proportion to the download topic's partitions it holds, and hands back
-    connections when its share shrinks (a replica joined).  An empty assignment (a rebalance in
+    connections as soon as its share shrinks (a replica joined; a larger share, once it held for
+    ``settle_s``).  An empty assignment (a rebalance in
     progress, or more replicas than partitions) changes nothing: a replica with nothing to fetch lets
     its connections go idle, and idle connections close (``shared.sftp.pool.IDLE_CLOSE_S``)."""
 
@@ -79,14 +80,17 @@ class ConnectionShare:
         self._pending: asyncio.TimerHandle | None = None
 
     def __call__(self, parts: frozenset[tuple[str, int]]) -> None:
-        assigned = sum(1 for topic, _ in parts if topic == self.topic)
+        # The topic, or the topic in a namespace (tests run pipelines side by side: "<ns>.<topic>").
+        assigned = sum(1 for topic, _ in parts if topic == self.topic or topic.endswith("." + self.topic))
         if not assigned:
             return
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         connections = connections_for(self.budget, assigned, self.partitions)
-        if self.connections is None:  # the first assignment: before any download
+        if self.connections is None or connections < self.connections:
+            # The first assignment (before any download), or a smaller share: at once, so that a
+            # replica that just joined is not refused what this one is to hand back.
             self._apply(connections, assigned)
         else:
             self._pending = asyncio.get_running_loop().call_later(self.settle_s, self._apply, connections, assigned)

@@ -7,8 +7,9 @@
   requests, so a few channels with several requests in flight beat one request per channel.
 * When the server refuses a further connection while others are up, the pool lowers its own
   limit to what the server accepted instead of retrying forever; it tries one more connection
-  every ``LIMIT_PROBE_S`` (another client may have let go of its own), and starts again from its
-  budget once every connection is gone (a restarted server).
+  later (another client may have let go of its own): after ``LIMIT_PROBE_MIN_S``, twice as long
+  after each refusal up to ``LIMIT_PROBE_MAX_S``, and starts again from its budget once every
+  connection is gone (a restarted server).
 * The budget can be changed while the pool runs (:meth:`RegionPool.set_budget`: the download
   stage shares each issuer's connections among its replicas).  Surplus connections retire: no new
   request goes to them, and each closes once its last request is done.
@@ -36,7 +37,11 @@ log = logging.getLogger("fiscalflow.sftp.pool")
 
 CONNECT_TIMEOUT_S = 10.0
 PRUNE_S = 1.0  # longest an idle channel of a closed connection stays counted (see RegionPool._prune)
-LIMIT_PROBE_S = 10.0  # after a refusal, how long before the pool tries one more connection
+# After a refusal, how long before the pool tries one more connection: doubled by each refusal (an
+# issuer that takes fewer than the budget is asked about once a minute), back to the least once one
+# is accepted (a replica whose share another replica is still handing back gets it within seconds).
+LIMIT_PROBE_MIN_S = 1.0
+LIMIT_PROBE_MAX_S = 60.0
 IDLE_CLOSE_S = 30.0  # a connection with no request for this long closes
 
 # asyncssh's first choice, chacha20-poly1305, builds new cipher objects for every packet in Python;
@@ -159,6 +164,7 @@ class RegionPool:
         self.max_connections = max_connections
         self.limit = max_connections  # lowered when the server refuses more
         self._limited_at = 0.0  # when a refusal last lowered the limit
+        self._probe_s = LIMIT_PROBE_MIN_S
         self.idle_close_s = idle_close_s
         self._retiring: set[asyncssh.SSHClientConnection] = set()  # over the budget: closed once idle
         self._reaper: asyncio.TimerHandle | None = None
@@ -248,10 +254,13 @@ class RegionPool:
                     if host is None and (self._per_conn or self._opening_conns):
                         # The server accepts fewer connections than configured (others are open or
                         # on their way): keep what it takes instead of failing the request.
+                        probed = self._probe_s > LIMIT_PROBE_MIN_S or self.limit < self.max_connections
                         self.limit = max(1, len(self._per_conn) + self._opening_conns)
                         self._limited_at = time.monotonic()
-                        log.warning("sftp %s refused connection %d; pool limited to %d", self.region,
-                                    len(self._per_conn) + 1, self.limit)
+                        self._probe_s = min(LIMIT_PROBE_MAX_S, self._probe_s * 2)
+                        log.log(logging.INFO if probed else logging.WARNING,
+                                "sftp %s refused connection %d; pool limited to %d", self.region,
+                                len(self._per_conn) + 1, self.limit)
                         self._changed.notify_all()
                         continue
                     self._changed.notify_all()
@@ -261,8 +270,11 @@ class RegionPool:
                 if host is None:
                     self._opening_conns -= 1
                     self._per_conn[ch.conn] = self._per_conn.get(ch.conn, 0) + 1
+                    self._probe_s = LIMIT_PROBE_MIN_S
                 ch.busy = 1
                 self._channels.append(ch)
+                if host is None and self._retiring:
+                    self._choose_retiring()  # opened while the budget shrank: it may be the surplus
                 self._changed.notify_all()
                 return ch
 
@@ -270,7 +282,7 @@ class RegionPool:
         """May another channel be opened (on a connection with room, or on a new connection)?"""
         if self._conn_with_room() is not None:
             return True
-        if self.limit < self.max_connections and time.monotonic() - self._limited_at >= LIMIT_PROBE_S:
+        if self.limit < self.max_connections and time.monotonic() - self._limited_at >= self._probe_s:
             self.limit += 1  # refused a while ago: try one more (a refusal lowers it again)
             self._limited_at = time.monotonic()
         return len(self._per_conn) + self._opening_conns < self.limit
@@ -360,16 +372,7 @@ class RegionPool:
         log.info("sftp %s: budget %d -> %d connections", self.region, self.max_connections, connections)
         self.max_connections = connections
         self.limit = connections  # learnt again within the new budget: a refusal lowers it
-        surplus = len(self._per_conn) - connections
-        if surplus > 0:
-            # The least busy connections retire first: they finish soonest.
-            busy: dict[asyncssh.SSHClientConnection, int] = dict.fromkeys(self._per_conn, 0)
-            for c in self._channels:
-                busy[c.conn] = busy.get(c.conn, 0) + c.busy
-            self._retiring.update(sorted(busy, key=busy.__getitem__)[:surplus])
-        else:
-            self._retiring.clear()
-        self._retire_idle()
+        self._choose_retiring()
         with contextlib.suppress(RuntimeError):  # no loop: nobody waits
             task = asyncio.get_running_loop().create_task(self._notify())
             self._tasks.add(task)
@@ -379,6 +382,21 @@ class RegionPool:
         """Wake the requests waiting for room: a larger budget has some."""
         async with self._changed:
             self._changed.notify_all()
+
+    def _choose_retiring(self) -> None:
+        """Which connections retire: as many as the open and opening ones exceed the budget, those
+        already retiring first, then the least busy (they finish soonest); closes the idle ones."""
+        surplus = len(self._per_conn) + self._opening_conns - self.max_connections
+        if surplus <= 0:
+            self._retiring.clear()
+            return
+        busy: dict[asyncssh.SSHClientConnection, int] = dict.fromkeys(self._per_conn, 0)
+        for c in self._channels:
+            if c.conn in busy:
+                busy[c.conn] += c.busy
+        order = sorted(busy, key=lambda conn: (conn not in self._retiring, busy[conn]))
+        self._retiring = set(order[:surplus])
+        self._retire_idle()
 
     def _retire_idle(self) -> None:
         """Close the retiring connections none of whose channels has a request."""

@@ -156,6 +156,7 @@ def test_a_smaller_budget_hands_connections_back_as_their_requests_finish(
         busy = asyncio.create_task(_burst(pool, 6))
         await asyncio.sleep(0.02)  # requests in flight on every connection
         pool.set_budget(1)
+        assert len(pool._retiring) == 2 and all(c.busy for c in pool._channels), "retiring with requests on them"
         await busy
         after = len(pool._per_conn)
         peak = await _burst(pool, 6)
@@ -174,7 +175,8 @@ def test_a_refused_pool_tries_one_more_connection_later(slow_issuer: tuple[int, 
     good: once the other client let go, it grows back to its budget."""
     import shared.sftp.pool as pool_module
 
-    monkeypatch.setattr(pool_module, "LIMIT_PROBE_S", 0.2)
+    monkeypatch.setattr(pool_module, "LIMIT_PROBE_MIN_S", 0.2)
+    monkeypatch.setattr(pool_module, "LIMIT_PROBE_MAX_S", 0.4)
     port, key, known_hosts = slow_issuer
 
     async def run() -> tuple[int, int]:
@@ -184,7 +186,7 @@ def test_a_refused_pool_tries_one_more_connection_later(slow_issuer: tuple[int, 
         first = await _burst(pool)
         limited = pool.limit
         await other.close()
-        for _ in range(10):  # each burst after LIMIT_PROBE_S may add one connection
+        for _ in range(10):  # a burst after the probe interval may add one connection
             await asyncio.sleep(0.25)
             await _burst(pool)
         grown = len(pool._per_conn)
