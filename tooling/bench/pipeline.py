@@ -13,6 +13,7 @@ from tooling.bench.harness import (
     POLL_S,
     BenchStack,
     PostgresByService,
+    SessionTrees,
     cpu_tree_seconds,
     machine_cpu_seconds,
     rss_mb,
@@ -40,6 +41,10 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
     start_s = b.stages(PIPELINE, replicas)
     infra = b.infra_pids()
     infra_cpu0 = {name: cpu_tree_seconds(pid) for name, pid in infra.items()}
+    # The SFTP servers' sessions end when the download stage closes idle connections: counted by sampling.
+    b.sessions = SessionTrees({name: pid for name, pid in infra.items() if name.startswith("sftp")})
+    b.sessions.sample()
+    sessions0 = b.sessions.cpu_s()
     b.pg_split = PostgresByService(b.settings.pg_dsn.get_secret_value())
     b.pg_split.sample(at_start=True)
     machine0 = machine_cpu_seconds()
@@ -57,6 +62,8 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
     machine_s = machine_cpu_seconds() - machine0
     b.pg_split.sample()
     pg_by_service, b.pg_split = b.pg_split.cpu_s(), None
+    b.sessions.sample()
+    sessions_s, b.sessions = b.sessions.cpu_s(), None
     outcomes: dict[str, int] = {}
     for s in status.values():
         for k, v in s["counts"].items():
@@ -66,7 +73,9 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
     for stage in PIPELINE:
         run.stages[stage.value] = b.stage_figures(stage.value)
     for name, pid in infra.items():
-        run.infra[name] = {"cpu_s": cpu_tree_seconds(pid) - infra_cpu0[name], "rss_peak_mb": rss_mb(pid, peak=True)}
+        cpu_s = (sessions_s[name] - sessions0[name] if name in sessions_s
+                 else cpu_tree_seconds(pid) - infra_cpu0[name])
+        run.infra[name] = {"cpu_s": cpu_s, "rss_peak_mb": rss_mb(pid, peak=True)}
     # Everything the machine did meanwhile: the processes above plus the harness, the kernel, and
     # whatever else runs here (so a quiet machine is what makes it this pipeline's cost).
     run.infra["machine, all processes"] = {"cpu_s": machine_s, "rss_peak_mb": 0.0}
