@@ -40,9 +40,10 @@ def run_pipeline(b: BenchStack, count: int, replicas: dict[str, int] | None = No
     placed = b.place(count)
     start_s = b.stages(PIPELINE, replicas)
     infra = b.infra_pids()
-    infra_cpu0 = {name: cpu_tree_seconds(pid) for name, pid in infra.items()}
-    # The SFTP servers' sessions end when the download stage closes idle connections: counted by sampling.
+    # The SFTP servers' sessions end when the download stage closes idle connections: counted by
+    # sampling; the other servers by their process tree at both ends.
     b.sessions = SessionTrees({name: pid for name, pid in infra.items() if name.startswith("sftp")})
+    infra_cpu0 = {name: cpu_tree_seconds(pid) for name, pid in infra.items() if name not in b.sessions.roots}
     b.sessions.sample()
     sessions0 = b.sessions.cpu_s()
     b.pg_split = PostgresByService(b.settings.pg_dsn.get_secret_value())
