@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tooling.bench.harness import SessionTrees, cpu_tree_seconds
+from tooling.bench.harness import SessionTrees, cpu_tree_seconds, descendants, process_table
 
 # A server that serves each client in a child and lets the kernel reap it (SIGCHLD ignored, as a
 # child that ends unwaited for): the child's CPU never reaches the server's cutime.
@@ -45,12 +44,6 @@ def test_a_session_that_ended_keeps_the_cpu_it_was_last_seen_with() -> None:
         server.wait()
 
 
+
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+    return descendants(process_table()[0], pid)
