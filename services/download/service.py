@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from prometheus_client import Counter
@@ -29,6 +29,7 @@ from shared.domain.reasons import ReasonCode
 from shared.domain.records import S3_REGION, RecordStatus
 from shared.runtime import Emit, Message, PermanentError, StageSpec
 from shared.runtime import headers as H
+from shared.runtime.admin import topic_partitions
 from shared.runtime.budget import current_hold
 from shared.runtime.host import ServiceHost
 from shared.runtime.tracing import current_trace_id
@@ -70,30 +71,64 @@ class ConnectionShare:
     connections as soon as its share shrinks (a replica joined; a larger share, once it held for
     ``settle_s``).  An empty assignment (a rebalance in
     progress, or more replicas than partitions) changes nothing: a replica with nothing to fetch lets
-    its connections go idle, and idle connections close (``shared.sftp.pool.IDLE_CLOSE_S``)."""
+    its connections go idle, and idle connections close (``shared.sftp.pool.IDLE_CLOSE_S``).
+
+    The topic's partitions are the broker's, not the settings': a topic created before
+    ``partitions_download`` changed, or by someone else, keeps its own count, and two replicas
+    holding 6 each of a 12-partition topic that the settings call 6 would each take the whole
+    budget.  ``partitions`` (the settings') is the first guess, raised at once to the highest
+    partition assigned; ``count`` (blocking, run in a thread) then asks the broker at every new
+    assignment, a rebalance being when a topic's partitions change."""
 
     def __init__(self, pools: dict[str, RegionPool], budget: int, topic: str, partitions: int,
-                 settle_s: float = SHARE_SETTLE_S) -> None:
+                 settle_s: float = SHARE_SETTLE_S, count: Callable[[str], int | None] | None = None) -> None:
         self.pools, self.budget, self.topic, self.partitions = pools, budget, topic, partitions
         self.settle_s = settle_s
         self.connections: int | None = None  # what the pools were last given
         self._pending: asyncio.TimerHandle | None = None
+        self._count = count
+        self._assigned = 0
+        self._lookup: asyncio.Task[None] | None = None
 
     def __call__(self, parts: frozenset[tuple[str, int]]) -> None:
         # The topic, or the topic in a namespace (tests run pipelines side by side: "<ns>.<topic>").
-        assigned = sum(1 for topic, _ in parts if topic == self.topic or topic.endswith("." + self.topic))
-        if not assigned:
+        mine = [(topic, p) for topic, p in parts if topic == self.topic or topic.endswith("." + self.topic)]
+        if not mine:
             return
+        self._assigned = len(mine)
+        self.partitions = max(self.partitions, 1 + max(p for _, p in mine))  # never fewer than assigned
+        self._share()
+        if self._count is not None:
+            if self._lookup is not None:
+                self._lookup.cancel()
+            self._lookup = asyncio.get_running_loop().create_task(self._ask_broker(mine[0][0]))
+
+    async def _ask_broker(self, topic: str) -> None:
+        assert self._count is not None
+        try:
+            n = await asyncio.to_thread(self._count, topic)
+        except Exception as exc:  # the share must not fail the stage: the count known so far stands
+            log.debug("partitions of %s not known: %s", topic, exc)
+            return
+        if n is None or n == self.partitions:
+            return  # no answer: the count known so far stands
+        log.warning("%s has %d partitions on the broker, not the %d assumed (partitions_download): the "
+                    "issuers' connections are shared by %d", topic, n, self.partitions, n)
+        self.partitions = n
+        self._share()
+
+    def _share(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        connections = connections_for(self.budget, assigned, self.partitions)
+        connections = connections_for(self.budget, self._assigned, self.partitions)
         if self.connections is None or connections < self.connections:
             # The first assignment (before any download), or a smaller share: at once, so that a
             # replica that just joined is not refused what this one is to hand back.
-            self._apply(connections, assigned)
+            self._apply(connections, self._assigned)
         else:
-            self._pending = asyncio.get_running_loop().call_later(self.settle_s, self._apply, connections, assigned)
+            self._pending = asyncio.get_running_loop().call_later(self.settle_s, self._apply, connections,
+                                                                  self._assigned)
 
     def _apply(self, connections: int, assigned: int) -> None:
         self._pending = None
@@ -186,7 +221,7 @@ async def build_stage(host: ServiceHost) -> StageSpec:
     capacity = (settings.sftp_max_connections * settings.sftp_channels_per_connection
                 * settings.sftp_requests_per_connection * max(1, len(stage.pools)))
     share = ConnectionShare(stage.pools, settings.sftp_max_connections, input_topic(Stage.DOWNLOAD),
-                            settings.partitions()[Stage.DOWNLOAD])
+                            settings.partitions()[Stage.DOWNLOAD], count=lambda t: topic_partitions(settings, t))
     return StageSpec(stage=Stage.DOWNLOAD, handler=stage.handle, breaker_key=region_of, on_assignment=share,
                      on_dead_letter=stage.rejections, ready_check=stage.ready,
                      on_condition=condition_hook(lambda: stage.pool),

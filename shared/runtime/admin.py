@@ -43,6 +43,20 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float
     return created
 
 
+def topic_partitions(settings: Settings, topic: str, timeout: float = 5.0) -> int | None:
+    """How many partitions ``topic`` has on the broker; None when the broker does not answer in
+    ``timeout`` or does not know the topic.  Ask only for a topic that exists (one the consumer was
+    assigned): a broker that creates topics on demand would create one it was asked about."""
+    try:
+        md = AdminClient(admin_config(settings)).list_topics(topic=topic, timeout=timeout)
+    except Exception:  # KafkaException: no answer in time
+        return None
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        return None
+    return len(t.partitions)
+
+
 def partition_counts(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
     admin = AdminClient(admin_config(settings))
     md = admin.list_topics(timeout=timeout)

@@ -50,3 +50,54 @@ def test_a_smaller_share_applies_at_once_a_larger_one_once_it_held() -> None:
         return pool.budgets
 
     assert asyncio.run(run()) == [10, 3, 6]
+
+
+def test_the_brokers_partition_count_decides_the_share_not_the_settings() -> None:
+    """A topic made with 12 partitions while ``partitions_download`` says 6: two replicas holding 6
+    each took the whole budget each (20 connections asked of an issuer that takes 10)."""
+    asked: list[str] = []
+
+    def broker_count(topic: str) -> int | None:
+        asked.append(topic)
+        return 12
+
+    async def run() -> tuple[list[int], list[int]]:
+        first, second = _Pool(), _Pool()
+        a = ConnectionShare(cast(Any, {"north": first}), 10, "fiscal.download", 6, settle_s=0.05, count=broker_count)
+        b = ConnectionShare(cast(Any, {"north": second}), 10, "fiscal.download", 6, settle_s=0.05, count=broker_count)
+        a(frozenset({("ns1.fiscal.download", p) for p in range(6)} | {("ns1.fiscal.download.priority", 0)}))
+        b(frozenset({("ns1.fiscal.download", p) for p in range(6, 12)}))
+        await asyncio.sleep(0.2)
+        return first.budgets, second.budgets
+
+    first, second = asyncio.run(run())
+    assert first == [10, 5], "the settings' guess first, the broker's count at once after"
+    assert second == [5], "holding partition 11: at least 12 partitions, before the broker answers"
+    assert first[-1] + second[-1] <= 10
+    assert asked == ["ns1.fiscal.download", "ns1.fiscal.download"], "the assigned topic, namespace and all"
+
+
+def test_a_broker_that_does_not_answer_leaves_the_share_as_it_was() -> None:
+    async def run() -> list[int]:
+        pool = _Pool()
+        share = ConnectionShare(cast(Any, {"north": pool}), 10, "fiscal.download", 6, settle_s=0.05,
+                                count=lambda topic: None)
+        share(frozenset({("fiscal.download", 0), ("fiscal.download", 1)}))
+        await asyncio.sleep(0.2)
+        return pool.budgets
+
+    assert asyncio.run(run()) == [3]
+
+
+def test_a_topic_with_fewer_partitions_than_the_settings_gets_its_larger_share_once_it_held() -> None:
+    async def run() -> list[int]:
+        pool = _Pool()
+        share = ConnectionShare(cast(Any, {"north": pool}), 10, "fiscal.download", 12, settle_s=0.05,
+                                count=lambda topic: 6)
+        share(frozenset({("fiscal.download", p) for p in range(3)}))
+        await asyncio.sleep(0.01)
+        assert pool.budgets == [2], "3 of the 12 assumed, until the settling time passed"
+        await asyncio.sleep(0.2)
+        return pool.budgets
+
+    assert asyncio.run(run()) == [2, 5]
