@@ -92,12 +92,12 @@ def test_a_broker_that_does_not_answer_leaves_the_share_as_it_was() -> None:
 def test_a_topic_with_fewer_partitions_than_the_settings_gets_its_larger_share_once_it_held() -> None:
     async def run() -> list[int]:
         pool = _Pool()
-        share = ConnectionShare(cast(Any, {"north": pool}), 10, "fiscal.download", 12, settle_s=0.05,
+        share = ConnectionShare(cast(Any, {"north": pool}), 10, "fiscal.download", 12, settle_s=0.5,
                                 count=lambda topic: 6)
         share(frozenset({("fiscal.download", p) for p in range(3)}))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
         assert pool.budgets == [2], "3 of the 12 assumed, until the settling time passed"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         return pool.budgets
 
     assert asyncio.run(run()) == [2, 5]
