@@ -9,6 +9,7 @@ S3 claim check when its message would not fit the Kafka message limit (``shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -87,7 +88,9 @@ class ConnectionShare:
         self.connections: int | None = None  # what the pools were last given
         self._pending: asyncio.TimerHandle | None = None
         self._count = count
+        self._configured = partitions  # the settings' count, for the log
         self._assigned = 0
+        self._floor = 1  # one more than the highest partition assigned: the topic has at least that many
         self._lookup: asyncio.Task[None] | None = None
 
     def __call__(self, parts: frozenset[tuple[str, int]]) -> None:
@@ -96,24 +99,37 @@ class ConnectionShare:
         if not mine:
             return
         self._assigned = len(mine)
-        self.partitions = max(self.partitions, 1 + max(p for _, p in mine))  # never fewer than assigned
+        self._floor = 1 + max(p for _, p in mine)
+        self.partitions = max(self.partitions, self._floor)
         self._share()
         if self._count is not None:
             if self._lookup is not None:
                 self._lookup.cancel()
             self._lookup = asyncio.get_running_loop().create_task(self._ask_broker(mine[0][0]))
 
+    async def counted(self) -> None:
+        """Until the broker has answered about the latest assignment (or it could not)."""
+        if self._lookup is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lookup
+
     async def _ask_broker(self, topic: str) -> None:
         assert self._count is not None
         try:
             n = await asyncio.to_thread(self._count, topic)
-        except Exception as exc:  # the share must not fail the stage: the count known so far stands
-            log.debug("partitions of %s not known: %s", topic, exc)
+        except Exception as exc:  # the share must not fail the stage
+            n = None
+            log.debug("partition count lookup failed: %s", exc)
+        if n is None:
+            log.info("the broker did not say how many partitions %s has: the issuers' connections stay "
+                     "shared by %d", topic, self.partitions)
             return
-        if n is None or n == self.partitions:
-            return  # no answer: the count known so far stands
-        log.warning("%s has %d partitions on the broker, not the %d assumed (partitions_download): the "
-                    "issuers' connections are shared by %d", topic, n, self.partitions, n)
+        # A broker's metadata may lag an increase just made: never fewer than this replica holds.
+        n = max(n, self._floor)
+        if n == self.partitions:
+            return
+        log.warning("%s has %d partitions on the broker (partitions_download is %d): the issuers' connections "
+                    "are shared by %d", topic, n, self._configured, n)
         self.partitions = n
         self._share()
 

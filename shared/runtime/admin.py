@@ -45,10 +45,12 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float
 
 def topic_partitions(settings: Settings, topic: str, timeout: float = 5.0) -> int | None:
     """How many partitions ``topic`` has on the broker; None when the broker does not answer in
-    ``timeout`` or does not know the topic.  Ask only for a topic that exists (one the consumer was
-    assigned): a broker that creates topics on demand would create one it was asked about."""
+    ``timeout`` or does not know the topic.  The request does not ask the broker to create the topic
+    (an admin client is a producer handle, whose metadata requests would: Tansu makes an unknown
+    topic with 4 partitions)."""
     try:
-        md = AdminClient(admin_config(settings)).list_topics(topic=topic, timeout=timeout)
+        md = AdminClient(admin_config(settings, **{"allow.auto.create.topics": False})).list_topics(
+            topic=topic, timeout=timeout)
     except Exception:  # KafkaException: no answer in time
         return None
     t = md.topics.get(topic)
