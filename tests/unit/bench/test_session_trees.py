@@ -44,6 +44,5 @@ def test_a_session_that_ended_keeps_the_cpu_it_was_last_seen_with() -> None:
         server.wait()
 
 
-
 def _children(pid: int) -> list[int]:
     return descendants(process_table()[0], pid)
