@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from shared.cli.api_client import bearer
 from shared.db.records import Registration, register
@@ -38,6 +38,7 @@ from tests.integration.store.harness import facts_of
 from tests.support.callbacks import CallbackReceiver, callback_receiver
 from tests.support.e2e import db, demo_trust, s3_keys, wait_jobs
 from tests.support.stacks import Services, isolated_settings, isolated_stack, service_env
+from tests.support.topics import read_to_end
 from tests.support.wait import wait_steady
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import GeneratedInvoice, InvoiceGenerator
@@ -259,21 +260,9 @@ def _settle(settings: Settings, docs: list[Doc], before: dict[str, Any], timeout
               lambda v: v == (want, expected), f"registry {want} and report growth {expected}", timeout)
 
 
-def _read_keys(settings: Settings, topic: str, keys: set[str], timeout: float = 30) -> set[str]:
-    """The keys among ``keys`` that ``topic`` holds (read from the beginning until all are seen)."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and seen != keys:
-            for m in c.consume(500, 0.5):
-                if m.error() is None and (k := (m.key() or b"").decode()) in keys:
-                    seen.add(k)
-    finally:
-        c.close()
-    return seen
+def _read_keys(settings: Settings, topic: str, keys: set[str]) -> set[str]:
+    """The keys among ``keys`` that ``topic`` holds, read to its end (the records have settled)."""
+    return {k for m in read_to_end(settings, topic, keys) if (k := (m.key() or b"").decode())}
 
 
 # ------------------------------------------------------------------ the tests

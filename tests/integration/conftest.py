@@ -37,6 +37,10 @@ TEST_ENV = {
     # One database serves every integration test: an ingest stage's reconciler would re-drive
     # other tests' records into its own test's topics.  Tests of the reconciler turn it on.
     "FISCALFLOW_REDRIVE_INTERVAL_S": "0",
+    # Tansu holds every JoinGroup for half the session timeout: 1 s here instead of the default's
+    # 3 s, in each of the suite's ~100 group joins.  Heartbeats go every 500 ms (a quarter, at least
+    # 500), so a member still misses four before it is dropped.
+    "FISCALFLOW_SESSION_TIMEOUT_MS": "2000",
 }
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka import Producer
 
 from shared.db.records import Registration
 from shared.runtime.admin import ensure_topics
@@ -20,6 +20,7 @@ from shared.runtime.runner import StageRunner
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, TopicSpec, all_topics, input_topic
 from tests.support.stages import RunningStage
+from tests.support.topics import reader_from_start
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.output import ManifestRow, batch_dir, merge_manifest, write_invoice
@@ -102,10 +103,7 @@ class Pipeline:
 
 def read_topic(settings: Settings, topic: str, keys: set[str], timeout: float) -> dict[str, KafkaMessage]:
     """The first message of each key (stops when all keys were seen, or at the timeout)."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "fetch.wait.max.ms": 20,
-                  "enable.auto.commit": False})
-    c.subscribe([topic])
+    c = reader_from_start(settings, topic, timeout)
     found: dict[str, KafkaMessage] = {}
     deadline = time.monotonic() + timeout
     try:

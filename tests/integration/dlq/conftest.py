@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from shared.dlq.cli import app
@@ -22,6 +22,7 @@ from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import DLQ, PARKING, Stage, TopicSpec, input_topic, priority_topic
 from tests.support.stacks import db as pg  # noqa: F401  (the dlq tests import pg from here)
+from tests.support.topics import read_to_end  # noqa: F401  (the dlq tests import it from here)
 
 
 def dead_letter_headers(origin_topic: str, stage: str, reason: str, *, error: str = "it failed",
@@ -52,30 +53,6 @@ def produce(settings: Settings, topic: str, items: list[tuple[str, bytes, dict[s
     for key, value, headers in items:
         p.produce(topic, value, key=key.encode(), headers=[(k, v.encode()) for k, v in headers.items()])
     assert p.flush(30) == 0
-
-
-def read_to_end(settings: Settings, topic: str, keys: set[str] | None = None) -> list[KafkaMessage]:
-    """Every message of ``topic`` (with one of ``keys``), read to end-of-partition."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                  "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 20})
-    parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: list[KafkaMessage] = []
-    ended: set[int] = set()
-    deadline = time.monotonic() + 30
-    try:
-        while len(ended) < len(parts) and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.2):
-                err = m.error()
-                if err is not None:
-                    assert err.code() == KafkaError._PARTITION_EOF, err
-                    ended.add(int(m.partition() or 0))
-                elif keys is None or (m.key() or b"").decode() in keys:
-                    out.append(m)
-    finally:
-        c.close()
-    assert len(ended) == len(parts), f"{topic} never reached its end"
-    return out
 
 
 def headers_of(m: KafkaMessage) -> dict[str, str]:

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings
 from shared.topics import TopicSpec
+from tests.support.topics import reader_from_start
 
 APP = Path(__file__).with_name("stage_app.py")
 PARTITIONS = 4
@@ -109,10 +110,7 @@ class Namespace:
 
     def read(self, topic: str, until: int, timeout: float = 90.0, distinct_keys: bool = False) -> list[Any]:
         """Read ``topic`` from the start until ``until`` messages (or distinct keys) arrived, or the timeout."""
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": f"{self.ns}-{uuid.uuid4().hex}",
-                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "fetch.wait.max.ms": 20,
-                      "enable.auto.commit": False})
-        c.subscribe([self.topic(topic)])
+        c = reader_from_start(self.settings, self.topic(topic), timeout)
         out: list[Any] = []
         keys: set[bytes] = set()
         deadline = time.monotonic() + timeout

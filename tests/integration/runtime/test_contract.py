@@ -215,7 +215,8 @@ async def test_a_replica_whose_slots_are_all_stuck_still_starts_priority_records
     """Past ``keepalive_s`` with no slot freed the replica pauses its lanes (decision 0027) but keeps
     the priority lane: a priority record starts beside the stuck work, not after it."""
     settings = _with(h, max_poll_interval_ms=10_000)  # keepalive_s: 2 s
-    h.produce([{"id": f"stuck{i}", "sleep_ms": 15_000} for i in range(2)] + [{"id": f"n{i}"} for i in range(20)],
+    # Stuck for 8 s: past the 2 s keepalive, with 6 s left for the priority record to start.
+    h.produce([{"id": f"stuck{i}", "sleep_ms": 8_000} for i in range(2)] + [{"id": f"n{i}"} for i in range(20)],
               partition=0)
     async with h.runner(settings, max_in_flight=2) as runner:
         await h.wait_for(lambda: runner.inflight.handling == 2, within_s=30)

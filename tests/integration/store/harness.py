@@ -7,12 +7,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer
 
 from shared.domain.messages import CfdiFacts, StoredEvent, ValidatedDocument
 from shared.runtime.admin import ensure_topics
 from shared.settings import Settings
 from shared.topics import DLQ, STORED, Stage, TopicSpec, input_topic, priority_topic, retry_topic
+from tests.support.topics import reader_from_start
 from tooling.issuers.generator import GeneratedInvoice
 
 
@@ -68,9 +69,7 @@ class Topics:
              settle: float = 0.0) -> dict[str, list[Message]]:
         """Messages of ``topic`` whose key is in ``keys``: until each key has ``at_least`` of them (then
         ``settle`` more seconds, to see that nothing else arrives), or the timeout."""
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "fetch.wait.max.ms": 20})
-        c.subscribe([self.name(topic)])
+        c = reader_from_start(self.settings, self.name(topic), timeout)
         found: dict[str, list[Message]] = {}
         deadline = time.monotonic() + timeout
         settled: float | None = None

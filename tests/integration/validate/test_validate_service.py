@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from shared.db.migrate import connect_pool
 from shared.db.records import Registration, lookup, register
@@ -18,6 +18,7 @@ from shared.runtime import headers as H
 from shared.settings import Settings
 from shared.topics import DLQ, Stage, input_topic
 from tests.support.stages import RunningStage
+from tests.support.topics import reader_from_start
 from tooling.issuers.defects import Defect
 from tooling.issuers.generator import InvoiceGenerator
 from tooling.issuers.pki import DemoPKI
@@ -26,9 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 def _read(settings: Settings, topic: str, keys: set[bytes], timeout: float = 60) -> dict[bytes, object]:
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "fetch.wait.max.ms": 20})
-    c.subscribe([topic])
+    c = reader_from_start(settings, topic, timeout)
     found: dict[bytes, object] = {}
     deadline = time.monotonic() + timeout
     try:
