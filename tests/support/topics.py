@@ -21,7 +21,8 @@ def reader_from_start(settings: Settings, topic: str, timeout: float = 30.0, eof
     each partition's end as a ``_PARTITION_EOF`` event).
 
     Waits up to ``timeout`` for the topic to exist (the stage under test may create it), listing
-    every topic rather than naming this one, so the broker never creates it for the reader."""
+    every topic rather than naming this one, so the broker never creates it for the reader.  A
+    caller's read timeout starts after this wait."""
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "allow.auto.create.topics": False, "fetch.wait.max.ms": 20,
                   "enable.partition.eof": eof})
