@@ -90,7 +90,6 @@ class ConnectionShare:
         self._count = count
         self._configured = partitions  # the settings' count, for the log
         self._assigned = 0
-        self._floor = 1  # one more than the highest partition assigned: the topic has at least that many
         self._lookup: asyncio.Task[None] | None = None
 
     def __call__(self, parts: frozenset[tuple[str, int]]) -> None:
@@ -99,13 +98,13 @@ class ConnectionShare:
         if not mine:
             return
         self._assigned = len(mine)
-        self._floor = 1 + max(p for _, p in mine)
-        self.partitions = max(self.partitions, self._floor)
+        held = 1 + max(p for _, p in mine)  # the topic has at least this many partitions
+        self.partitions = max(self.partitions, held)
         self._share()
         if self._count is not None:
             if self._lookup is not None:
                 self._lookup.cancel()
-            self._lookup = asyncio.get_running_loop().create_task(self._ask_broker(mine[0][0]))
+            self._lookup = asyncio.get_running_loop().create_task(self._ask_broker(mine[0][0], held))
 
     async def counted(self) -> None:
         """Until the broker has answered about the latest assignment (or it could not)."""
@@ -113,7 +112,7 @@ class ConnectionShare:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lookup
 
-    async def _ask_broker(self, topic: str) -> None:
+    async def _ask_broker(self, topic: str, held: int) -> None:
         assert self._count is not None
         try:
             n = await asyncio.to_thread(self._count, topic)
@@ -125,7 +124,7 @@ class ConnectionShare:
                      "shared by %d", topic, self.partitions)
             return
         # A broker's metadata may lag an increase just made: never fewer than this replica holds.
-        n = max(n, self._floor)
+        n = max(n, held)
         if n == self.partitions:
             return
         log.warning("%s has %d partitions on the broker (partitions_download is %d): the issuers' connections "

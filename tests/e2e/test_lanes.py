@@ -262,7 +262,7 @@ def _settle(settings: Settings, docs: list[Doc], before: dict[str, Any], timeout
 
 def _read_keys(settings: Settings, topic: str, keys: set[str]) -> set[str]:
     """The keys among ``keys`` that ``topic`` holds, read to its end (the records have settled)."""
-    return {k for m in read_to_end(settings, topic, keys) if (k := (m.key() or b"").decode())}
+    return {(m.key() or b"").decode() for m in read_to_end(settings, topic, keys)}
 
 
 # ------------------------------------------------------------------ the tests

@@ -38,7 +38,7 @@ TEST_ENV = {
     # other tests' records into its own test's topics.  Tests of the reconciler turn it on.
     "FISCALFLOW_REDRIVE_INTERVAL_S": "0",
     # Tansu holds every JoinGroup for half the session timeout: 1 s here instead of the default's
-    # 3 s, in each of the suite's ~100 group joins.  Heartbeats go every 500 ms (a quarter, at least
+    # 3 s, in every group join of the integration tests.  Heartbeats go every 500 ms (a quarter, at least
     # 500): a member may miss three in a row; the fourth races its expiry.
     "FISCALFLOW_SESSION_TIMEOUT_MS": "2000",
 }

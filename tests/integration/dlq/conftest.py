@@ -22,7 +22,6 @@ from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import DLQ, PARKING, Stage, TopicSpec, input_topic, priority_topic
 from tests.support.stacks import db as pg  # noqa: F401  (the dlq tests import pg from here)
-from tests.support.topics import read_to_end  # noqa: F401  (the dlq tests import it from here)
 
 
 def dead_letter_headers(origin_topic: str, stage: str, reason: str, *, error: str = "it failed",

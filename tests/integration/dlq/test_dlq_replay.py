@@ -13,8 +13,9 @@ from shared.db.migrate import connect_pool
 from shared.db.records import Registration, register
 from shared.runtime import headers as H
 from shared.topics import PARKING, Stage, input_topic, priority_topic
+from tests.support.topics import read_to_end
 
-from .conftest import DlqWorld, headers_of, pg, read_to_end
+from .conftest import DlqWorld, headers_of, pg
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ from shared.runtime.admin import ensure_topics
 from shared.settings import Settings, get_settings
 from shared.topics import PARKING, TopicSpec
 from tests.integration.runtime.conftest import Namespace
+from tests.support.topics import read_to_end
 
-from .conftest import DlqWorld, headers_of, read_to_end
+from .conftest import DlqWorld, headers_of
 
 pytestmark = pytest.mark.integration
 
