@@ -16,7 +16,9 @@ import hashlib
 import json
 import math
 import os
+import platform
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +61,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cores} cores ({cpu}), {mem_gb:.0f} GiB"
+    return f"{cores} cores ({cpu}), {mem_gb:.0f} GiB; {interpreter()}"
+
+
+def interpreter() -> str:
+    """The Python the run's processes ran on (the harness and the stages share the venv): its build
+    moves every Python figure, and the reference time with them (decision 0038)."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    return f"Python {platform.python_version()} ({base})"
 
 
 # A fixed piece of work a stage does per document, in small: compress, hash, encode and decode JSON,
