@@ -15,7 +15,7 @@ fi
 # The interpreter (PYTHON=... chooses another): the distribution's python3.11 where there is one.
 # Debian builds it with PGO and LTO and links it statically, as the image's python:3.11-slim is
 # built; a pyenv build without --enable-optimizations (the first python3.11 on these machines' PATH)
-# costs the pipeline's Python processes ~8 % more CPU per document (decision 0038).
+# costs the pipeline's Python processes ~9 % more CPU per document (decision 0038).
 if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3.11 ]; then
     PYTHON=/usr/bin/python3.11
     "$PYTHON" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3.11-venv)
@@ -34,10 +34,13 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
     || { echo "fiscalflow needs Python 3.11 (found $("$PYTHON" --version))" >&2; exit 1; }
 # A .venv made by another interpreter is made again: its packages come back from the lock.
-real_exe='import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'
-if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c "$real_exe")" != "$("$PYTHON" -c "$real_exe")" ]; then
-    echo "making .venv again with $PYTHON (it was made with $(.venv/bin/python -c "$real_exe"))"
-    rm -rf .venv
+real_exe='import os, sys; print(os.path.realpath(sys._base_executable))'
+if [ -x .venv/bin/python ]; then
+    made_with=$(.venv/bin/python -c "$real_exe")
+    if [ "$made_with" != "$("$PYTHON" -c "$real_exe")" ]; then
+        echo "making .venv again with $PYTHON (it was made with $made_with)"
+        rm -rf .venv
+    fi
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
