@@ -26,11 +26,11 @@ from typing import Any
 from shared.runtime.admin import topic_config
 from shared.runtime.kafka import admin_config
 from shared.settings import Settings
-from shared.topics import TopicSpec, all_topics
+from shared.topics import TopicSpec
 
 
 def wanted_topics(settings: Settings) -> list[TopicSpec]:
-    return all_topics(settings.partitions(), settings.partitions_shared)
+    return settings.topics()
 
 
 def _admin(settings: Settings, wait_s: float) -> Any:

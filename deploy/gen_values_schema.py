@@ -140,11 +140,12 @@ def schema() -> dict[str, Any]:
                                                          "keyKey": optional_name, "keyPasswordKey": optional_name,
                                                          "checkHostname": {"type": "boolean"}}}}}}},
             "topics": {"type": "object", "additionalProperties": False,
-                       "required": ["create", "replicationFactor", "sharedPartitions"],
+                       "required": ["create", "replicationFactor", "sharedPartitions", "sideLanePartitions"],
                        "properties": {
                            "create": {"type": "boolean"},
                            "replicationFactor": {"type": "integer", "minimum": 1},
                            "sharedPartitions": {"type": "integer", "minimum": 1},
+                           "sideLanePartitions": {"type": "integer", "minimum": 1},
                            "increasePartitions": {"type": "boolean"},
                            "job": {"type": "object", "additionalProperties": False,
                                    "properties": {"backoffLimit": {"type": "integer", "minimum": 0},

@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.domain.records import S3_REGION
-from shared.topics import Stage
+from shared.topics import Stage, TopicSpec, all_topics
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     partitions_report: int = Field(2, ge=1, description="Partitions of fiscal.stored and fiscal.stored.priority "
                                    "(report input).")
     partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter and parking topics.")
+    partitions_side_lanes: int = Field(
+        1, ge=1, description="Partitions of each stage's priority and retry topics (at most the stage's own). "
+        "Their records are few, yet every partition a consumer holds is in each of its fetches, 50 a second: "
+        "the broker's largest cost (decision 0039). Raise it when one replica cannot keep up with a lane.")
     session_timeout_ms: int = Field(
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
     )
@@ -413,6 +417,10 @@ class Settings(BaseSettings):
             Stage.STORE: self.partitions_store,
             Stage.REPORT: self.partitions_report,
         }
+
+    def topics(self) -> list[TopicSpec]:
+        """Every topic of the pipeline with the partitions these settings give it."""
+        return all_topics(self.partitions(), self.partitions_shared, self.partitions_side_lanes)
 
     def regions(self) -> dict[str, tuple[str, int]]:
         out: dict[str, tuple[str, int]] = {}

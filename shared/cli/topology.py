@@ -25,7 +25,8 @@ def topology_table() -> str:
         consumes = "<br>".join(f"`{group}`: {_code(topics)}" for group, topics in t.subscriptions().items())
         lines.append(f"| {t.stage} | {consumes} | {_results(t)} | {_code([t.dead_letters] if t.dead_letters else [])}"
                      f" | {_code([f'{p}*' for p in t.per_message_downstreams])} | {_code(t.stage_wide_downstreams)} |")
-    lines += ["", f"A stage's topics have `FISCALFLOW_PARTITIONS_<STAGE>` partitions; {_code(SHARED_TOPICS)} "
+    lines += ["", "A stage's input topic has `FISCALFLOW_PARTITIONS_<STAGE>` partitions, its `.priority` and `.retry` "
+              f"topics `FISCALFLOW_PARTITIONS_SIDE_LANES` at most; {_code(SHARED_TOPICS)} "
               "have `FISCALFLOW_PARTITIONS_SHARED`."]
     return "\n".join(lines)
 

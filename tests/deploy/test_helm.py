@@ -337,9 +337,11 @@ def test_topic_job_is_a_hook_creating_every_topic_with_the_stage_partitions(char
     planned = {t["name"]: t["partitions"] for t in json.loads(proc.stdout)}
     stages = ALL_FEATURES["stages"]
     partitions = {Stage(s): stages.get(s, {}).get("partitions", Settings().partitions()[Stage(s)]) for s in STAGES}
-    expected = {t.name: t.partitions for t in all_topics(partitions, ALL_FEATURES["topics"]["sharedPartitions"])}
+    expected = {t.name: t.partitions for t in all_topics(partitions, ALL_FEATURES["topics"]["sharedPartitions"],
+                                                          ALL_FEATURES["topics"]["sideLanePartitions"])}
     assert planned == expected
-    assert planned["fiscal.validate"] == planned["fiscal.validate.priority"] == 12
+    assert planned["fiscal.validate"] == 12
+    assert planned["fiscal.validate.priority"] == planned["fiscal.validate.retry"] == 2
     # Every topic gets the producers' message limit: the ConfigMap's, from kafka.messageMaxBytes.
     config = settings_configmap(manifests(render(chart, ALL_FEATURES)))
     producers = config["data"]["FISCALFLOW_MESSAGE_MAX_BYTES"]

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from shared.runtime.admin import partition_counts
 from shared.runtime.kafka import client_config
 from shared.settings import PROJECT_ROOT, Settings
-from shared.topics import Stage, all_topics
+from shared.topics import Stage
 from tests.integration.conftest import SLOT_OFFSET as _SLOT_OFFSET
 from tooling.stack import ComponentStatus, LocalStack
 from tooling.stack.component import port_open, split_hostport, usable_cores
@@ -86,7 +86,7 @@ def test_second_up_is_a_no_op(stack: LocalStack) -> None:
 
 def test_every_topic_has_its_configured_partitions(stack_settings: Settings) -> None:
     counts = partition_counts(stack_settings)
-    wanted = all_topics(stack_settings.partitions(), stack_settings.partitions_shared)
+    wanted = stack_settings.topics()
     assert {t.name: counts.get(t.name) for t in wanted} == {t.name: t.partitions for t in wanted}
 
 

@@ -18,7 +18,7 @@ from shared.db.records import Registration
 from shared.runtime.admin import ensure_topics
 from shared.runtime.runner import StageRunner
 from shared.settings import Settings
-from shared.topics import DLQ, Stage, TopicSpec, all_topics, input_topic
+from shared.topics import DLQ, Stage, TopicSpec, input_topic
 from tests.support.stages import RunningStage
 from tests.support.topics import reader_from_start
 from tooling.issuers.defects import Defect
@@ -63,7 +63,7 @@ class Pipeline:
 
     async def __aenter__(self) -> Pipeline:
         specs = [TopicSpec(f"{self.ns}.{t.name}", t.partitions)
-                 for t in all_topics(self.settings.partitions(), self.settings.partitions_shared)]
+                 for t in self.settings.topics()]
         await asyncio.to_thread(ensure_topics, self.settings, specs)
         for stage in self.stages:
             self.running.append(await RunningStage.start(self.settings, stage, topic_namespace=self.ns,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from shared.runtime.admin import ensure_topics
 from shared.runtime.kafka import admin_config
-from shared.topics import all_topics
 from tooling.stack.component import Component, server_threads_env, split_hostport
 from tooling.stack.kafka_tls import backend_address, uses_tls
 from tooling.stack.s3 import BROKER_BUCKET, S3Identities
@@ -87,5 +86,5 @@ class Broker(Component):
         # producers' message limit as its max.message.bytes (Tansu 0.6 accepts it; its own limit
         # is what refuses a larger produce, see docs/producers.md).
         s = self.settings
-        ensure_topics(s, all_topics(s.partitions(), s.partitions_shared),
+        ensure_topics(s, s.topics(),
                       message_max_bytes=s.message_max_bytes)

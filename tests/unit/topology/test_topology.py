@@ -41,6 +41,23 @@ def test_partitions_follow_each_stage_and_the_shared_setting() -> None:
     assert {got[name] for name in SHARED_TOPICS} == {9}
 
 
+def test_the_priority_and_retry_lanes_have_the_side_lane_partitions_at_most() -> None:
+    """Each partition is in every fetch of the consumer that holds it, data or not (decision 0039):
+    the lanes with few records get few partitions, the input keeps the stage's parallelism."""
+    partitions = {Stage.INGEST: 4, Stage.DOWNLOAD: 6, Stage.VALIDATE: 1, Stage.STORE: 4, Stage.REPORT: 2}
+    got = {t.name: t.partitions for t in all_topics(partitions, 2, side_lanes=2)}
+    for stage, t in TOPOLOGY.items():
+        assert got[t.topic(Lane.NORMAL)] == partitions[stage]
+        for lane in (lane for lane in t.lanes if lane is not Lane.NORMAL):
+            assert got[t.topic(lane)] == min(2, partitions[stage]), t.topic(lane)
+    assert got["fiscal.download.priority"] == got["fiscal.download.retry"] == 2
+    assert got["fiscal.validate.retry"] == 1  # never more than the stage's own
+    # The defaults: one partition per side lane, what the stack, the chart's Job and the tests create.
+    defaults = {t.name: t.partitions for t in Settings().topics()}
+    assert defaults["fiscal.download"] == 6 and defaults["fiscal.download.priority"] == 1
+    assert defaults["fiscal.stored.priority"] == 1 and defaults["fiscal.dlq"] == 2
+
+
 def test_every_topic_a_stage_writes_or_reads_is_created() -> None:
     names = _names()
     for t in TOPOLOGY.values():
