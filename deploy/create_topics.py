@@ -29,10 +29,6 @@ from shared.settings import Settings
 from shared.topics import TopicSpec
 
 
-def wanted_topics(settings: Settings) -> list[TopicSpec]:
-    return settings.topics()
-
-
 def _admin(settings: Settings, wait_s: float) -> Any:
     from confluent_kafka.admin import AdminClient
 
@@ -60,7 +56,8 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
     create: list[Any] = []
     grow: list[tuple[TopicSpec, int]] = []
     short: list[tuple[TopicSpec, int]] = []
-    for spec in wanted_topics(settings):
+    wanted = settings.topics()
+    for spec in wanted:
         have = existing.get(spec.name)
         if have is None:
             create.append(NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication_factor,
@@ -91,9 +88,9 @@ def ensure(settings: Settings, replication_factor: int, increase: bool, wait_s: 
             except Exception as exc:
                 print(f"{name}: {exc}", file=sys.stderr)
                 failed += 1
-    existing_wanted = [spec.name for spec in wanted_topics(settings) if spec.name in existing]
+    existing_wanted = [spec.name for spec in wanted if spec.name in existing]
     failed += _set_config(admin, existing_wanted, config)
-    print(f"{len(wanted_topics(settings))} topics wanted, {len(create)} created, {len(grow)} grown, {failed} failed")
+    print(f"{len(wanted)} topics wanted, {len(create)} created, {len(grow)} grown, {failed} failed")
     return 1 if failed else 0
 
 
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         config = topic_config(settings.message_max_bytes)
         print(json.dumps([{"name": t.name, "partitions": t.partitions, "config": config}
-                          for t in wanted_topics(settings)]))
+                          for t in settings.topics()]))
         return 0
     return ensure(settings, args.replication_factor, args.increase_partitions, args.wait)
 

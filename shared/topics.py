@@ -142,16 +142,14 @@ class TopicSpec:
     partitions: int
 
 
-def all_topics(partitions: dict[Stage, int], shared_partitions: int,
-               side_lanes: int | None = None) -> list[TopicSpec]:
+def all_topics(partitions: dict[Stage, int], shared_partitions: int, side_lanes: int) -> list[TopicSpec]:
     """Every topic the pipeline uses, with its partition count: each stage's normal lane with the
     stage's partitions (its parallelism), its priority and retry lanes with ``side_lanes`` of them
-    at most (all of them when None), then :data:`SHARED_TOPICS` with ``shared_partitions``.
+    at most, then :data:`SHARED_TOPICS` with ``shared_partitions``.
 
     A consumer's fetch names every unpaused partition it holds, and the broker answers each fetch
     after ``fetch.wait.max.ms`` whether it found records or not, so a lane's partitions cost the
     broker the same loaded or idle; the side lanes carry few records (decision 0039)."""
-    specs = [TopicSpec(t.topic(lane), partitions[stage] if lane is Lane.NORMAL or side_lanes is None
-                       else min(side_lanes, partitions[stage]))
+    specs = [TopicSpec(t.topic(lane), partitions[stage] if lane is Lane.NORMAL else min(side_lanes, partitions[stage]))
              for stage, t in TOPOLOGY.items() for lane in t.lanes]
     return specs + [TopicSpec(name, shared_partitions) for name in SHARED_TOPICS]

@@ -17,12 +17,12 @@ from shared.topics import SHARED_TOPICS, TOPOLOGY, Consumer, Lane, Stage, all_to
 
 
 def _names() -> set[str]:
-    return {t.name for t in all_topics(Settings().partitions(), 1)}
+    return {t.name for t in Settings().topics()}
 
 
 def test_the_topics_and_groups_deployed_clusters_have_keep_their_names() -> None:
     """Renaming a topic or group strands its messages and committed offsets in a running cluster."""
-    assert [t.name for t in all_topics(Settings().partitions(), 1)] == [
+    assert [t.name for t in Settings().topics()] == [
         *(f"fiscal.{s}{lane}" for s in ("ingest", "download", "validate", "store")
           for lane in ("", ".priority", ".retry")),
         "fiscal.stored", "fiscal.stored.priority", "fiscal.dlq", "fiscal.parking"]
@@ -35,7 +35,7 @@ def test_the_topics_and_groups_deployed_clusters_have_keep_their_names() -> None
 
 def test_partitions_follow_each_stage_and_the_shared_setting() -> None:
     partitions = {s: i + 2 for i, s in enumerate(Stage)}
-    got = {t.name: t.partitions for t in all_topics(partitions, 9)}
+    got = {t.name: t.partitions for t in all_topics(partitions, 9, side_lanes=max(partitions.values()))}
     for stage, t in TOPOLOGY.items():
         assert {got[name] for name in t.topics} == {partitions[stage]}
     assert {got[name] for name in SHARED_TOPICS} == {9}
