@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     partitions_shared: int = Field(2, ge=1, description="Partitions of the dead-letter and parking topics.")
     partitions_side_lanes: int = Field(
         1, ge=1, description="Partitions of each stage's priority and retry topics (at most the stage's own). "
-        "Their records are few, yet every partition a consumer holds is in each of its fetches, 50 a second: "
-        "the broker's largest cost (decision 0039). Raise it when one replica cannot keep up with a lane.")
+        "Their records are few, yet every partition a consumer holds is in each of its fetches (one every "
+        "FISCALFLOW_FETCH_WAIT_MAX_MS, data or not): the broker's largest cost (decision 0039). Raise it when one "
+        "replica cannot keep up with a lane.")
     session_timeout_ms: int = Field(
         6000, description="Consumer session timeout; the local broker's JoinGroup waits half of it."
     )

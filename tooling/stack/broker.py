@@ -86,5 +86,4 @@ class Broker(Component):
         # producers' message limit as its max.message.bytes (Tansu 0.6 accepts it; its own limit
         # is what refuses a larger produce, see docs/producers.md).
         s = self.settings
-        ensure_topics(s, s.topics(),
-                      message_max_bytes=s.message_max_bytes)
+        ensure_topics(s, s.topics(), message_max_bytes=s.message_max_bytes)
