@@ -163,9 +163,13 @@ def test_dead_letters_count_by_reason_once_and_a_replayed_record_moves_to_archiv
         return ({k: now["by_status"].get(k, 0) - before["by_status"].get(k, 0) for k in now["by_status"]},
                 {k: now["by_reason"].get(k, 0) - before["by_reason"].get(k, 0) for k in now["by_reason"]})
 
-    # The dead-letter topic has two partitions: the duplicate's letter may reach a later write of
-    # the report than the rejection's, so wait for every count asserted below.
-    report.wait_until(lambda: all(delta()[0][s] >= 1 for s in ("archived", "rejected", "duplicate")))
+    def counted() -> bool:
+        # The dead-letter topic has two partitions: the duplicate's letter may reach a later write
+        # of the report than the rejection's, so wait for every count asserted below.
+        by_status = delta()[0]
+        return all(by_status.get(s, 0) >= 1 for s in ("archived", "rejected", "duplicate"))
+
+    report.wait_until(counted)
     by_status, by_reason = delta()
     assert (by_status["archived"], by_status["rejected"], by_status["duplicate"]) == (1, 1, 1)
     assert {k: v for k, v in by_reason.items() if v} == {"CHECKSUM_MISMATCH": 1, "DUPLICATE_UUID": 1}
