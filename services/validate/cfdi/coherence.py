@@ -70,7 +70,12 @@ def dec(value: str | None) -> Decimal | None:
     if value is None:
         return None
     text = value.strip()
-    if len(text) > 64 or not _XS_DECIMAL.fullmatch(text):
+    if len(text) > 64:
+        return None
+    # The usual amount ("1234.56"): ASCII digits with at most one point, no sign.  Checked by str
+    # methods, ~4x cheaper than the expression, which still decides everything else.
+    digits = text.replace(".", "", 1)
+    if not (digits and digits.isascii() and digits.isdigit()) and not _XS_DECIMAL.fullmatch(text):
         return None
     try:
         return Decimal(text)
