@@ -37,6 +37,7 @@ log = logging.getLogger("fiscalflow.store")
 # gzip of a large document off the event loop above this size (ISA-L: ~0.25 ms at 256 KB, ~1 ms
 # at 1 MB, decision 0030; documents reach tens of MB).
 _THREAD_GZIP_BYTES = 256 * 1024
+BUSY_DELAY_S = 0.02
 
 
 def _profile_fields(doc: ValidatedDocument) -> dict[str, str]:
@@ -59,9 +60,13 @@ class StoreStage:
         self.s3 = S3Store(self.settings)
         self.bucket = ArchiveBucket(self.s3)
         self.rejections = RejectionRecorder("store", self.pool, self.actor)
-        # Hot path: one look-up and one transition statement per batch of in-flight documents.
-        self._archived: MicroBatcher[str, ArchivedRow | None] = MicroBatcher(self._flush_lookups, 500, 0.005)
-        self._transitions: MicroBatcher[Transition, ArchiveResult] = MicroBatcher(self._flush_archive, 500, 0.005)
+        # Hot path: one look-up and one transition statement per batch of in-flight documents, the
+        # batches gathered for 5 ms, or for 20 ms while the stage is busy (shared/db/batcher.py):
+        # under load they held a median of 6-9 documents at 5 ms (30,000-invoice throughput run).
+        self._archived: MicroBatcher[str, ArchivedRow | None] = MicroBatcher(
+            self._flush_lookups, 500, 0.005, busy_delay_s=BUSY_DELAY_S)
+        self._transitions: MicroBatcher[Transition, ArchiveResult] = MicroBatcher(
+            self._flush_archive, 500, 0.005, busy_delay_s=BUSY_DELAY_S)
 
     # ------------------------------------------------------------------ lifecycle
     async def close(self) -> None:

@@ -3,6 +3,13 @@
 Each handler awaits ``submit(item)``; items submitted within ``max_delay_s`` (or until
 ``max_size``) are flushed together and every caller gets its own result — so a stage with
 hundreds of messages in flight makes a few batched statements, not a round trip per record.
+
+With ``busy_delay_s``, the window widens to it while the batches are full enough to say the
+stage is busy (the last one held ``busy_size`` items or more), and narrows back once one does
+not: a record on an idle stage waits ``max_delay_s`` as before, and a stage under load makes
+fewer, larger statements.  A statement's fixed cost is most of a small batch's: the store's
+archive move cost PostgreSQL ~157 µs of CPU per record in batches of 3, ~70 in batches of 10
+and ~60 in batches of 30 (and its own client 104, 42 and 24 µs).
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ R = TypeVar("R")
 
 class MicroBatcher(Generic[T, R]):
     def __init__(self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], max_size: int = 500,
-                 max_delay_s: float = 0.005) -> None:
+                 max_delay_s: float = 0.005, busy_delay_s: float | None = None, busy_size: int = 4) -> None:
         self._flush_fn = flush
         self.max_size = max_size
         self.max_delay_s = max_delay_s
+        self.busy_delay_s = busy_delay_s
+        self.busy_size = busy_size
+        self.delay_s = max_delay_s  # the window of the next batch
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -33,7 +43,7 @@ class MicroBatcher(Generic[T, R]):
         if len(self._items) >= self.max_size:
             self._start_flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.max_delay_s, self._start_flush)
+            self._timer = loop.call_later(self.delay_s, self._start_flush)
         return await fut
 
     def _start_flush(self) -> None:
@@ -44,6 +54,8 @@ class MicroBatcher(Generic[T, R]):
             return
         items, futures = self._items, self._futures
         self._items, self._futures = [], []
+        if self.busy_delay_s is not None:
+            self.delay_s = self.busy_delay_s if len(items) >= self.busy_size else self.max_delay_s
         asyncio.get_running_loop().create_task(self._run(items, futures))
 
     async def _run(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
