@@ -5,11 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from urllib.parse import quote
 
-import aiohttp
 import yarl
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.store.archive import ArchiveObject
+from shared.http1 import Http1Pool
 from shared.runtime.errors import TransientError
 from shared.s3 import S3Store
 from shared.sigv4 import ChainCredentials, SigV4Signer
@@ -41,10 +41,10 @@ class ArchiveBucket:
         # s3_credentials=chain: each PUT signed with the chain's current (temporary) credentials.
         self._chain = ChainCredentials() if settings.s3_credentials == "chain" else None
         endpoint = yarl.URL(settings.s3_endpoint)
-        self._origin = endpoint.origin()
-        self._host = endpoint.raw_authority  # what aiohttp sends as Host (port included unless default)
+        self._host = endpoint.raw_authority  # the Host header sent and signed (port included unless default)
         self._prefix = f"{endpoint.raw_path.rstrip('/')}/{quote(self.s3.bucket, safe='')}/"
-        self._session: aiohttp.ClientSession | None = None
+        self._endpoint = endpoint
+        self._http = self._pool()  # an endpoint it cannot reach (an ftp:// URL) fails at start
 
     async def put_once(self, obj: ArchiveObject, record_id: str) -> tuple[PutOutcome, int]:
         """Upload unless the key exists; never overwrites (the key is the UUID's single slot).
@@ -55,7 +55,7 @@ class ArchiveBucket:
             status, text = await self._put(obj.key, obj.body, {
                 "Content-Type": "application/gzip", "If-None-Match": "*",
                 f"x-amz-meta-{SHA256_META}": obj.sha256, "x-amz-meta-record-id": record_id})
-        except (aiohttp.ClientError, TimeoutError, OSError, BotoCoreError) as exc:
+        except (TimeoutError, OSError, BotoCoreError) as exc:
             raise TransientError(f"s3 put {obj.key}: {type(exc).__name__}: {exc}", downstream="s3") from exc
         if status == 200:
             return PutOutcome.CREATED, len(obj.body)
@@ -69,29 +69,30 @@ class ArchiveBucket:
         return (PutOutcome.SAME if sha256 == obj.sha256 else PutOutcome.CONFLICT), size
 
     async def _put(self, key: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        """One signed PUT straight over aiohttp.
+        """One signed PUT over a kept-alive connection of our own (``shared.http1``).
 
-        The archive PUT is the store stage's one per-document round trip, and through aiobotocore it
+        The archive PUT is the store stage's one per-document round trip.  Through aiobotocore it
         cost ~1.4 ms of CPU (half the stage's): event hooks, endpoint rule resolution, user-agent
-        building, response parsing.  Signing is SigV4 over every header sent and the payload's
-        sha256 (``shared.sigv4``, checked against botocore's); HEAD and DELETE (rare) still go
-        through the client.
+        building, response parsing; through aiohttp 233-237 µs, through ``Http1Pool`` 123-129 µs
+        (``bench/s3_put_bench.py``, decision 0032).  Signing is SigV4 over every header sent and
+        the payload's sha256 (``shared.sigv4``, checked against botocore's); HEAD and DELETE (rare)
+        still go through the client.
         """
         path = self._prefix + quote(key, safe="/~")
         creds = await self._chain.current() if self._chain is not None else None
         signed = self._signer.sign("PUT", self._host, path, headers, body, credentials=creds)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30, connect=5))
-        async with self._session.put(self._origin.with_path(path, encoded=True), data=body,
-                                     headers=signed, skip_auto_headers=("Content-Type",)) as resp:
-            text = await resp.text() if resp.status != 200 else ""
-            return resp.status, text
+        resp = await self._http.request("PUT", path, signed, body)
+        return resp.status, resp.body.decode("utf-8", "replace") if resp.status != 200 else ""
+
+    def _pool(self) -> Http1Pool:
+        endpoint = self._endpoint
+        return Http1Pool(endpoint.scheme, endpoint.host or "", endpoint.port or 0, max_connections=64,
+                         connect_timeout_s=5, timeout_s=30)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Closes the idle connections; a PUT after this opens new ones."""
+        closing, self._http = self._http, self._pool()
+        await closing.close()
 
     async def head(self, key: str) -> tuple[str, int] | None:
         """The object's document sha256 (its metadata) and its size in bytes; None: no object."""
