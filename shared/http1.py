@@ -125,7 +125,10 @@ class Http1Pool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < self._keepalive_s and not conn.reader.at_eof():
+            # Not one the server wrote to while it sat idle (a 408 before closing, say): those bytes
+            # would be read as the next request's answer.
+            if now - conn.idle_since < self._keepalive_s and not conn.reader.at_eof() \
+                    and not getattr(conn.reader, "_buffer", b""):
                 return conn, True
             conn.close()
         return await self._connect(), False

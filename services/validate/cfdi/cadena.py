@@ -17,6 +17,7 @@ white space (space, tab, CR, LF), not U+00A0 and friends.
 
 from __future__ import annotations
 
+import linecache
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -279,7 +280,10 @@ class _Source:
                                     "_children": _children}
         # Only this class's code is compiled: every value taken from the stylesheets (names, tags,
         # text, XPath objects) reaches it through ``scope``, never spliced into the source.
-        exec(compile(code, f"<cadena {name}>", "exec"), scope)
+        filename = f"<cadena {'normalized' if self.normalize else 'raw'} {name}>"
+        exec(compile(code, filename, "exec"), scope)
+        # Its source where tracebacks and debuggers look for it (the file name is not a file).
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         return scope[name]  # type: ignore[return-value]
 
 

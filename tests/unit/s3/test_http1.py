@@ -275,6 +275,26 @@ def test_bytes_past_the_content_length_never_answer_the_next_request() -> None:
     run(go())
 
 
+def test_what_a_server_writes_to_an_idle_connection_never_answers_the_next_request() -> None:
+    async def late_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.02)  # the client has put the connection back by now
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)  # kept open: only the stray bytes tell
+
+    async def go() -> None:
+        async with (server := Server(late_408)) as pool:
+            assert (await pool.request("PUT", "/b/k", {}, b"x")).status == 200
+            await asyncio.sleep(0.2)
+            assert (await pool.request("PUT", "/b/k", {}, b"x")).status == 200  # not the stray 408
+        assert server.connections == 2
+
+    run(go())
+
+
 def test_the_timeout_counts_the_wait_for_a_busy_connection() -> None:
     async def go() -> None:
         async with Server(_silent) as pool:
