@@ -189,7 +189,7 @@ class _Program:
                 self._literal(node.tail, body)
         flush()
         self._bodies += 1
-        return body.compile(f"_body_{self._bodies}", self._templates, self._builtin)
+        return body.compile(f"_body_{self._bodies}", self._apply)
 
     def _literal(self, text: str | None, body: _Source) -> None:
         # XSLT drops white-space-only text of a stylesheet (outside xsl:text)
@@ -209,8 +209,7 @@ class _Program:
                 raise UnsupportedStylesheet("apply-templates with parameters or sorting")
             # each target's template found by its tag at run time (the table fills as sheets are read)
             body.line(f"for t in {_select(node, node.get('select'), body)}:")
-            body.line("    f = T(t.tag)")
-            body.line("    f(t, out, None) if f is not None else B(t, out)")
+            body.line("    A(t, out)")
             return
         if tag == f"{XSL}for-each":
             select = _select(node, node.get("select"), body)
@@ -268,7 +267,7 @@ class _Source:
                 parts.append(f"('' if (v := g({self.value(name)})) is None else '|' + {wrap.format('v')})")
         self.line(f"a({' + '.join(parts)})")
 
-    def compile(self, name: str, templates: dict[str, _Run], builtin: Callable[[etree._Element, Out], None]) -> _Run:
+    def compile(self, name: str, apply: Callable[[etree._Element, Out], None]) -> _Run:
         head = [f"def {name}(el, out, kids):", "    a = out.append"]
         if self.uses_get:
             head.append("    g = el.get")
@@ -276,8 +275,7 @@ class _Source:
             head.append("    if kids is None:")
             head.append("        kids = _children(el)")
         code = "\n".join(head + [f"    {line}" for line in self.lines])
-        scope: dict[str, object] = {**self.names, "T": templates.get, "B": builtin, "N": normalize_space,
-                                    "_children": _children}
+        scope: dict[str, object] = {**self.names, "A": apply, "N": normalize_space, "_children": _children}
         # Only this class's code is compiled: every value taken from the stylesheets (names, tags,
         # text, XPath objects) reaches it through ``scope``, never spliced into the source.
         filename = f"<cadena {'normalized' if self.normalize else 'raw'} {name}>"
